@@ -249,6 +249,7 @@ class Target:
             )
         self.batch_size = int(batch_size)
         self._classes = None if classes is None else np.asarray(classes)
+        self._seen_width = None
         self.n_queries_ = 0
         self.n_calls_ = 0
 
@@ -281,10 +282,9 @@ class Target:
             return None
         if self.kind == "sklearn":
             return np.asarray(self.model.classes_)
-        if self.kind == "keras":
-            units = _keras_output_units(self.model)
-            return None if units is None else np.arange(max(int(units), 2))
-        return None
+        units = _keras_output_units(self.model) if self.kind == "keras" else None
+        units = units or self._seen_width
+        return None if units is None else np.arange(max(int(units), 2))
 
     @property
     def n_classes_(self) -> int | None:
@@ -378,6 +378,7 @@ class Target:
         elif self.from_logits:
             out = _softmax(out)
         self._check_distribution(out)
+        self._seen_width = out.shape[1]
         return out
 
     def _check_distribution(self, p):

@@ -1,0 +1,6 @@
+"""Data set loaders: real files, real download code, a ``data_home`` cache."""
+
+from kmi.datasets._base import get_data_home
+from kmi.datasets.adult import load_adult
+
+__all__ = ["get_data_home", "load_adult"]
