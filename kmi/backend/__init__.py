@@ -11,7 +11,13 @@ import keras
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
-__all__ = ["SUPPORTED_BACKENDS", "get_backend_module", "value_and_grad"]
+__all__ = [
+    "SUPPORTED_BACKENDS",
+    "custom_train_step",
+    "get_backend_module",
+    "per_example_value_and_grad",
+    "value_and_grad",
+]
 
 
 def get_backend_module():
@@ -66,6 +72,81 @@ def value_and_grad(fn, x):
     """
     x = keras.ops.convert_to_tensor(x, dtype="float32")
     return get_backend_module().value_and_grad(fn, x)
+
+
+def per_example_value_and_grad(fn, params, batch):
+    """Per-example values and gradients of ``fn``, vectorised over a batch.
+
+    ``fn`` is evaluated on each example of ``batch`` separately and
+    differentiated with respect to ``params``, in one vectorised computation
+    (``jax.vmap`` on JAX, ``tf.vectorized_map`` on TensorFlow); there is no
+    Python loop over examples.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(params, example) -> (value, aux)``. ``example`` has the structure of
+        ``batch`` with the leading batch axis removed; ``value`` is a scalar and
+        ``aux`` any structure of tensors (not differentiated). Tensors ``fn``
+        closes over are shared by every example.
+    params : list of tensors
+        What to differentiate with respect to (e.g. the values of a model's
+        trainable variables). Shared by every example.
+    batch : structure of tensors
+        Nested structure (dict, list, tuple) of tensors sharing a leading batch
+        axis. It must not contain ``None``.
+
+    Returns
+    -------
+    values : tensor of shape (batch_size,)
+    aux : structure of tensors
+        ``aux`` of every example, stacked along a new leading axis.
+    grads : list of tensors
+        ``grads[j]`` has shape ``(batch_size, *params[j].shape)``.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.backend import per_example_value_and_grad
+    >>> w = keras.ops.convert_to_tensor(np.array([1.0, 2.0], dtype="float32"))
+    >>> x = np.array([[1.0, 0.0], [0.0, 3.0]], dtype="float32")
+    >>> fn = lambda p, ex: (keras.ops.sum(p[0] * ex["x"]), ())
+    >>> values, _, grads = per_example_value_and_grad(fn, [w], {"x": x})
+    >>> keras.ops.convert_to_numpy(values).tolist(), keras.ops.convert_to_numpy(grads[0]).tolist()
+    ([1.0, 6.0], [[1.0, 0.0], [0.0, 3.0]])
+    """
+    return get_backend_module().per_example_value_and_grad(fn, list(params), batch)
+
+
+def custom_train_step(model, grad_fn):
+    """A ``train_step`` for ``model`` whose gradients come from ``grad_fn``.
+
+    Keras' ``Model.train_step`` has a different signature on each backend
+    (stateless ``(state, data)`` on JAX, ``(data)`` on TensorFlow). This builds
+    the right one around a backend-neutral, stateless gradient function, so that
+    a defense can change how gradients are computed (per-example clipping, noise)
+    and keep everything else ``model.fit`` does: the compiled optimizer, the loss
+    tracker, the compiled metrics, ``keras.distribution`` on JAX.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A compiled model.
+    grad_fn : callable
+        ``grad_fn(trainable_values, non_trainable_values, iterations, x, y,
+        sample_weight) -> (loss, y_pred, grads, non_trainable_values)``, written
+        with ``keras.ops``. ``iterations`` is the optimizer's step counter (a
+        scalar tensor), so that randomness can be derived from it statelessly.
+        ``loss`` is the unscaled batch loss shown in the logs.
+
+    Returns
+    -------
+    callable
+        A function with the signature of the active backend's
+        ``Model.train_step``; assign it to ``model.train_step`` and rebuild the
+        train function with ``model.make_train_function(force=True)``.
+    """
+    return get_backend_module().custom_train_step(model, grad_fn)
 
 
 def _check_scalar(value):

@@ -12,3 +12,44 @@ def value_and_grad(fn, x):
         return value
 
     return jax.value_and_grad(checked)(x)
+
+
+def per_example_value_and_grad(fn, params, batch):
+    (values, aux), grads = jax.vmap(
+        jax.value_and_grad(fn, has_aux=True), in_axes=(None, 0)
+    )(params, batch)
+    return values, aux, list(grads)
+
+
+def custom_train_step(model, grad_fn):
+    import keras
+
+    optimizer = model.optimizer
+    iterations_index = next(
+        i for i, v in enumerate(optimizer.variables) if v is optimizer.iterations
+    )
+
+    def train_step(state, data):
+        trainable, non_trainable, optimizer_vars, metrics_vars = state
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        loss, y_pred, grads, non_trainable = grad_fn(
+            trainable,
+            non_trainable,
+            optimizer_vars[iterations_index],
+            x,
+            y,
+            sample_weight,
+        )
+        trainable, optimizer_vars = optimizer.stateless_apply(optimizer_vars, grads, trainable)
+        mapping = list(zip(model.metrics_variables, metrics_vars))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            batch_size = next(t for t in keras.tree.flatten(x) if t is not None).shape[0]
+            model._loss_tracker.update_state(loss, sample_weight=batch_size)
+            logs = model.compute_metrics(x, y, y_pred, sample_weight)
+        metrics_vars = [
+            v if (new := scope.get_current_value(ref)) is None else new
+            for ref, v in zip(model.metrics_variables, metrics_vars)
+        ]
+        return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+    return train_step

@@ -11,3 +11,42 @@ def value_and_grad(fn, x):
         value = fn(x)
     _check_scalar(value)
     return value, tape.gradient(value, x)
+
+
+def per_example_value_and_grad(fn, params, batch):
+    def one_example(example):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            value, aux = fn(params, example)
+        grads = tape.gradient(value, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return value, aux, grads
+
+    # Ops without a vectorisation rule (rare: some random ops) fall back to a
+    # while loop for that op alone; everything else is vectorised by pfor.
+    values, aux, grads = tf.vectorized_map(one_example, batch, fallback_to_while_loop=True)
+    return values, aux, list(grads)
+
+
+def custom_train_step(model, grad_fn):
+    import keras
+
+    def train_step(data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        trainable = [tf.convert_to_tensor(v.value) for v in model.trainable_variables]
+        non_trainable = [tf.convert_to_tensor(v.value) for v in model.non_trainable_variables]
+        loss, y_pred, grads, non_trainable = grad_fn(
+            trainable,
+            non_trainable,
+            tf.convert_to_tensor(model.optimizer.iterations.value),
+            x,
+            y,
+            sample_weight,
+        )
+        for variable, value in zip(model.non_trainable_variables, non_trainable):
+            variable.assign(value)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        batch_size = tf.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
+        model._loss_tracker.update_state(loss, sample_weight=batch_size)
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    return train_step

@@ -1,0 +1,799 @@
+"""DP-SGD that drops into ``model.fit``: per-example clipping, Gaussian noise, accounting.
+
+:class:`DPSGD` is a Keras callback. For the duration of a ``fit`` it replaces the
+model's train step by one that computes each example's gradient (vectorised by
+:func:`kmi.backend.per_example_value_and_grad`: ``jax.vmap`` or
+``tf.vectorized_map``), clips it to ``l2_norm_clip``, sums, adds Gaussian noise of
+standard deviation ``noise_multiplier * l2_norm_clip`` and divides by the batch size
+before handing the result to the compiled optimizer. Everything else ``fit`` does (the
+compiled loss and metrics, ``add_loss`` terms, the optimizer, other callbacks) is
+unchanged, and the model's own train step is back once ``fit`` returns.
+
+Accounting is delegated to ``dp-accounting`` (:mod:`kmi.defenses.accounting`).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from kmi import backend as kmi_backend
+from kmi.defenses.accounting import (
+    ACCOUNTANTS,
+    calibrate_noise,
+    compute_epsilon,
+    max_steps,
+)
+
+__all__ = [
+    "DPSGD",
+    "PoissonSampler",
+    "PrivacyBudget",
+    "check_dp_compatible",
+    "make_private",
+    "per_example_gradients",
+]
+
+_SEED_STATE_NAME = "seed_generator_state"
+# Odd 32-bit constant (golden ratio): spreads per-example seed offsets.
+_SEED_STRIDE = 0x9E3779B1
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_dp_compatible(model) -> None:
+    """Raise if ``model`` cannot be trained with per-example DP-SGD.
+
+    Refused: layers whose training-time computation mixes examples of a batch
+    (``BatchNormalization``, whose batch statistics make one example's output
+    depend on the others), models that define their own ``train_step`` (DP-SGD
+    replaces it) and kmi losses computed on the whole batch (:class:`~kmi.defenses.BiDO`).
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Raises
+    ------
+    ValueError
+        Naming the offending layer or method and the alternative.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"DP-SGD needs a keras.Model. Received: model={type(model).__name__}")
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) normalises with statistics "
+                "of the whole batch, so one example's gradient depends on the others and "
+                "per-example clipping no longer bounds its influence. Replace it by "
+                "keras.layers.GroupNormalization or keras.layers.LayerNormalization "
+                f"(per-example statistics). Received: layer={layer.name!r}"
+            )
+    if getattr(model, "_kmi_batch_level_loss", False):
+        raise ValueError(
+            f"{type(model).__name__} computes its loss from the whole batch (e.g. BiDO's "
+            "HSIC terms), which DP-SGD cannot split into per-example gradients. Train "
+            "with one defense or the other. "
+            f"Received: model={type(model).__name__}"
+        )
+    if "train_step" not in model.__dict__ and type(model).train_step is not keras.Model.train_step:
+        raise ValueError(
+            f"{type(model).__name__} overrides train_step, which DP-SGD must replace. Move "
+            "custom loss terms into compute_loss (it runs per example under DP-SGD). "
+            f"Received: model={type(model).__name__}"
+        )
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError(
+            "DP-SGD needs a compiled model: call model.compile(optimizer, loss) first. "
+            "Received: model.optimizer=None"
+        )
+    if not model.trainable_variables:
+        raise ValueError(
+            "DP-SGD needs trainable variables. Received: model.trainable_variables=[]"
+        )
+
+
+def _check_clip_and_noise(l2_norm_clip, noise_multiplier):
+    if not (isinstance(l2_norm_clip, (int, float, np.floating)) and l2_norm_clip > 0):
+        raise ValueError(f"l2_norm_clip must be > 0. Received: l2_norm_clip={l2_norm_clip!r}")
+    if noise_multiplier is not None and not noise_multiplier >= 0:
+        raise ValueError(
+            f"noise_multiplier must be >= 0. Received: noise_multiplier={noise_multiplier!r}"
+        )
+
+
+# ------------------------------------------------------------------ the DP computation
+
+
+def _first(x):
+    return next(t for t in keras.tree.flatten(x) if t is not None)
+
+
+def _seed_indices(model):
+    return [
+        i for i, v in enumerate(model.non_trainable_variables) if v.path.endswith(_SEED_STATE_NAME)
+    ]
+
+
+def _per_example(model, trainable, non_trainable, x, y, sample_weight):
+    """Per-example losses, predictions, gradients and non-trainable updates.
+
+    Random layers (Dropout...) get a different seed for every example, so each
+    example sees its own mask, as in an ordinary batched step.
+    """
+    seed_idx = _seed_indices(model)
+    batch_size = ops.shape(_first(x))[0]
+    batch = {"x": x}
+    if y is not None:
+        batch["y"] = y
+    if sample_weight is not None:
+        batch["sample_weight"] = sample_weight
+    if seed_idx:
+        seeds = []
+        for i in seed_idx:
+            state = non_trainable[i]
+            offsets = ops.cast(ops.arange(batch_size), state.dtype) * ops.cast(
+                _SEED_STRIDE, state.dtype
+            )
+            offsets = ops.stack([offsets, ops.zeros_like(offsets)], axis=1)
+            seeds.append(ops.expand_dims(state, 0) + offsets)
+        batch["seeds"] = seeds
+    call_kwargs = {"training": True} if model._call_has_training_arg else {}
+
+    def example_loss(params, example):
+        values = list(non_trainable)
+        for k, i in enumerate(seed_idx):
+            values[i] = example["seeds"][k]
+
+        def expand(t):
+            return ops.expand_dims(t, 0)
+
+        xe = keras.tree.map_structure(expand, example["x"])
+        ye = keras.tree.map_structure(expand, example["y"]) if "y" in example else None
+        we = expand(example["sample_weight"]) if "sample_weight" in example else None
+        mapping = list(zip(model.trainable_variables, params)) + list(
+            zip(model.non_trainable_variables, values)
+        )
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            y_pred = model(xe, **call_kwargs)
+            loss = model.compute_loss(x=xe, y=ye, y_pred=y_pred, sample_weight=we, training=True)
+        new_values = []
+        for ref, value in zip(model.non_trainable_variables, values):
+            new = scope.get_current_value(ref)
+            new_values.append(value if new is None else new)
+        y_pred = keras.tree.map_structure(lambda t: t[0], y_pred)
+        return loss, (y_pred, new_values)
+
+    losses, (y_pred, new_non_trainable), grads = kmi_backend.per_example_value_and_grad(
+        example_loss, trainable, batch
+    )
+    # Every example advances the random state the same way; keep example 0's
+    # update (offset 0), so the model's generators move on as in a batched step.
+    new_non_trainable = [v[0] for v in new_non_trainable]
+    return losses, y_pred, grads, new_non_trainable
+
+
+def _clip(grads, l2_norm_clip, sample_weight=None):
+    """Per-example clipping factors and norms; examples with zero weight get factor 0."""
+    squares = []
+    for g in grads:
+        size = int(np.prod(g.shape[1:]))
+        squares.append(ops.sum(ops.square(ops.reshape(g, (-1, size))), axis=1))
+    norms = ops.sqrt(ops.sum(ops.stack(squares, axis=0), axis=0))
+    factors = ops.minimum(1.0, l2_norm_clip / ops.maximum(norms, 1e-12))
+    if sample_weight is not None:
+        w = ops.reshape(ops.convert_to_tensor(sample_weight), (ops.shape(factors)[0], -1))
+        factors = factors * ops.cast(ops.any(ops.not_equal(w, 0), axis=1), factors.dtype)
+    return factors, norms
+
+
+def _noise(shapes, stddev, seed_generator, base_seed, iterations):
+    """Gaussian noise drawn statelessly from (iterations, base_seed).
+
+    The first seed component is the optimizer step, so no two steps share a seed;
+    the second advances across the variables of one step.
+    """
+    dtype = seed_generator.state.dtype
+    state = ops.stack([ops.cast(iterations, dtype), ops.cast(base_seed, dtype)])
+    with keras.StatelessScope(state_mapping=[(seed_generator.state, state)]):
+        return [keras.random.normal(shape, stddev=stddev, seed=seed_generator) for shape in shapes]
+
+
+def _make_grad_fn(model, l2_norm_clip, noise_multiplier, normalizer, seed_generator, base_seed):
+    """The stateless DP gradient function handed to kmi.backend.custom_train_step."""
+
+    def grad_fn(trainable, non_trainable, iterations, x, y, sample_weight):
+        losses, y_pred, grads, non_trainable = _per_example(
+            model, trainable, non_trainable, x, y, sample_weight
+        )
+        factors, _ = _clip(grads, l2_norm_clip, sample_weight)
+        summed = [ops.tensordot(factors, g, axes=[[0], [0]]) for g in grads]
+        if normalizer is None:
+            denominator = ops.cast(ops.shape(factors)[0], "float32")
+        else:
+            denominator = ops.cast(normalizer, "float32")
+        if noise_multiplier > 0:
+            noise = _noise(
+                [tuple(s.shape) for s in summed],
+                noise_multiplier * l2_norm_clip,
+                seed_generator,
+                base_seed,
+                iterations,
+            )
+            summed = [s + n for s, n in zip(summed, noise)]
+        grads = [s / ops.cast(denominator, s.dtype) for s in summed]
+        loss = ops.sum(losses) / denominator
+        return loss, y_pred, grads, non_trainable
+
+    return grad_fn
+
+
+def per_example_gradients(model, x, y=None, sample_weight=None, *, l2_norm_clip=None):
+    """Each example's gradient of the model's training loss, optionally clipped.
+
+    This is what :class:`DPSGD` computes before summing and adding noise, exposed
+    for inspection and for audits.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A compiled model.
+    x, y, sample_weight : array-like
+        One batch, as given to ``model.fit``.
+    l2_norm_clip : float, optional
+        If given, each example's gradient (all variables together) is scaled to
+        an L2 norm of at most ``l2_norm_clip``, as DP-SGD does.
+
+    Returns
+    -------
+    list of ndarray
+        One array per trainable variable, shaped ``(batch_size, *variable.shape)``.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.defenses import per_example_gradients
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model.compile("sgd", "mse")
+    >>> grads = per_example_gradients(model, np.ones((4, 3)), np.zeros((4, 2)), l2_norm_clip=0.1)
+    >>> [g.shape for g in grads]
+    [(4, 3, 2), (4, 2)]
+    """
+    if getattr(model, "optimizer", None) is None:
+        raise ValueError(
+            "per_example_gradients needs a compiled model (its loss). "
+            "Received: model.optimizer=None"
+        )
+
+    def to_tensor(t):
+        return None if t is None else ops.convert_to_tensor(t)
+
+    x = keras.tree.map_structure(to_tensor, x)
+    y = keras.tree.map_structure(to_tensor, y) if y is not None else None
+    sample_weight = to_tensor(sample_weight)
+    trainable = [ops.convert_to_tensor(v.value) for v in model.trainable_variables]
+    non_trainable = [ops.convert_to_tensor(v.value) for v in model.non_trainable_variables]
+    _, _, grads, _ = _per_example(model, trainable, non_trainable, x, y, sample_weight)
+    if l2_norm_clip is not None:
+        _check_clip_and_noise(l2_norm_clip, None)
+        factors, _ = _clip(grads, l2_norm_clip)
+        grads = [g * ops.reshape(factors, (-1,) + (1,) * (len(g.shape) - 1)) for g in grads]
+    return [ops.convert_to_numpy(g) for g in grads]
+
+
+# --------------------------------------------------------------------- data helper
+
+
+class PoissonSampler(keras.utils.PyDataset):
+    """Batches drawn by Poisson sampling, the sampling DP-SGD's accounting assumes.
+
+    Each example joins each batch independently with probability
+    ``batch_size / num_examples``, so batch sizes vary around ``batch_size``.
+    To keep the number of distinct shapes (and recompilations) small, every batch
+    is padded to a multiple of ``pad_to_multiple_of`` with examples of sample
+    weight zero, which :class:`DPSGD` excludes from the gradient sum. Pass the
+    same object to ``model.fit`` and to ``DPSGD(sampling=...)``: the epsilon then
+    reported is the epsilon of what ran.
+
+    Parameters
+    ----------
+    x : array-like or dict of array-like
+        Training inputs.
+    y : array-like
+        Targets.
+    sample_weight : array-like of shape (n_samples,), optional
+    batch_size : int, default=256
+        Expected batch size.
+    steps : int, optional
+        Batches per epoch. Default: ``round(num_examples / batch_size)``.
+    seed : int, optional
+        Seed of the sampling; ``None`` draws one from the OS.
+    pad_to_multiple_of : int, default=32
+        Batches are padded to a multiple of this size (1: no padding).
+    **kwargs
+        Passed to ``keras.utils.PyDataset`` (``workers``...).
+
+    Attributes
+    ----------
+    num_examples : int
+    sampling_rate : float
+    """
+
+    def __init__(
+        self,
+        x,
+        y,
+        sample_weight=None,
+        *,
+        batch_size=256,
+        steps=None,
+        seed=None,
+        pad_to_multiple_of=32,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.x = keras.tree.map_structure(np.asarray, x)
+        self.y = np.asarray(y)
+        self.num_examples = len(_first(self.x))
+        if len(self.y) != self.num_examples:
+            raise ValueError(
+                "x and y must have the same number of examples. "
+                f"Received: len(x)={self.num_examples}, len(y)={len(self.y)}"
+            )
+        if int(batch_size) != batch_size or not (0 < batch_size <= self.num_examples):
+            raise ValueError(
+                f"batch_size must be an integer in [1, {self.num_examples}]. "
+                f"Received: batch_size={batch_size!r}"
+            )
+        if int(pad_to_multiple_of) != pad_to_multiple_of or pad_to_multiple_of < 1:
+            raise ValueError(
+                "pad_to_multiple_of must be a positive integer. "
+                f"Received: pad_to_multiple_of={pad_to_multiple_of!r}"
+            )
+        self.sample_weight = (
+            np.ones(self.num_examples, "float32")
+            if sample_weight is None
+            else np.asarray(sample_weight, "float32")
+        )
+        self.batch_size = int(batch_size)
+        self.sampling_rate = self.batch_size / self.num_examples
+        self.steps = int(steps) if steps is not None else max(1, round(1 / self.sampling_rate))
+        self.pad_to_multiple_of = int(pad_to_multiple_of)
+        self.seed = secrets.randbits(63) if seed is None else int(seed)
+        self._epoch = 0
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng([self.seed, self._epoch, int(index)])
+        chosen = np.flatnonzero(rng.random(self.num_examples) < self.sampling_rate)
+        m = self.pad_to_multiple_of
+        size = max(m, -(-len(chosen) // m) * m)
+        idx = np.zeros(size, dtype=np.int64)
+        idx[: len(chosen)] = chosen
+        weight = np.zeros(size, dtype="float32")
+        weight[: len(chosen)] = self.sample_weight[chosen]
+        x = keras.tree.map_structure(lambda a: a[idx], self.x)
+        return x, self.y[idx], weight
+
+    def on_epoch_end(self):
+        self._epoch += 1
+
+
+# ----------------------------------------------------------------------- callbacks
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class DPSGD(keras.callbacks.Callback):
+    """Make a ``model.fit`` differentially private (DP-SGD, Abadi et al. 2016).
+
+    During the ``fit`` it is passed to, every training step computes each
+    example's gradient, clips it to L2 norm ``l2_norm_clip``, sums the clipped
+    gradients, adds Gaussian noise of standard deviation ``noise_multiplier *
+    l2_norm_clip`` and divides by the batch size; the compiled optimizer then
+    applies the result. At the end of every epoch the privacy spent so far is
+    written to ``logs["epsilon"]`` (at ``delta``), so it shows in the progress
+    bar and in ``History``. The model's own train step is restored when ``fit``
+    returns.
+
+    Parameters
+    ----------
+    l2_norm_clip : float, default=1.0
+        Maximum L2 norm of one example's gradient (all variables together).
+    noise_multiplier : float, optional
+        Noise standard deviation divided by ``l2_norm_clip``. Give this or
+        ``target_epsilon``.
+    target_epsilon : float, optional
+        Calibrate ``noise_multiplier`` so that the planned ``epochs`` of this
+        ``fit`` spend at most this epsilon.
+    delta : float, optional
+        Default: ``1 / num_examples``.
+    num_examples : int, optional
+        Training set size ``N``, needed when ``delta`` is not given with
+        shuffled batches (a Keras callback cannot see the data).
+    accountant : {"rdp", "pld"}, default="rdp"
+        dp-accounting accountant used for epsilon and calibration.
+    sampling : "shuffle" or PoissonSampler, default="shuffle"
+        How batches are drawn. ``"shuffle"``: ordinary ``fit`` batches; the
+        sampling rate is taken as ``1 / steps_per_epoch`` and epsilon is the
+        Poisson-sampling epsilon at that rate, an approximation for shuffled
+        batches (a warning says so). A :class:`PoissonSampler` (the same object
+        passed to ``fit``): epsilon is exact for what ran, and the noisy sum is
+        divided by the *expected* batch size.
+    seed : int, optional
+        Seed of the noise. ``None`` draws one from the OS (what a private run
+        should do; fix it only for tests).
+    verbose : int, default=0
+        1 prints the noise multiplier and sampling assumption at the start.
+
+    Attributes
+    ----------
+    noise_multiplier_ : float
+        The noise multiplier used (given or calibrated).
+    sampling_rate_ : float
+    delta_ : float
+    steps_ : int
+        DP steps run so far by this callback (all its ``fit`` calls: privacy
+        composes across them).
+    epsilon_ : float
+        Privacy spent after the last completed epoch.
+    sampling_assumption_ : str
+        ``"poisson"`` or ``"shuffle (Poisson accounting used as an approximation)"``.
+
+    Raises
+    ------
+    ValueError
+        At the start of ``fit``: invalid parameters, or a model DP-SGD cannot
+        train (see :func:`check_dp_compatible`).
+
+    See Also
+    --------
+    make_private : the same without a callback.
+    PrivacyBudget : stop before a budget is exceeded.
+    compute_epsilon, calibrate_noise
+
+    Notes
+    -----
+    Per-example gradients are computed by :func:`kmi.backend.per_example_value_and_grad`
+    (``jax.vmap`` on JAX, ``tf.vectorized_map`` on TensorFlow). Layers that use
+    randomness (Dropout) draw an independent mask per example. Loss terms from
+    ``add_loss`` and weight regularizers are part of each example's loss.
+    Noise is drawn from a seed derived from the optimizer step and ``seed``.
+
+    References
+    ----------
+    Abadi et al., "Deep Learning with Differential Privacy", CCS 2016.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.defenses import DPSGD
+    >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    >>> y = (x[:, 0] > 0).astype("int32")
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> dp = DPSGD(l2_norm_clip=1.0, noise_multiplier=1.1, num_examples=64, seed=0)
+    >>> history = model.fit(x, y, batch_size=16, epochs=2, callbacks=[dp], verbose=0)
+    >>> "epsilon" in history.history
+    True
+    """
+
+    def __init__(
+        self,
+        l2_norm_clip=1.0,
+        noise_multiplier=None,
+        *,
+        target_epsilon=None,
+        delta=None,
+        num_examples=None,
+        accountant="rdp",
+        sampling="shuffle",
+        seed=None,
+        verbose=0,
+    ):
+        super().__init__()
+        self.l2_norm_clip = l2_norm_clip
+        self.noise_multiplier = noise_multiplier
+        self.target_epsilon = target_epsilon
+        self.delta = delta
+        self.num_examples = num_examples
+        self.accountant = accountant
+        self.sampling = sampling
+        self.seed = seed
+        self.verbose = verbose
+        self.steps_ = 0
+
+    def get_config(self):
+        if isinstance(self.sampling, PoissonSampler):
+            raise NotImplementedError(
+                "A DPSGD callback holding a PoissonSampler (data) is not serialisable. "
+                "Received: sampling=PoissonSampler"
+            )
+        return {
+            "l2_norm_clip": self.l2_norm_clip,
+            "noise_multiplier": self.noise_multiplier,
+            "target_epsilon": self.target_epsilon,
+            "delta": self.delta,
+            "num_examples": self.num_examples,
+            "accountant": self.accountant,
+            "sampling": self.sampling,
+            "seed": self.seed,
+            "verbose": self.verbose,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # -- validation and schedule
+    def _resolve(self):
+        _check_clip_and_noise(self.l2_norm_clip, self.noise_multiplier)
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(
+                "Give exactly one of noise_multiplier and target_epsilon. "
+                f"Received: noise_multiplier={self.noise_multiplier!r}, "
+                f"target_epsilon={self.target_epsilon!r}"
+            )
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(
+                f"accountant must be one of {ACCOUNTANTS}. "
+                f"Received: accountant={self.accountant!r}"
+            )
+        steps_per_epoch = self.params.get("steps")
+        if isinstance(self.sampling, PoissonSampler):
+            self.sampling_rate_ = self.sampling.sampling_rate
+            num_examples = self.sampling.num_examples
+            self._normalizer = float(self.sampling.batch_size)
+            self.sampling_assumption_ = "poisson"
+        elif self.sampling == "shuffle":
+            if not steps_per_epoch:
+                raise ValueError(
+                    "With shuffled batches DPSGD takes the sampling rate as 1 / steps per "
+                    "epoch, which is unknown for this data; pass steps_per_epoch to fit or "
+                    "use a PoissonSampler. Received: steps=None"
+                )
+            self.sampling_rate_ = 1.0 / steps_per_epoch
+            num_examples = self.num_examples
+            self._normalizer = None
+            self.sampling_assumption_ = "shuffle (Poisson accounting used as an approximation)"
+        else:
+            raise ValueError(
+                "sampling must be 'shuffle' or a kmi.defenses.PoissonSampler. "
+                f"Received: sampling={self.sampling!r}"
+            )
+        if self.delta is None and num_examples is None:
+            raise ValueError(
+                "delta defaults to 1 / N, and a callback cannot see the data: pass "
+                "num_examples=len(x) (or delta). Received: num_examples=None, delta=None"
+            )
+        self.delta_ = float(self.delta) if self.delta is not None else 1.0 / num_examples
+        if self.noise_multiplier is not None:
+            self.noise_multiplier_ = float(self.noise_multiplier)
+        else:
+            epochs = self.params.get("epochs") or 1
+            self.noise_multiplier_ = calibrate_noise(
+                self.target_epsilon,
+                sampling_rate=self.sampling_rate_,
+                steps=self.steps_ + math.ceil(epochs / self.sampling_rate_ - 1e-9),
+                delta=self.delta_,
+                accountant=self.accountant,
+            )
+
+    def on_train_begin(self, logs=None):
+        self._resolve()
+        model = self.model
+        check_dp_compatible(model)
+        if self.sampling_assumption_ != "poisson":
+            warnings.warn(
+                "DPSGD: batches are shuffled, not Poisson-sampled; the epsilon reported "
+                f"is the Poisson-sampling epsilon at rate {self.sampling_rate_:.4g} "
+                "(the usual approximation, not a bound for what ran). Use "
+                "kmi.defenses.PoissonSampler for an exact account.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if self.verbose:
+            print(
+                f"DPSGD: l2_norm_clip={self.l2_norm_clip}, noise_multiplier="
+                f"{self.noise_multiplier_:.4g}, sampling_rate={self.sampling_rate_:.4g}, "
+                f"delta={self.delta_:.3g}, sampling={self.sampling_assumption_}"
+            )
+        seed = secrets.randbits(31) if self.seed is None else int(self.seed)
+        self._seed_generator = keras.random.SeedGenerator(seed)
+        grad_fn = _make_grad_fn(
+            model,
+            float(self.l2_norm_clip),
+            self.noise_multiplier_,
+            self._normalizer,
+            self._seed_generator,
+            seed,
+        )
+        self._had_own_train_step = "train_step" in model.__dict__
+        self._previous_train_step = model.__dict__.get("train_step")
+        model.train_step = kmi_backend.custom_train_step(model, grad_fn)
+        model.make_train_function(force=True)
+        model._kmi_dpsgd = self
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_ += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epsilon_ = self.epsilon()
+        if logs is not None:
+            logs["epsilon"] = self.epsilon_
+
+    def on_train_end(self, logs=None):
+        model = self.model
+        if self._had_own_train_step:
+            model.train_step = self._previous_train_step
+        else:
+            del model.train_step
+        model.train_function = None
+        model.__dict__.pop("_kmi_dpsgd", None)
+
+    def epsilon(self, steps=None) -> float:
+        """Epsilon after ``steps`` DP steps (default: the steps run so far)."""
+        return compute_epsilon(
+            self.noise_multiplier_,
+            sampling_rate=self.sampling_rate_,
+            steps=self.steps_ if steps is None else steps,
+            delta=self.delta_,
+            accountant=self.accountant,
+        )
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class PrivacyBudget(keras.callbacks.Callback):
+    """Stop a DP-SGD ``fit`` before its privacy budget is exceeded.
+
+    Works with a :class:`DPSGD` callback in the same ``fit`` (or a model from
+    :func:`make_private`). At the start of training it computes, with the same
+    accountant, the largest number of DP steps whose epsilon stays within
+    ``target_epsilon``, and sets ``model.stop_training`` after that step (the
+    ``EarlyStopping`` pattern), so training ends mid-epoch if it must.
+
+    Parameters
+    ----------
+    target_epsilon : float
+        The budget.
+    delta : float, optional
+        Default: the DPSGD callback's delta.
+    dpsgd : DPSGD, optional
+        The DP-SGD callback to follow. Default: the one running on the model.
+
+    Attributes
+    ----------
+    max_steps_ : int
+        Total DP steps allowed by the budget.
+    stopped_step_ : int or None
+        The DP step after which training was stopped, if it was.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.defenses import DPSGD, PrivacyBudget
+    >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    >>> y = (x[:, 0] > 0).astype("int32")
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> dp = DPSGD(noise_multiplier=0.8, num_examples=64, seed=0)
+    >>> budget = PrivacyBudget(target_epsilon=2.0)
+    >>> _ = model.fit(x, y, batch_size=16, epochs=50, callbacks=[dp, budget], verbose=0)
+    >>> dp.epsilon() <= 2.0
+    True
+    """
+
+    def __init__(self, target_epsilon, delta=None, *, dpsgd=None):
+        super().__init__()
+        self.target_epsilon = target_epsilon
+        self.delta = delta
+        self.dpsgd = dpsgd
+
+    def get_config(self):
+        return {"target_epsilon": self.target_epsilon, "delta": self.delta}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def on_train_begin(self, logs=None):
+        if not self.target_epsilon > 0:
+            raise ValueError(
+                f"target_epsilon must be > 0. Received: target_epsilon={self.target_epsilon!r}"
+            )
+        self.max_steps_ = None
+        self.stopped_step_ = None
+
+    def _setup(self):
+        dp = self.dpsgd or self.model.__dict__.get("_kmi_dpsgd")
+        if dp is None:
+            raise ValueError(
+                "PrivacyBudget needs a DPSGD callback in the same fit (or a model from "
+                "make_private). Received: dpsgd=None"
+            )
+        self._dp = dp
+        delta = dp.delta_ if self.delta is None else float(self.delta)
+        self.max_steps_ = max_steps(
+            dp.noise_multiplier_,
+            self.target_epsilon,
+            sampling_rate=dp.sampling_rate_,
+            delta=delta,
+            accountant=dp.accountant,
+        )
+        self._done = dp.steps_
+        if self.max_steps_ <= dp.steps_:
+            raise ValueError(
+                f"The budget epsilon={self.target_epsilon} allows {self.max_steps_} DP steps "
+                f"and {dp.steps_} have run: no step can be taken. Received: "
+                f"target_epsilon={self.target_epsilon!r}"
+            )
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.max_steps_ is None:
+            self._setup()
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Own count (callbacks may run before or after DPSGD's own counter).
+        self._done += 1
+        if self._done >= self.max_steps_:
+            self.model.stop_training = True
+            self.stopped_step_ = self._done
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.stopped_step_ is not None:
+            logs["privacy_budget_exhausted"] = 1.0
+
+
+def make_private(model, l2_norm_clip=1.0, noise_multiplier=None, **kwargs):
+    """Make every later ``model.fit`` differentially private, without a callback.
+
+    Equivalent to passing ``DPSGD(l2_norm_clip, noise_multiplier, **kwargs)`` in
+    the ``callbacks`` of every ``fit``: the DP train step is installed for each
+    ``fit``, ``logs["epsilon"]`` is written every epoch, and the one
+    :class:`DPSGD` object (``model.dpsgd``) accounts across ``fit`` calls.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A compiled model (checked now with :func:`check_dp_compatible`).
+    l2_norm_clip, noise_multiplier, **kwargs
+        As in :class:`DPSGD`.
+
+    Returns
+    -------
+    keras.Model
+        ``model`` itself, modified in place.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.defenses import make_private
+    >>> x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    >>> y = (x[:, 0] > 0).astype("int32")
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> model = make_private(model, noise_multiplier=1.0, num_examples=32, seed=0)
+    >>> "epsilon" in model.fit(x, y, batch_size=8, verbose=0).history
+    True
+    """
+    check_dp_compatible(model)
+    dpsgd = DPSGD(l2_norm_clip, noise_multiplier, **kwargs)
+    fit = type(model).fit.__get__(model)
+
+    def private_fit(*args, callbacks=None, **fit_kwargs):
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, DPSGD) for c in callbacks):
+            callbacks.insert(0, dpsgd)
+        return fit(*args, callbacks=callbacks, **fit_kwargs)
+
+    private_fit.__doc__ = fit.__doc__
+    model.fit = private_fit
+    model.dpsgd = dpsgd
+    return model
