@@ -9,18 +9,36 @@ from kmi.defenses.dp import (
     make_private,
     per_example_gradients,
 )
-from kmi.defenses.output import label_only, round_confidence, top_k_confidence
+from kmi.defenses.output import (
+    ConfidenceNoise,
+    LabelOnly,
+    ReverseSigmoid,
+    RoundConfidence,
+    TopK,
+    confidence_noise,
+    label_only,
+    reverse_sigmoid,
+    round_confidence,
+    top_k_confidence,
+)
 
 __all__ = [
+    "ConfidenceNoise",
     "DPSGD",
+    "LabelOnly",
     "PoissonSampler",
     "PrivacyBudget",
+    "ReverseSigmoid",
+    "RoundConfidence",
+    "TopK",
     "calibrate_noise",
     "check_dp_compatible",
     "compute_epsilon",
+    "confidence_noise",
     "label_only",
     "make_private",
     "per_example_gradients",
+    "reverse_sigmoid",
     "round_confidence",
     "top_k_confidence",
 ]

@@ -8,7 +8,18 @@ Keras layers wrapping them can be appended to a served model.
 import keras
 from keras import ops
 
-__all__ = ["label_only", "round_confidence", "top_k_confidence"]
+__all__ = [
+    "ConfidenceNoise",
+    "LabelOnly",
+    "ReverseSigmoid",
+    "RoundConfidence",
+    "TopK",
+    "confidence_noise",
+    "label_only",
+    "reverse_sigmoid",
+    "round_confidence",
+    "top_k_confidence",
+]
 
 
 def round_confidence(scores, decimals: int = 2):
@@ -63,6 +74,266 @@ def top_k_confidence(scores, k: int = 1):
 def label_only(scores):
     """Return only the predicted label (the arg-max) of each row, as int32."""
     return ops.cast(ops.argmax(ops.convert_to_tensor(scores), axis=-1), "int32")
+
+
+def confidence_noise(scores, stddev: float = 0.1, seed=None):
+    """Perturb probabilities with Gaussian noise and return probabilities.
+
+    Noise of standard deviation ``stddev`` is added to the log-probabilities and
+    the result is passed through a softmax, so every row stays a probability
+    distribution (non-negative, summing to one) whatever the noise.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples, n_classes)
+        Probabilities.
+    stddev : float, default=0.1
+        Standard deviation of the noise on log-probabilities; ``0`` returns the
+        scores (renormalised).
+    seed : int, keras.random.SeedGenerator or None
+        Randomness, as in ``keras.random.normal``.
+
+    Returns
+    -------
+    tensor of shape (n_samples, n_classes)
+    """
+    if not stddev >= 0:
+        raise ValueError(f"stddev must be >= 0. Received: stddev={stddev!r}")
+    scores = ops.convert_to_tensor(scores, dtype="float32")
+    logits = ops.log(ops.clip(scores, 1e-12, 1.0))
+    if stddev > 0:
+        logits = logits + keras.random.normal(ops.shape(scores), stddev=stddev, seed=seed)
+    return ops.softmax(logits, axis=-1)
+
+
+def reverse_sigmoid(scores, beta: float = 1.0, gamma: float = 0.1):
+    """Reverse-sigmoid perturbation of probabilities (Lee et al. 2019).
+
+    ``r = beta * (sigmoid(gamma * logit(p)) - 1/2)`` is subtracted from each
+    probability ``p``, negative values are clipped to zero and every row is
+    renormalised to sum to one. Large probabilities are pushed down and small ones
+    up, which misleads attacks that learn from confidence values (model stealing,
+    score-based inversion) while mostly keeping the predicted label.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples, n_classes)
+        Probabilities.
+    beta : float, default=1.0
+        Perturbation magnitude, >= 0.
+    gamma : float, default=0.1
+        Dataset-dependent convergence parameter of the sigmoid, > 0.
+
+    Returns
+    -------
+    tensor of shape (n_samples, n_classes)
+        Probabilities (rows sum to one).
+
+    References
+    ----------
+    Lee, Edwards, Molloy and Srivastava, "Defending Against NN Model Stealing
+    Attacks Using Deceptive Perturbations", IEEE S&P Workshops 2019.
+    """
+    if not beta >= 0:
+        raise ValueError(f"beta must be >= 0. Received: beta={beta!r}")
+    if not gamma > 0:
+        raise ValueError(f"gamma must be > 0. Received: gamma={gamma!r}")
+    p = ops.clip(ops.convert_to_tensor(scores, dtype="float32"), 1e-9, 1.0 - 1e-9)
+    r = beta * (ops.sigmoid(gamma * ops.log(p / (1.0 - p))) - 0.5)
+    perturbed = ops.maximum(p - r, 0.0)
+    return perturbed / ops.maximum(ops.sum(perturbed, axis=-1, keepdims=True), 1e-12)
+
+
+class _OutputDefense(keras.layers.Layer):
+    """Base of the output-hardening layers: applied in training and inference."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = False
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class RoundConfidence(_OutputDefense):
+    """Round released probabilities to ``decimals`` decimals.
+
+    Append to a served model (after the softmax). See :func:`round_confidence`.
+
+    Parameters
+    ----------
+    decimals : int, default=2
+    renormalize : bool, default=False
+        Divide each rounded row by its sum, so that it sums to one again.
+    **kwargs
+        Standard layer arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.defenses import RoundConfidence
+    >>> np.asarray(RoundConfidence(1)(np.array([[0.123, 0.877]]))).round(3).tolist()
+    [[0.1, 0.9]]
+    """
+
+    def __init__(self, decimals=2, renormalize=False, **kwargs):
+        super().__init__(**kwargs)
+        if int(decimals) != decimals or decimals < 0:
+            raise ValueError(
+                f"decimals must be a non-negative integer. Received: decimals={decimals!r}"
+            )
+        self.decimals = int(decimals)
+        self.renormalize = bool(renormalize)
+
+    def call(self, inputs):
+        out = round_confidence(inputs, self.decimals)
+        if self.renormalize:
+            out = out / ops.maximum(ops.sum(out, axis=-1, keepdims=True), 1e-12)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "decimals": self.decimals, "renormalize": self.renormalize}
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class TopK(_OutputDefense):
+    """Release only the ``k`` largest probabilities of each row (others set to 0).
+
+    Parameters
+    ----------
+    k : int, default=1
+    renormalize : bool, default=False
+        Divide the kept probabilities by their sum (rows then sum to one).
+    **kwargs
+        Standard layer arguments.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.defenses import TopK
+    >>> np.asarray(TopK(1, renormalize=True)(np.array([[0.2, 0.5, 0.3]]))).tolist()
+    [[0.0, 1.0, 0.0]]
+    """
+
+    def __init__(self, k=1, renormalize=False, **kwargs):
+        super().__init__(**kwargs)
+        if int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer. Received: k={k!r}")
+        self.k = int(k)
+        self.renormalize = bool(renormalize)
+
+    def call(self, inputs):
+        out = top_k_confidence(inputs, self.k)
+        if self.renormalize:
+            out = out / ops.maximum(ops.sum(out, axis=-1, keepdims=True), 1e-12)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k, "renormalize": self.renormalize}
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class LabelOnly(_OutputDefense):
+    """Release only the predicted label.
+
+    Parameters
+    ----------
+    one_hot : bool, default=False
+        ``False``: output the label index, int32, shape ``(n_samples,)``.
+        ``True``: output it one-hot, float32, shape ``(n_samples, n_classes)``
+        (a valid, degenerate probability vector, for code that expects scores).
+    **kwargs
+        Standard layer arguments.
+    """
+
+    def __init__(self, one_hot=False, **kwargs):
+        super().__init__(**kwargs)
+        self.one_hot = bool(one_hot)
+
+    def call(self, inputs):
+        labels = label_only(inputs)
+        if self.one_hot:
+            return ops.one_hot(labels, ops.shape(inputs)[-1], dtype="float32")
+        return labels
+
+    def compute_output_shape(self, input_shape):
+        return input_shape if self.one_hot else input_shape[:-1]
+
+    def compute_output_spec(self, inputs):
+        if self.one_hot:
+            return keras.KerasTensor(inputs.shape, dtype="float32")
+        return keras.KerasTensor(inputs.shape[:-1], dtype="int32")
+
+    def get_config(self):
+        return {**super().get_config(), "one_hot": self.one_hot}
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class ConfidenceNoise(_OutputDefense):
+    """Release noisy probabilities (Gaussian noise on log-probabilities, softmax).
+
+    Unlike ``keras.layers.GaussianNoise`` this layer is a serving-time defense:
+    it perturbs every call, in inference too. Rows remain probability vectors.
+    See :func:`confidence_noise`.
+
+    Parameters
+    ----------
+    stddev : float, default=0.1
+    seed : int, optional
+        Seed of the layer's ``keras.random.SeedGenerator``.
+    **kwargs
+        Standard layer arguments.
+    """
+
+    def __init__(self, stddev=0.1, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not stddev >= 0:
+            raise ValueError(f"stddev must be >= 0. Received: stddev={stddev!r}")
+        self.stddev = float(stddev)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        return confidence_noise(inputs, self.stddev, seed=self.seed_generator)
+
+    def get_config(self):
+        return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class ReverseSigmoid(_OutputDefense):
+    """Reverse-sigmoid output perturbation (Lee et al. 2019).
+
+    See :func:`reverse_sigmoid`; rows remain probability vectors.
+
+    Parameters
+    ----------
+    beta : float, default=1.0
+    gamma : float, default=0.1
+    **kwargs
+        Standard layer arguments.
+
+    References
+    ----------
+    Lee, Edwards, Molloy and Srivastava, "Defending Against NN Model Stealing
+    Attacks Using Deceptive Perturbations", IEEE S&P Workshops 2019.
+    """
+
+    def __init__(self, beta=1.0, gamma=0.1, **kwargs):
+        super().__init__(**kwargs)
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0. Received: beta={beta!r}")
+        if not gamma > 0:
+            raise ValueError(f"gamma must be > 0. Received: gamma={gamma!r}")
+        self.beta = float(beta)
+        self.gamma = float(gamma)
+
+    def call(self, inputs):
+        return reverse_sigmoid(inputs, self.beta, self.gamma)
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta, "gamma": self.gamma}
 
 
 def _to_numpy(x):
