@@ -173,8 +173,8 @@ class RoundConfidence(_OutputDefense):
     --------
     >>> import numpy as np
     >>> from kmi.defenses import RoundConfidence
-    >>> np.asarray(RoundConfidence(1)(np.array([[0.123, 0.877]]))).round(3).tolist()
-    [[0.1, 0.9]]
+    >>> print(np.asarray(RoundConfidence(1)(np.array([[0.123, 0.877]]))))
+    [[0.1 0.9]]
     """
 
     def __init__(self, decimals=2, renormalize=False, **kwargs):
