@@ -25,9 +25,8 @@ def shared_data():
 
 @pytest.fixture(autouse=True)
 def _seed():
+    """Seed Python, NumPy and the backend before each test."""
     keras.utils.set_random_seed(0)
-    yield
-    keras.backend.clear_session()
 
 
 def pytest_report_header(config):

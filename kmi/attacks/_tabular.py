@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from kmi._progress import chunks, warn_interrupted
 from kmi.base import BaseAttack
@@ -31,7 +31,10 @@ def _is_numeric(series: pd.Series) -> bool:
 
 def _as_frame(X, columns=None) -> tuple[pd.DataFrame, bool]:
     """X as a DataFrame (integer column labels for arrays) and whether it was one."""
+    # shape, emptiness, sparse and complex input get scikit-learn's own messages
+    check_array(X, dtype=None, ensure_all_finite=False, accept_sparse=False)
     if isinstance(X, pd.DataFrame):
+        _check_hashable(X)
         return X.reset_index(drop=True), True
     if isinstance(X, pd.Series):
         raise ValueError(
@@ -47,7 +50,20 @@ def _as_frame(X, columns=None) -> tuple[pd.DataFrame, bool]:
     frame = pd.DataFrame(arr, columns=columns if columns is not None else range(arr.shape[1]))
     # object arrays of numbers become numeric columns
     frame = frame.infer_objects()
+    _check_hashable(frame)
     return frame, False
+
+
+def _check_hashable(frame: pd.DataFrame) -> None:
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            try:
+                pd.unique(frame[col])
+            except TypeError as exc:
+                raise TypeError(
+                    f"Column {col!r} holds values that are neither strings nor numbers "
+                    f"(argument must be a string or a number). Received: {exc}"
+                ) from exc
 
 
 class TabularAttack(BaseAttack):
@@ -188,6 +204,19 @@ class TabularAttack(BaseAttack):
         self._check_known_finite(frame, self.known_columns_, "The auxiliary data")
 
         sens = frame[self.sensitive_column_]
+        if _is_numeric(sens) and not np.isfinite(sens.to_numpy(dtype="float64")).all():
+            raise ValueError(
+                "The auxiliary data has NaN, inf or missing values in the sensitive column "
+                f"{self.sensitive_column_!r}: fit learns from auxiliary records whose sensitive "
+                "value is known; drop the others. "
+                f"Received: {int(sens.isna().sum())} NaN or missing values"
+            )
+        if sens.isna().any():
+            raise ValueError(
+                "The auxiliary data has NaN or missing values in the sensitive column "
+                f"{self.sensitive_column_!r}; drop those records. "
+                f"Received: {int(sens.isna().sum())} missing values"
+            )
         if self.sensitive_values is None:
             values = self._domain(sens, f"the sensitive feature {self.sensitive_column_!r}")
         else:
@@ -254,9 +283,9 @@ class TabularAttack(BaseAttack):
                 frame.insert(pos, sens, np.nan)
             elif width != self.n_features_in_:
                 raise ValueError(
-                    f"X has {width} features, but the attack was fitted on "
-                    f"{self.n_features_in_} (pass all of them, or all but the sensitive one). "
-                    f"Received: X with shape {frame.shape}"
+                    f"X has {width} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input (all the columns it was fitted "
+                    f"on, or all but the sensitive one). Received: X with shape {frame.shape}"
                 )
         truth = None
         if need_truth:
@@ -471,8 +500,9 @@ class TabularAttack(BaseAttack):
 
     # ------------------------------------------------------------------ learners
     def _feature_encoder(self, frame):
-        cats = [c for c in self.known_columns_ if not _is_numeric(frame[c])]
-        nums = [c for c in self.known_columns_ if _is_numeric(frame[c])]
+        known = frame[self.known_columns_]
+        cats = [i for i, c in enumerate(self.known_columns_) if not _is_numeric(known[c])]
+        nums = [i for i, c in enumerate(self.known_columns_) if _is_numeric(known[c])]
         encoder = ColumnTransformer(
             [
                 ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), cats),
@@ -480,7 +510,7 @@ class TabularAttack(BaseAttack):
             ],
             sparse_threshold=0.0,
         )
-        return encoder.fit(frame[self.known_columns_])
+        return encoder.fit(known)
 
     def _label_features(self, y, fit=False):
         y = np.asarray(y)

@@ -173,7 +173,7 @@ class RoundConfidence(_OutputDefense):
     --------
     >>> import numpy as np
     >>> from kmi.defenses import RoundConfidence
-    >>> print(np.asarray(RoundConfidence(1)(np.array([[0.123, 0.877]]))))
+    >>> print(np.round(np.asarray(RoundConfidence(1)(np.array([[0.123, 0.877]]))), 6))
     [[0.1 0.9]]
     """
 

@@ -1,0 +1,193 @@
+"""Success of attribute-inference attacks on tabular models.
+
+Accuracy alone misleads when the sensitive attribute is unbalanced (Mehnaz et al.
+2022): predicting the majority value scores high. Reports therefore also give
+balanced accuracy, macro F1, G-mean, MCC and AUC, and the advantage of each attack
+over :class:`kmi.attacks.ImputationBaseline`, which never queries the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from sklearn import metrics as skm
+
+__all__ = [
+    "METRICS",
+    "accuracy",
+    "advantage",
+    "attack_metrics",
+    "attack_scorer",
+    "auc",
+    "balanced_accuracy",
+    "f1",
+    "g_mean",
+    "get_scorer",
+    "mcc",
+]
+
+
+def _labels(y_true, y_pred, labels):
+    if labels is not None:
+        return np.asarray(labels)
+    both = np.concatenate([np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)])
+    return np.asarray(sorted(set(both.tolist()), key=str), dtype=object)
+
+
+def _as_obj(y):
+    return np.asarray(y, dtype=object)
+
+
+def accuracy(y_true, y_pred) -> float:
+    """Fraction of records whose sensitive value was recovered."""
+    return float(skm.accuracy_score(_as_obj(y_true), _as_obj(y_pred)))
+
+
+def balanced_accuracy(y_true, y_pred) -> float:
+    """Mean per-value recall (0.5 for a constant guess on a binary attribute)."""
+    return float(skm.balanced_accuracy_score(_as_obj(y_true), _as_obj(y_pred)))
+
+
+def f1(y_true, y_pred, labels=None) -> float:
+    """Macro-averaged F1 over the sensitive values."""
+    labels = _labels(y_true, y_pred, labels)
+    return float(
+        skm.f1_score(_as_obj(y_true), _as_obj(y_pred), labels=labels, average="macro",
+                     zero_division=0)
+    )
+
+
+def g_mean(y_true, y_pred, labels=None) -> float:
+    """Geometric mean of the per-value recalls (Mehnaz et al. 2022).
+
+    Zero as soon as one value is never recovered, so a majority-value guess scores 0.
+    """
+    y_true, y_pred = _as_obj(y_true), _as_obj(y_pred)
+    labels = _labels(y_true, y_pred, labels)
+    present = [v for v in labels if np.any(y_true == v)]
+    recalls = [np.mean(y_pred[y_true == v] == v) for v in present]
+    return float(np.prod(recalls) ** (1.0 / len(recalls))) if recalls else 0.0
+
+
+def mcc(y_true, y_pred) -> float:
+    """Matthews correlation coefficient (0 for a constant guess, 1 for perfect)."""
+    return float(skm.matthews_corrcoef(_as_obj(y_true), _as_obj(y_pred)))
+
+
+def auc(y_true, scores, values) -> float:
+    """Area under the ROC curve of the attack's scores.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True sensitive values.
+    scores : array-like of shape (n_samples, n_values)
+        Score of each candidate value (``attack.invert_proba(X, y)``).
+    values : array-like of shape (n_values,)
+        The candidate value of each column (``attack.sensitive_values_``).
+
+    Returns
+    -------
+    float
+        Binary AUC of the second value's score for two values; one-vs-rest macro AUC
+        otherwise. NaN if only one value occurs in ``y_true``.
+    """
+    y_true = _as_obj(y_true)
+    scores = np.asarray(scores, dtype="float64")
+    values = _as_obj(values)
+    keep = ~np.isnan(scores).any(axis=1)
+    y_true, scores = y_true[keep], scores[keep]
+    present = [i for i, v in enumerate(values) if np.any(y_true == v)]
+    if len(present) < 2:
+        return float("nan")
+    if len(values) == 2:
+        return float(skm.roc_auc_score(y_true == values[1], scores[:, 1]))
+    aucs = [skm.roc_auc_score(y_true == values[i], scores[:, i]) for i in present]
+    return float(np.mean(aucs))
+
+
+#: Metrics of predicted values, by name.
+METRICS: dict[str, Callable] = {
+    "accuracy": accuracy,
+    "balanced_accuracy": balanced_accuracy,
+    "f1": f1,
+    "g_mean": g_mean,
+    "mcc": mcc,
+}
+
+
+def attack_metrics(y_true, y_pred, scores=None, values=None) -> dict[str, float]:
+    """Every tabular metric of one attack's result, as a dict.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n_samples,)
+        True and inferred sensitive values. Records the attack did not reach
+        (None or NaN in ``y_pred``) count as wrong.
+    scores : array-like of shape (n_samples, n_values), default=None
+        Candidate scores, for the AUC (omitted when None).
+    values : array-like of shape (n_values,), default=None
+        Candidate value of each score column.
+    """
+    out = {name: fn(y_true, y_pred) for name, fn in METRICS.items()}
+    if scores is not None:
+        out["auc"] = auc(y_true, scores, values)
+    return out
+
+
+def advantage(attack_result, baseline_result):
+    """Advantage of an attack over the baseline: ``attack - baseline``.
+
+    Works on two numbers or on two dicts from :func:`attack_metrics` (key by key).
+    Positive values are what querying the target added.
+    """
+    if isinstance(attack_result, dict):
+        return {k: attack_result[k] - baseline_result[k] for k in attack_result
+                if k in baseline_result}
+    return attack_result - baseline_result
+
+
+class _AttackScorer:
+    """A scorer ``(attack, X, y) -> float`` for GridSearchCV and cross_validate."""
+
+    def __init__(self, name: str):
+        if name not in METRICS and name != "auc":
+            raise ValueError(
+                f"Unknown metric; choose one of {sorted([*METRICS, 'auc'])}. "
+                f"Received: name={name!r}"
+            )
+        self.name = name
+
+    def __call__(self, estimator, X, y, sample_weight=None):
+        truth = estimator.truth(X)
+        if self.name == "auc":
+            return auc(truth, estimator.invert_proba(X, y), estimator.sensitive_values_)
+        return METRICS[self.name](truth, estimator.invert(X, y))
+
+    def __repr__(self):
+        return f"attack_scorer({self.name!r})"
+
+
+def attack_scorer(name: str) -> Callable:
+    """A scikit-learn scorer of an attribute-inference attack.
+
+    The scorer calls ``attack.invert(X, y)`` (``invert_proba`` for ``"auc"``) and
+    compares it with the sensitive column of ``X``.
+
+    Parameters
+    ----------
+    name : {"accuracy", "balanced_accuracy", "f1", "g_mean", "mcc", "auc"}
+
+    Examples
+    --------
+    >>> from kmi.metrics.tabular import attack_scorer
+    >>> attack_scorer("mcc")
+    attack_scorer('mcc')
+    """
+    return _AttackScorer(name)
+
+
+def get_scorer(name: str) -> Callable:
+    """Alias of :func:`attack_scorer`, named like scikit-learn's."""
+    return attack_scorer(name)
