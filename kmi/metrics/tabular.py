@@ -28,33 +28,46 @@ __all__ = [
 ]
 
 
-def _labels(y_true, y_pred, labels):
-    if labels is not None:
-        return np.asarray(labels)
-    both = np.concatenate([np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)])
-    return np.asarray(sorted(set(both.tolist()), key=str), dtype=object)
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
 
 
-def _as_obj(y):
-    return np.asarray(y, dtype=object)
+def _encode(y_true, y_pred, labels=None):
+    """Integer codes of both arrays over one vocabulary.
+
+    A missing prediction (None or NaN, left by an interrupted attack) gets a code of
+    its own, so it counts as wrong.
+    """
+    y_true = np.asarray(y_true, dtype=object).ravel()
+    y_pred = np.asarray(y_pred, dtype=object).ravel()
+    if labels is None:
+        seen = [v for v in np.concatenate([y_true, y_pred]).tolist() if not _is_missing(v)]
+        labels = list(dict.fromkeys(seen))
+    codes = {v: i for i, v in enumerate(list(labels))}
+    missing = len(codes)
+    true = np.asarray([codes.get(v, missing) for v in y_true.tolist()], dtype=int)
+    pred = np.asarray([codes.get(v, missing) for v in y_pred.tolist()], dtype=int)
+    return true, pred, np.arange(len(codes))
 
 
 def accuracy(y_true, y_pred) -> float:
     """Fraction of records whose sensitive value was recovered."""
-    return float(skm.accuracy_score(_as_obj(y_true), _as_obj(y_pred)))
+    true, pred, _ = _encode(y_true, y_pred)
+    return float(np.mean(true == pred)) if len(true) else float("nan")
 
 
 def balanced_accuracy(y_true, y_pred) -> float:
     """Mean per-value recall (0.5 for a constant guess on a binary attribute)."""
-    return float(skm.balanced_accuracy_score(_as_obj(y_true), _as_obj(y_pred)))
+    true, pred, labels = _encode(y_true, y_pred)
+    present = [v for v in labels if np.any(true == v)]
+    return float(np.mean([np.mean(pred[true == v] == v) for v in present]))
 
 
 def f1(y_true, y_pred, labels=None) -> float:
     """Macro-averaged F1 over the sensitive values."""
-    labels = _labels(y_true, y_pred, labels)
+    true, pred, codes = _encode(y_true, y_pred, labels)
     return float(
-        skm.f1_score(_as_obj(y_true), _as_obj(y_pred), labels=labels, average="macro",
-                     zero_division=0)
+        skm.f1_score(true, pred, labels=codes, average="macro", zero_division=0)
     )
 
 
@@ -63,16 +76,16 @@ def g_mean(y_true, y_pred, labels=None) -> float:
 
     Zero as soon as one value is never recovered, so a majority-value guess scores 0.
     """
-    y_true, y_pred = _as_obj(y_true), _as_obj(y_pred)
-    labels = _labels(y_true, y_pred, labels)
-    present = [v for v in labels if np.any(y_true == v)]
-    recalls = [np.mean(y_pred[y_true == v] == v) for v in present]
+    true, pred, codes = _encode(y_true, y_pred, labels)
+    present = [v for v in codes if np.any(true == v)]
+    recalls = [np.mean(pred[true == v] == v) for v in present]
     return float(np.prod(recalls) ** (1.0 / len(recalls))) if recalls else 0.0
 
 
 def mcc(y_true, y_pred) -> float:
     """Matthews correlation coefficient (0 for a constant guess, 1 for perfect)."""
-    return float(skm.matthews_corrcoef(_as_obj(y_true), _as_obj(y_pred)))
+    true, pred, _ = _encode(y_true, y_pred)
+    return float(skm.matthews_corrcoef(true, pred))
 
 
 def auc(y_true, scores, values) -> float:
@@ -93,9 +106,9 @@ def auc(y_true, scores, values) -> float:
         Binary AUC of the second value's score for two values; one-vs-rest macro AUC
         otherwise. NaN if only one value occurs in ``y_true``.
     """
-    y_true = _as_obj(y_true)
+    y_true = np.asarray(y_true, dtype=object)
     scores = np.asarray(scores, dtype="float64")
-    values = _as_obj(values)
+    values = np.asarray(values, dtype=object)
     keep = ~np.isnan(scores).any(axis=1)
     y_true, scores = y_true[keep], scores[keep]
     present = [i for i, v in enumerate(values) if np.any(y_true == v)]
