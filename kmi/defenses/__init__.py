@@ -9,6 +9,8 @@ from kmi.defenses.dp import (
     make_private,
     per_example_gradients,
 )
+from kmi.defenses.layers import InformationBottleneck
+from kmi.defenses.losses import LabelSmoothingSchedule, NegativeLabelSmoothing
 from kmi.defenses.output import (
     ConfidenceNoise,
     LabelOnly,
@@ -21,11 +23,17 @@ from kmi.defenses.output import (
     round_confidence,
     top_k_confidence,
 )
+from kmi.defenses.regularizers import BiDO, coco, hsic
+from kmi.defenses.transfer import freeze_until
 
 __all__ = [
+    "BiDO",
     "ConfidenceNoise",
     "DPSGD",
+    "InformationBottleneck",
     "LabelOnly",
+    "LabelSmoothingSchedule",
+    "NegativeLabelSmoothing",
     "PoissonSampler",
     "PrivacyBudget",
     "ReverseSigmoid",
@@ -33,8 +41,11 @@ __all__ = [
     "TopK",
     "calibrate_noise",
     "check_dp_compatible",
+    "coco",
     "compute_epsilon",
     "confidence_noise",
+    "freeze_until",
+    "hsic",
     "label_only",
     "make_private",
     "per_example_gradients",
