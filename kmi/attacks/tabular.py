@@ -282,12 +282,22 @@ class LOMIA(TabularAttack):
     model trained on them (known features and label in, sensitive value out) then
     infers the value of every other record. Case-1 records keep their value.
 
+    With ``train_on="aux"`` the attack model is trained on the auxiliary records
+    instead (an imputation model, as :class:`ImputationBaseline`), and with
+    ``"both"`` on the two together: the target then only decides the records it
+    confirms (case 1), and imputation the rest. On members of an overfit model,
+    case-1 answers are far more accurate than imputation, so this variant measures
+    the leakage beyond imputation that the paper's variant can hide.
+
     Parameters
     ----------
 {shared_params}
     estimator : scikit-learn classifier, default=None
         The attack model (cloned); ``None`` uses
         :class:`~sklearn.ensemble.HistGradientBoostingClassifier`.
+    train_on : {"case1", "aux", "both"}, default="case1"
+        What the attack model learns from: the attacked records in case 1 (the
+        paper), the auxiliary records, or both.
     random_state : int, RandomState instance or None, default=None
         Seeds the attack model.
     verbose : int, default=0
@@ -315,6 +325,7 @@ class LOMIA(TabularAttack):
         sensitive_feature=None,
         sensitive_values=None,
         estimator=None,
+        train_on="case1",
         random_state=None,
         verbose=0,
     ):
@@ -322,14 +333,29 @@ class LOMIA(TabularAttack):
         self.sensitive_feature = sensitive_feature
         self.sensitive_values = sensitive_values
         self.estimator = estimator
+        self.train_on = train_on
         self.random_state = random_state
         self.verbose = verbose
 
+    def _features(self, frame, y):
+        return np.hstack(
+            [self._encoder.transform(frame[self.known_columns_]), self._label_features(y)]
+        )
+
     def _fit_attack(self, frame, s_idx, y):
+        if self.train_on not in ("case1", "aux", "both"):
+            raise ValueError(
+                "train_on must be 'case1', 'aux' or 'both'. "
+                f"Received: train_on={self.train_on!r}"
+            )
         self._check_classifier_target()
         self._encode_labels(y)
         self._encoder = self._feature_encoder(frame)
         self._label_features(y, fit=True)
+        self._aux = (self._features(frame, y), s_idx) if self.train_on == "both" else None
+        self._aux_model = None
+        if self.train_on == "aux":
+            self._aux_model = _fit_learner(self._make_estimator(), self._features(frame, y), s_idx)
 
     def _invert_scores(self, frame, y):
         y_enc = self._encode_labels(y)
@@ -350,18 +376,23 @@ class LOMIA(TabularAttack):
             warn_interrupted(done, n)
         case1 = n_match == 1
         self.n_case1_ = int(case1.sum())
-        features = np.hstack(
-            [self._encoder.transform(frame[self.known_columns_]), self._label_features(y)]
-        )
-        s_case1 = np.where(case1, first, -1)
-        if self.n_case1_ == 0:
+        features = self._features(frame, y)
+        s_train = np.where(case1, first, -1)
+        train = features
+        if self.train_on == "both":
+            train = np.vstack([features, self._aux[0]])
+            s_train = np.concatenate([s_train, self._aux[1]])
+        elif self.train_on == "case1" and self.n_case1_ == 0:
             warnings.warn(
                 "LOMIA found no case-1 record (no record for which exactly one value makes "
                 "the target predict its label); falling back to the prior.",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        model = _fit_learner(self._make_estimator(), features, s_case1)
+        if self.train_on == "aux":
+            model = self._aux_model
+        else:
+            model = _fit_learner(self._make_estimator(), train, s_train)
         out = _learner_proba(model, features, k, self.prior_)
         out[case1] = np.eye(k)[first[case1]]
         out[n_match < 0] = np.nan

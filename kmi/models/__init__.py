@@ -1,0 +1,5 @@
+"""Small reference architectures: target models, evaluation models, priors."""
+
+from kmi.models.tabular import KerasMLPClassifier
+
+__all__ = ["KerasMLPClassifier"]
