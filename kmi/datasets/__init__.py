@@ -2,5 +2,6 @@
 
 from kmi.datasets._base import get_data_home
 from kmi.datasets.adult import load_adult
+from kmi.datasets.planetoid import load_planetoid
 
-__all__ = ["get_data_home", "load_adult"]
+__all__ = ["get_data_home", "load_adult", "load_planetoid"]
