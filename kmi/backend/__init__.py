@@ -15,8 +15,10 @@ __all__ = [
     "SUPPORTED_BACKENDS",
     "custom_train_step",
     "get_backend_module",
+    "jit",
     "per_example_value_and_grad",
     "value_and_grad",
+    "value_and_grad_with_aux",
 ]
 
 
@@ -72,6 +74,51 @@ def value_and_grad(fn, x):
     """
     x = keras.ops.convert_to_tensor(x, dtype="float32")
     return get_backend_module().value_and_grad(fn, x)
+
+
+def value_and_grad_with_aux(fn, x):
+    """Value, auxiliary output and gradient of ``fn`` with respect to ``x``.
+
+    Like :func:`value_and_grad`, but ``fn`` returns ``(value, aux)`` and ``x`` may
+    be a nested structure (list, tuple, dict) of tensors, e.g. the values of a
+    model's trainable variables. It may be called inside a function compiled with
+    :func:`jit`, and nested (a gradient penalty differentiates a gradient).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x) -> (value, aux)``: ``value`` a scalar tensor, ``aux`` any
+        structure of tensors that is returned but not differentiated.
+    x : tensor or structure of tensors
+        The point at which to differentiate. Tensors are used as given.
+
+    Returns
+    -------
+    value : tensor
+    aux : structure of tensors
+    grad : tensor or structure of tensors shaped like ``x``
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.backend import value_and_grad_with_aux
+    >>> x = keras.ops.convert_to_tensor(np.array([1.0, 2.0], dtype="float32"))
+    >>> value, aux, grad = value_and_grad_with_aux(lambda t: (keras.ops.sum(t**2), t**2), x)
+    >>> keras.ops.convert_to_numpy(aux).tolist(), keras.ops.convert_to_numpy(grad).tolist()
+    ([1.0, 4.0], [2.0, 4.0])
+    """
+    return get_backend_module().value_and_grad_with_aux(fn, x)
+
+
+def jit(fn):
+    """Compile ``fn`` for the active backend (``jax.jit``, ``tf.function``).
+
+    ``fn`` takes and returns tensors (or structures of them) and is written with
+    ``keras.ops``; Keras models it calls are called with ``training=False`` or
+    through ``stateless_call``, so that nothing is assigned while tracing. It is
+    retraced when input shapes change.
+    """
+    return get_backend_module().jit(fn)
 
 
 def per_example_value_and_grad(fn, params, batch):

@@ -14,6 +14,22 @@ def value_and_grad(fn, x):
     return jax.value_and_grad(checked)(x)
 
 
+def value_and_grad_with_aux(fn, x):
+    from kmi.backend import _check_scalar
+
+    def checked(t):
+        value, aux = fn(t)
+        _check_scalar(value)
+        return value, aux
+
+    (value, aux), grad = jax.value_and_grad(checked, has_aux=True)(x)
+    return value, aux, grad
+
+
+def jit(fn):
+    return jax.jit(fn)
+
+
 def per_example_value_and_grad(fn, params, batch):
     (values, aux), grads = jax.vmap(
         jax.value_and_grad(fn, has_aux=True), in_axes=(None, 0)

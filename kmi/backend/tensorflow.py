@@ -13,6 +13,21 @@ def value_and_grad(fn, x):
     return value, tape.gradient(value, x)
 
 
+def value_and_grad_with_aux(fn, x):
+    from kmi.backend import _check_scalar
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value, aux = fn(x)
+    _check_scalar(value)
+    grad = tape.gradient(value, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return value, aux, grad
+
+
+def jit(fn):
+    return tf.function(fn, reduce_retracing=True)
+
+
 def per_example_value_and_grad(fn, params, batch):
     def one_example(example):
         with tf.GradientTape() as tape:

@@ -2,6 +2,15 @@
 
 from kmi.datasets._base import get_data_home
 from kmi.datasets.adult import load_adult
+from kmi.datasets.att_faces import load_att_faces
+from kmi.datasets.digits import load_digits, load_mnist_5k
 from kmi.datasets.planetoid import load_planetoid
 
-__all__ = ["get_data_home", "load_adult", "load_planetoid"]
+__all__ = [
+    "get_data_home",
+    "load_adult",
+    "load_att_faces",
+    "load_digits",
+    "load_mnist_5k",
+    "load_planetoid",
+]

@@ -1,5 +1,5 @@
 """How attack success is measured, one module per modality."""
 
-from kmi.metrics import tabular
+from kmi.metrics import image, tabular
 
-__all__ = ["tabular"]
+__all__ = ["image", "tabular"]

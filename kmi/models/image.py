@@ -1,0 +1,354 @@
+"""Reference image architectures: targets, an evaluation classifier and GAN priors.
+
+Every builder returns a functional :class:`keras.Model` (saved and loaded with
+``model.save`` / ``keras.saving.load_model``) whose classifier outputs are logits
+unless ``output_activation="softmax"``. Classifiers name their penultimate layer
+``"features"``, which :func:`feature_extractor` exposes for the metrics of
+:mod:`kmi.metrics.image` (KNN distance, Frechet distance).
+
+- Targets of the model-inversion literature: :func:`softmax_regression` and
+  :func:`mlp_classifier` (Fredrikson et al. 2015), :func:`cnn_classifier` (with
+  BatchNormalization, which DeepInversion needs).
+- :func:`evaluation_classifier`: a different architecture (residual blocks, global
+  average pooling) trained on the private data, that judges reconstructions.
+- :func:`dcgan_generator` and :func:`dcgan_critic`: the DCGAN / WGAN-GP prior of
+  GMI, KED-MI and BREP-MI, for square grey or colour images of side 16, 32 or 64.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+from keras import layers
+
+__all__ = [
+    "cnn_classifier",
+    "dcgan_critic",
+    "dcgan_generator",
+    "evaluation_classifier",
+    "feature_extractor",
+    "mlp_classifier",
+    "softmax_regression",
+]
+
+
+def _check_shape(input_shape, name="input_shape"):
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(
+            f"{name} must be (height, width, channels) of positive integers. "
+            f"Received: {name}={input_shape!r}"
+        )
+    return shape
+
+
+def _check_classes(n_classes):
+    if not isinstance(n_classes, numbers.Integral) or n_classes < 2:
+        raise ValueError(f"n_classes must be an integer >= 2. Received: n_classes={n_classes!r}")
+    return int(n_classes)
+
+
+def _head(x, n_classes, output_activation):
+    if output_activation not in (None, "softmax"):
+        raise ValueError(
+            "output_activation must be None (logits) or 'softmax'. "
+            f"Received: output_activation={output_activation!r}"
+        )
+    return layers.Dense(n_classes, activation=output_activation, name="logits")(x)
+
+
+def softmax_regression(
+    input_shape, n_classes: int, *, output_activation: str | None = "softmax"
+) -> keras.Model:
+    """Multinomial logistic regression on the flattened pixels (Fredrikson et al. 2015).
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(height, width, channels)``.
+    n_classes : int
+    output_activation : {"softmax", None}, default="softmax"
+        ``None`` outputs logits.
+
+    Returns
+    -------
+    keras.Model
+        Flatten, then one Dense layer; its ``"features"`` layer is the flattened input.
+
+    Examples
+    --------
+    >>> from kmi.models import softmax_regression
+    >>> softmax_regression((8, 8, 1), 10).output_shape
+    (None, 10)
+    """
+    shape = _check_shape(input_shape)
+    inputs = keras.Input(shape)
+    x = layers.Flatten(name="features")(inputs)
+    return keras.Model(
+        inputs, _head(x, _check_classes(n_classes), output_activation), name="softmax_regression"
+    )
+
+
+def mlp_classifier(
+    input_shape,
+    n_classes: int,
+    *,
+    hidden_units=(3000,),
+    activation: str = "sigmoid",
+    output_activation: str | None = "softmax",
+) -> keras.Model:
+    """Multilayer perceptron on the flattened pixels.
+
+    Fredrikson et al. (2015) used one hidden layer of 3,000 sigmoid units.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+    n_classes : int
+    hidden_units : tuple of int, default=(3000,)
+    activation : str, default="sigmoid"
+    output_activation : {"softmax", None}, default="softmax"
+
+    Returns
+    -------
+    keras.Model
+        Its last hidden layer is named ``"features"``.
+    """
+    shape = _check_shape(input_shape)
+    units = tuple(hidden_units)
+    if not units or any(not isinstance(u, numbers.Integral) or u < 1 for u in units):
+        raise ValueError(
+            "hidden_units must be a non-empty tuple of positive integers. "
+            f"Received: hidden_units={hidden_units!r}"
+        )
+    inputs = keras.Input(shape)
+    x = layers.Flatten()(inputs)
+    for i, u in enumerate(units):
+        name = "features" if i == len(units) - 1 else f"hidden_{i}"
+        x = layers.Dense(int(u), activation=activation, name=name)(x)
+    return keras.Model(
+        inputs, _head(x, _check_classes(n_classes), output_activation), name="mlp_classifier"
+    )
+
+
+def cnn_classifier(
+    input_shape,
+    n_classes: int,
+    *,
+    filters=(32, 64),
+    dense_units: int = 128,
+    batch_norm: bool = True,
+    output_activation: str | None = None,
+) -> keras.Model:
+    """A small convolutional target: Conv-BN-ReLU-MaxPool blocks and a dense layer.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+    n_classes : int
+    filters : tuple of int, default=(32, 64)
+        Filters of each 3x3 block; each block halves the resolution.
+    dense_units : int, default=128
+        Width of the ``"features"`` layer.
+    batch_norm : bool, default=True
+        Put BatchNormalization after each convolution (DeepInversion matches its
+        running statistics).
+    output_activation : {None, "softmax"}, default=None
+
+    Returns
+    -------
+    keras.Model
+    """
+    shape = _check_shape(input_shape)
+    inputs = keras.Input(shape)
+    x = inputs
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(int(f), 3, padding="same", use_bias=not batch_norm, name=f"conv_{i}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"bn_{i}")(x)
+        x = layers.ReLU()(x)
+        if min(x.shape[1], x.shape[2]) >= 2:
+            x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(int(dense_units), activation="relu", name="features")(x)
+    return keras.Model(
+        inputs, _head(x, _check_classes(n_classes), output_activation), name="cnn_classifier"
+    )
+
+
+def evaluation_classifier(
+    input_shape,
+    n_classes: int,
+    *,
+    width: int = 32,
+    dropout: float = 0.3,
+    augment: bool = True,
+    output_activation: str | None = None,
+    seed: int | None = None,
+) -> keras.Model:
+    """An evaluation classifier, of a different architecture from the targets.
+
+    Model-inversion results are judged by a classifier the attack never saw
+    (Zhang et al. 2020): it is trained on the private data and reads each
+    reconstruction. This one has residual blocks, global average pooling, dropout
+    and (during training only) random translation and zoom, unlike every target
+    builder here.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+    n_classes : int
+    width : int, default=32
+        Filters of the first block (doubled in each of the three blocks).
+    dropout : float, default=0.3
+    augment : bool, default=True
+        Random translation (10 %) and zoom (10 %) while training.
+    output_activation : {None, "softmax"}, default=None
+    seed : int, default=None
+        Seed of the augmentation and dropout layers.
+
+    Returns
+    -------
+    keras.Model
+        Its ``"features"`` layer (global average pooling output) is the feature
+        space of :func:`kmi.metrics.image.knn_distance`.
+    """
+    shape = _check_shape(input_shape)
+    inputs = keras.Input(shape)
+    x = inputs
+    if augment:
+        x = layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed)(x)
+        x = layers.RandomZoom(0.1, fill_mode="nearest", seed=seed)(x)
+    for i in range(3):
+        f = int(width) * 2**i
+        shortcut = layers.Conv2D(f, 1, padding="same", name=f"proj_{i}")(x)
+        y = layers.Conv2D(f, 3, padding="same", name=f"res_{i}a")(x)
+        y = layers.LayerNormalization(axis=-1)(y)
+        y = layers.Activation("gelu")(y)
+        y = layers.Conv2D(f, 3, padding="same", name=f"res_{i}b")(y)
+        x = layers.Activation("gelu")(layers.Add()([shortcut, y]))
+        if min(x.shape[1], x.shape[2]) >= 4:
+            x = layers.AveragePooling2D(2)(x)
+    x = layers.GlobalAveragePooling2D(name="features")(x)
+    x = layers.Dropout(dropout, seed=seed)(x)
+    return keras.Model(
+        inputs,
+        _head(x, _check_classes(n_classes), output_activation),
+        name="evaluation_classifier",
+    )
+
+
+def feature_extractor(model: keras.Model, layer: str = "features") -> keras.Model:
+    """A model mapping ``model``'s input to the output of its layer ``layer``.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` has no such layer.
+    """
+    try:
+        out = model.get_layer(layer).output
+    except ValueError as exc:
+        names = [lyr.name for lyr in model.layers][-6:]
+        raise ValueError(
+            f"The model has no layer named {layer!r} (its last layers are {names}). "
+            f"Received: layer={layer!r}"
+        ) from exc
+    return keras.Model(model.inputs, out, name=f"{model.name}_{layer}")
+
+
+def _gan_side(image_shape):
+    shape = _check_shape(image_shape, "image_shape")
+    side = shape[0]
+    n_up = int(round(math.log2(side / 4))) if side >= 8 else 0
+    if shape[0] != shape[1] or n_up < 1 or 4 * 2**n_up != side:
+        raise ValueError(
+            "image_shape must be square with a side of 8, 16, 32, 64 or 128 (4 x a power of "
+            f"two); resize the images first. Received: image_shape={image_shape!r}"
+        )
+    return shape, n_up
+
+
+def dcgan_generator(
+    latent_dim: int = 100, image_shape=(32, 32, 1), *, width: int = 64
+) -> keras.Model:
+    """DCGAN generator: a latent vector to an image in [0, 1] (sigmoid output).
+
+    Dense to 4x4, then transposed convolutions with BatchNormalization and ReLU,
+    each doubling the side (Radford et al. 2016; the prior of GMI, Zhang et al. 2020).
+
+    Parameters
+    ----------
+    latent_dim : int, default=100
+    image_shape : tuple of int, default=(32, 32, 1)
+        Square, side 8 to 128.
+    width : int, default=64
+        Filters of the last hidden block (doubled towards the input).
+
+    Returns
+    -------
+    keras.Model
+    """
+    shape, n_up = _gan_side(image_shape)
+    if not isinstance(latent_dim, numbers.Integral) or latent_dim < 1:
+        raise ValueError(
+            f"latent_dim must be a positive integer. Received: latent_dim={latent_dim!r}"
+        )
+    z = keras.Input((int(latent_dim),))
+    ch = int(width) * 2 ** (n_up - 1)
+    x = layers.Dense(4 * 4 * ch, use_bias=False)(z)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Reshape((4, 4, ch))(x)
+    for _ in range(n_up - 1):
+        ch = max(ch // 2, 8)
+        x = layers.Conv2DTranspose(ch, 5, strides=2, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    out = layers.Conv2DTranspose(shape[2], 5, strides=2, padding="same", activation="sigmoid")(x)
+    return keras.Model(z, out, name="dcgan_generator")
+
+
+def dcgan_critic(
+    image_shape=(32, 32, 1), *, width: int = 64, n_classes: int | None = None
+) -> keras.Model:
+    """WGAN-GP critic: strided convolutions, LayerNormalization, LeakyReLU.
+
+    No BatchNormalization, which the gradient penalty forbids (Gulrajani et al.
+    2017). With ``n_classes`` it has a second, K-way head on the same features:
+    the discriminator of KED-MI (Chen et al. 2021), trained on the target's soft
+    labels.
+
+    Parameters
+    ----------
+    image_shape : tuple of int, default=(32, 32, 1)
+    width : int, default=64
+    n_classes : int, default=None
+
+    Returns
+    -------
+    keras.Model
+        Output ``critic`` of shape (n, 1); with ``n_classes``, the outputs are
+        ``[critic, class_logits]``.
+    """
+    shape, n_up = _gan_side(image_shape)
+    inputs = keras.Input(shape)
+    x = layers.Conv2D(int(width), 5, strides=2, padding="same")(inputs)
+    x = layers.LeakyReLU(0.2)(x)
+    ch = int(width)
+    for _ in range(n_up - 1):
+        ch *= 2
+        x = layers.Conv2D(ch, 5, strides=2, padding="same")(x)
+        x = layers.LayerNormalization(axis=[1, 2, 3])(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.Flatten(name="features")(x)
+    critic = layers.Dense(1, name="critic")(x)
+    if n_classes is None:
+        return keras.Model(inputs, critic, name="dcgan_critic")
+    logits = layers.Dense(_check_classes(n_classes), name="class_logits")(x)
+    return keras.Model(inputs, [critic, logits], name="dcgan_critic")

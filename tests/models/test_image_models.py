@@ -1,0 +1,67 @@
+"""Reference image architectures: shapes, errors, save/load round trip."""
+
+import keras
+import numpy as np
+import pytest
+
+from kmi.models import (
+    cnn_classifier,
+    dcgan_critic,
+    dcgan_generator,
+    evaluation_classifier,
+    feature_extractor,
+    mlp_classifier,
+    softmax_regression,
+)
+
+BUILDERS = [
+    lambda: softmax_regression((8, 8, 1), 10),
+    lambda: mlp_classifier((8, 8, 1), 10, hidden_units=(16,)),
+    lambda: cnn_classifier((8, 8, 1), 10, filters=(4, 8), dense_units=16),
+    lambda: evaluation_classifier((8, 8, 1), 10, width=4),
+    lambda: dcgan_generator(8, (16, 16, 1), width=8),
+    lambda: dcgan_critic((16, 16, 1), width=8),
+    lambda: dcgan_critic((16, 16, 1), width=8, n_classes=3),
+]
+
+
+@pytest.mark.parametrize("build", BUILDERS)
+def test_save_load_round_trip(build, tmp_path):
+    model = build()
+    shape = model.inputs[0].shape[1:]
+    x = np.random.default_rng(0).random((3, *shape)).astype("float32")
+    before = keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    after = keras.tree.map_structure(keras.ops.convert_to_numpy, loaded(x, training=False))
+    for a, b in zip(keras.tree.flatten(before), keras.tree.flatten(after)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_output_shapes_and_activation():
+    assert softmax_regression((8, 8, 1), 10).output_shape == (None, 10)
+    probs = softmax_regression((8, 8, 1), 10)(np.zeros((2, 8, 8, 1), "float32"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(probs).sum(1), 1.0, rtol=1e-5)
+    gen = dcgan_generator(8, (32, 32, 1), width=8)
+    images = keras.ops.convert_to_numpy(gen(np.zeros((2, 8), "float32")))
+    assert images.shape == (2, 32, 32, 1) and images.min() >= 0 and images.max() <= 1
+    critic, logits = dcgan_critic((32, 32, 1), width=8, n_classes=5).output_shape
+    assert critic == (None, 1) and logits == (None, 5)
+    feats = feature_extractor(evaluation_classifier((8, 8, 1), 10, width=4))
+    assert feats.output_shape == (None, 16)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="Received: input_shape="):
+        softmax_regression((8, 8), 10)
+    with pytest.raises(ValueError, match="Received: n_classes=1"):
+        cnn_classifier((8, 8, 1), 1)
+    with pytest.raises(ValueError, match="Received: image_shape="):
+        dcgan_generator(8, (28, 28, 1))
+    with pytest.raises(ValueError, match="Received: output_activation="):
+        mlp_classifier((8, 8, 1), 3, output_activation="relu")
+    with pytest.raises(ValueError, match="Received: hidden_units="):
+        mlp_classifier((8, 8, 1), 3, hidden_units=())
+    with pytest.raises(ValueError, match="Received: layer='nope'"):
+        feature_extractor(softmax_regression((8, 8, 1), 3), "nope")
