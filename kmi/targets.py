@@ -135,8 +135,9 @@ class Target:
         Keras models with one linear output unit are regressors.
     query_budget : int, default=None
         Largest number of rows that may be queried in total; ``None`` for no limit.
-    batch_size : int, default=4096
-        Rows sent to the model per call.
+    batch_size : int or None, default=4096
+        Rows sent to the model per call. ``None`` sends every query whole, in one
+        call: a graph model must see all nodes at once.
     classes : array-like, default=None
         The label of each output column. ``None`` takes ``classes_`` from a
         scikit-learn classifier and ``0 .. n_classes - 1`` otherwise.
@@ -188,7 +189,7 @@ class Target:
         from_logits: bool | None = None,
         task: str | None = None,
         query_budget: int | None = None,
-        batch_size: int = 4096,
+        batch_size: int | None = 4096,
         classes=None,
     ):
         if isinstance(model, Target):
@@ -243,11 +244,14 @@ class Target:
                 f"Received: query_budget={query_budget!r}"
             )
         self.query_budget = query_budget
-        if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if batch_size is not None and (
+            not isinstance(batch_size, numbers.Integral) or batch_size < 1
+        ):
             raise ValueError(
-                f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
+                "batch_size must be a positive integer or None. "
+                f"Received: batch_size={batch_size!r}"
             )
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
         self._classes = None if classes is None else np.asarray(classes)
         self._seen_width = None
         self.n_queries_ = 0
@@ -360,8 +364,9 @@ class Target:
         n = _n_rows(X)
         self._check_budget(n)
         parts = []
-        for start in range(0, n, self.batch_size):
-            parts.append(self._raw(_slice_rows(X, start, start + self.batch_size)))
+        size = self.batch_size or max(n, 1)
+        for start in range(0, n, size):
+            parts.append(self._raw(_slice_rows(X, start, start + size)))
             self.n_calls_ += 1
         self.n_queries_ += n
         if not parts:

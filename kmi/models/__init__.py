@@ -1,5 +1,6 @@
 """Small reference architectures: target models, evaluation models, priors."""
 
+from kmi.models.graph import GCNConv, GraphPredictor, gcn, normalize_adjacency
 from kmi.models.image import (
     cnn_classifier,
     dcgan_critic,
@@ -12,12 +13,16 @@ from kmi.models.image import (
 from kmi.models.tabular import KerasMLPClassifier
 
 __all__ = [
+    "GCNConv",
+    "GraphPredictor",
     "KerasMLPClassifier",
     "cnn_classifier",
     "dcgan_critic",
     "dcgan_generator",
     "evaluation_classifier",
     "feature_extractor",
+    "gcn",
     "mlp_classifier",
+    "normalize_adjacency",
     "softmax_regression",
 ]
