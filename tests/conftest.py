@@ -8,7 +8,13 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from sklearn.compose import ColumnTransformer  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import OneHotEncoder  # noqa: E402
+from sklearn.tree import DecisionTreeClassifier  # noqa: E402
 
 SHARED_DATA = Path(
     os.environ.get("KMI_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -31,3 +37,39 @@ def _seed():
 
 def pytest_report_header(config):
     return f"keras backend: {keras.backend.backend()}"
+
+
+# --------------------------------------------------------------- tabular records
+def make_records(n, seed):
+    """Records whose label is (mostly) sex XOR (colour == "red")."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 70, n),
+            "colour": pd.Categorical(rng.choice(["red", "green", "blue"], n)),
+            "sex": pd.Categorical(rng.choice(["F", "M"], n, p=[0.4, 0.6])),
+            "hours": rng.normal(40, 5, n).round(1),
+        }
+    )
+    flip = rng.random(n) < 0.05
+    label = (frame["sex"] == "M") ^ (frame["colour"] == "red") ^ flip
+    return frame, np.where(label, "yes", "no")
+
+
+@pytest.fixture(scope="session")
+def records():
+    """(X_members, y_members, X_aux, y_aux) as DataFrames with categorical columns."""
+    X_m, y_m = make_records(400, seed=1)
+    X_a, y_a = make_records(400, seed=2)
+    return X_m, y_m, X_a, y_a
+
+
+@pytest.fixture(scope="session")
+def tree_pipeline(records):
+    """A scikit-learn Pipeline (ColumnTransformer + decision tree) trained on members."""
+    X_m, y_m, _, _ = records
+    prep = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore"), ["colour", "sex"])],
+        remainder="passthrough",
+    )
+    return make_pipeline(prep, DecisionTreeClassifier(max_depth=6, random_state=0)).fit(X_m, y_m)

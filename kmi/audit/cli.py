@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         default="kmi-report",
         help="report path without extension; .json and .md are written (default kmi-report)",
     )
+    audit.add_argument(
+        "--n-records",
+        type=int,
+        default=0,
+        help="use only this many records of the data set, for a quick run (0: all)",
+    )
     audit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     audit.add_argument("--data-home", default=None, help="data folder (default $KMI_DATA)")
     audit.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report = adult_audit(
             max_records=args.max_records or None,
+            n_records=args.n_records or None,
             random_state=args.seed,
             data_home=args.data_home,
             verbose=0 if args.quiet else 1,

@@ -98,4 +98,5 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
         return proba.astype("float64")[:, : len(self.classes_)]
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]

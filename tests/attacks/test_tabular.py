@@ -164,7 +164,10 @@ def test_keras_target_on_arrays():
     model = keras.Sequential(
         [keras.Input((2,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)]
     )
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     model.fit(X, y, epochs=30, batch_size=64, verbose=0)
     attack = CSMIA(Target(model), sensitive_feature=1).fit(X[:300], y[:300])
     assert attack.score(X[300:], y[300:]) > 0.8
@@ -275,7 +278,8 @@ def test_nan_or_inf_in_known_features(bad, records, tree_pipeline):
     attack = CSMIA(tree_pipeline, sensitive_feature="sex").fit(X_a, y_a)
     X_bad = X_m.copy()
     X_bad.loc[3, "hours"] = bad
-    with pytest.raises(ValueError, match=r"NaN, inf or missing values in known feature\(s\) \['hours'\]"):
+    message = r"NaN, inf or missing values in known feature\(s\) \['hours'\]"
+    with pytest.raises(ValueError, match=message):
         attack.invert(X_bad, y_m)
     with pytest.raises(ValueError, match="known feature"):
         ImputationBaseline(sensitive_feature="sex").fit(X_bad, y_m)
@@ -320,7 +324,8 @@ def test_wrong_width_and_type(records, tree_pipeline):
     X_arr = X_a.to_numpy()
     attack = ImputationBaseline(sensitive_feature=2, random_state=0).fit(X_arr, y_a)
     assert attack.invert(np.delete(X_m.to_numpy(), 2, axis=1), y_m).shape == (len(X_m),)
-    with pytest.raises(ValueError, match="X has 2 features, but ImputationBaseline is expecting 4"):
+    message = "X has 2 features, but ImputationBaseline is expecting 4"
+    with pytest.raises(ValueError, match=message):
         attack.invert(X_m.to_numpy()[:, :2], y_m)
     with pytest.raises(ValueError, match="fitted on an array"):
         attack.invert(X_m, y_m)
