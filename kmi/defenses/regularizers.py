@@ -45,7 +45,7 @@ def _kernel(x, kernel, sigma):
 
 
 def _centering(m, dtype):
-    return ops.eye(m, dtype=dtype) - ops.ones((m, m), dtype=dtype) / m
+    return ops.eye(m, dtype=dtype) - ops.ones((m, m), dtype=dtype) / ops.cast(m, dtype)
 
 
 def hsic(x, y, *, sigma=5.0, x_kernel="gaussian", y_kernel="gaussian", epsilon=1e-5):
@@ -80,8 +80,9 @@ def hsic(x, y, *, sigma=5.0, x_kernel="gaussian", y_kernel="gaussian", epsilon=1
     h = _centering(m, kx.dtype)
     eye = ops.eye(m, dtype=kx.dtype)
     kxc, kyc = ops.matmul(kx, h), ops.matmul(ky, h)
-    rx = ops.matmul(kxc, ops.inv(kxc + epsilon * m * eye))
-    ry = ops.matmul(kyc, ops.inv(kyc + epsilon * m * eye))
+    ridge = epsilon * ops.cast(m, kx.dtype) * eye
+    rx = ops.matmul(kxc, ops.inv(kxc + ridge))
+    ry = ops.matmul(kyc, ops.inv(kyc + ridge))
     return ops.sum(rx * ops.transpose(ry))
 
 
