@@ -621,8 +621,13 @@ class DPSGD(keras.callbacks.Callback):
         model.make_train_function(force=True)
         model._kmi_dpsgd = self
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start_steps = self.steps_
+
     def on_train_batch_end(self, batch, logs=None):
-        self.steps_ += 1
+        # ``batch`` is the index of the last step run (steps_per_execution may run
+        # several per call), so count from it rather than by calls.
+        self.steps_ = self._epoch_start_steps + batch + 1
 
     def on_epoch_end(self, epoch, logs=None):
         self.epsilon_ = self.epsilon()
@@ -727,7 +732,6 @@ class PrivacyBudget(keras.callbacks.Callback):
             delta=delta,
             accountant=dp.accountant,
         )
-        self._done = dp.steps_
         if self.max_steps_ <= dp.steps_:
             raise ValueError(
                 f"The budget epsilon={self.target_epsilon} allows {self.max_steps_} DP steps "
@@ -735,20 +739,23 @@ class PrivacyBudget(keras.callbacks.Callback):
                 f"target_epsilon={self.target_epsilon!r}"
             )
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = None
+
     def on_train_batch_begin(self, batch, logs=None):
         if self.max_steps_ is None:
             self._setup()
+        if self._epoch_start is None:
+            # DPSGD counts a step when it ends, so this is the count before the epoch
+            self._epoch_start = self._dp.steps_ - batch
 
     def on_train_batch_end(self, batch, logs=None):
-        # Own count (callbacks may run before or after DPSGD's own counter).
-        self._done += 1
-        if self._done >= self.max_steps_:
+        done = self._epoch_start + batch + 1
+        # stop when the next call (steps_per_execution steps) would exceed the budget
+        per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        if done + per_call > self.max_steps_:
             self.model.stop_training = True
-            self.stopped_step_ = self._done
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.stopped_step_ is not None:
-            logs["privacy_budget_exhausted"] = 1.0
+            self.stopped_step_ = done
 
 
 def make_private(model, l2_norm_clip=1.0, noise_multiplier=None, **kwargs):

@@ -307,3 +307,22 @@ def test_fit_save_load_round_trip(tmp_path):
         keras.saving.serialize_keras_object(PrivacyBudget(2.0, 1e-5))
     )
     assert budget.get_config() == {"target_epsilon": 2.0, "delta": 1e-5}
+
+
+def test_steps_are_counted_with_steps_per_execution():
+    x, y = _data()
+    model = _mlp()
+    model.compile(
+        keras.optimizers.SGD(0.1),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=2,
+    )
+    dp = DPSGD(noise_multiplier=1.0, num_examples=64, seed=0)
+    budget = PrivacyBudget(target_epsilon=4.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.fit(x, y, batch_size=8, epochs=3, callbacks=[dp], verbose=0)
+        assert dp.steps_ == 24
+        model.fit(x, y, batch_size=8, epochs=100, callbacks=[dp, budget], verbose=0)
+    assert dp.steps_ <= budget.max_steps_ < dp.steps_ + 2
+    assert dp.epsilon() <= 4.0
