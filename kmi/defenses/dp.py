@@ -466,6 +466,10 @@ class DPSGD(keras.callbacks.Callback):
     randomness (Dropout) draw an independent mask per example. Loss terms from
     ``add_loss`` and weight regularizers are part of each example's loss.
     Noise is drawn from a seed derived from the optimizer step and ``seed``.
+    On TensorFlow, ``tf.vectorized_map`` has no vectorisation rule for the
+    stateless random ops of Dropout with per-example seeds; those ops alone run in
+    a ``while_loop`` (TensorFlow logs a warning), which slows models with Dropout.
+    BatchNormalization is refused (see :func:`check_dp_compatible`).
 
     References
     ----------
