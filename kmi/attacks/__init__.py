@@ -1,5 +1,7 @@
 """Model inversion attacks: scikit-learn estimators with fit / invert / score."""
 
+from kmi.attacks.graph import FeatureSimilarity, GraphMI, LinkStealing, LinkTeller
+from kmi.attacks.image import DeepInversion, MIFace
 from kmi.attacks.tabular import (
     CSMIA,
     LOMIA,
@@ -14,6 +16,12 @@ __all__ = [
     "LOMIA",
     "AttributeInferenceModel",
     "DecisionTreeWhiteBox",
+    "DeepInversion",
+    "FeatureSimilarity",
     "FredriksonMAP",
+    "GraphMI",
     "ImputationBaseline",
+    "LinkStealing",
+    "LinkTeller",
+    "MIFace",
 ]

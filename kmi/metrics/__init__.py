@@ -1,5 +1,5 @@
 """How attack success is measured, one module per modality."""
 
-from kmi.metrics import image, tabular
+from kmi.metrics import graph, image, tabular
 
-__all__ = ["image", "tabular"]
+__all__ = ["graph", "image", "tabular"]
