@@ -9,6 +9,7 @@ from kmi.defenses.dp import (
     make_private,
     per_example_gradients,
 )
+from kmi.defenses.graph import EdgeRand, LapGraph
 from kmi.defenses.layers import InformationBottleneck
 from kmi.defenses.losses import LabelSmoothingSchedule, NegativeLabelSmoothing
 from kmi.defenses.output import (
@@ -30,9 +31,11 @@ __all__ = [
     "BiDO",
     "ConfidenceNoise",
     "DPSGD",
+    "EdgeRand",
     "InformationBottleneck",
     "LabelOnly",
     "LabelSmoothingSchedule",
+    "LapGraph",
     "NegativeLabelSmoothing",
     "PoissonSampler",
     "PrivacyBudget",
