@@ -67,8 +67,3 @@ class BaseAttack(BaseEstimator):
         if invert_params:
             return self.invert(**invert_params)
         return self.invert(X, y)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags

@@ -354,6 +354,18 @@ class Target:
                 pass
         return np.asarray(out, dtype="float64")
 
+    def record_queries(self, n: int) -> None:
+        """Count ``n`` rows answered outside :meth:`query` (white-box reads), within budget.
+
+        Raises
+        ------
+        QueryBudgetExceededError
+            If the rows would exceed ``query_budget``; nothing is counted then.
+        """
+        self._check_budget(int(n))
+        self.n_queries_ += int(n)
+        self.n_calls_ += 1
+
     def scores(self, X) -> np.ndarray:
         """Full scores of the model for ``X``, counted as queries, before output rules.
 

@@ -75,6 +75,11 @@ class TabularAttack(BaseAttack):
     returning one non-negative score per record and candidate value.
     """
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True  # the records' labels
+        return tags
+
     #: Whether the attack queries the target; the imputation baseline does not.
     uses_target = True
     #: Whether the attack enumerates unknown non-sensitive features.
@@ -159,8 +164,8 @@ class TabularAttack(BaseAttack):
     def _check_y(self, y, n: int):
         if y is None:
             raise ValueError(
-                f"{type(self).__name__} needs the records' labels y (what the target should "
-                "predict for them). Received: y=None"
+                f"{type(self).__name__} requires y to be passed, but the target y is None: "
+                "pass the records' labels. Received: y=None"
             )
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:

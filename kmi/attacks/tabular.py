@@ -476,19 +476,14 @@ class DecisionTreeWhiteBox(TabularAttack):
             )
         self._prep = prep
         self.trees_ = list(np.ravel(trees))
-        self._encode_labels(y)
-        self._classes_pos = [
-            np.searchsorted(self.target_.classes_, model.classes_) for _ in self.trees_
-        ]
+        self._encode_labels(y)  # the tree's classes are the target's output columns
 
     def _chunk_scores(self, frame, y):
         y_enc = self._encode_labels(y)
         n, k, m = len(frame), len(self.sensitive_values_), self.n_combinations_
         rows = self._to_target_format(self._expand(frame))
-        self.target_._check_budget(len(rows))
+        self.target_.record_queries(len(rows))
         Z = self._prep.transform(rows) if self._prep is not None else rows
-        self.target_.n_queries_ += len(rows)
-        self.target_.n_calls_ += 1
         total = np.zeros((n, k))
         for tree in self.trees_:
             leaves = tree.apply(Z).reshape(n, k, m)
