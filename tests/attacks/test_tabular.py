@@ -341,3 +341,23 @@ def test_wrong_width_and_type(records, tree_pipeline):
         attack.invert(X_m, y_m)
     with pytest.raises(ValueError, match="one label per record"):
         attack.invert(X_m.to_numpy(), y_m[:5])
+
+
+def test_interrupted_attack_returns_what_it_has(records, tree_pipeline, monkeypatch):
+    X_m, y_m, X_a, y_a = records
+    target = Target(tree_pipeline)
+    attack = CSMIA(target, sensitive_feature="sex").fit(X_a, y_a)
+    monkeypatch.setattr(attack, "chunk_rows", 200)  # 100 records (x 2 values) per chunk
+    real_query, calls = target.query, []
+
+    def interrupted(X):
+        calls.append(len(X))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_query(X)
+
+    monkeypatch.setattr(target, "query", interrupted)
+    with pytest.warns(RuntimeWarning, match="Interrupted after 200 of 400 records"):
+        inferred = attack.invert(X_m, y_m)
+    assert all(v in ("F", "M") for v in inferred[:200])
+    assert all(v is None for v in inferred[200:])
