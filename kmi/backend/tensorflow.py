@@ -25,7 +25,7 @@ def value_and_grad_with_aux(fn, x):
 
 
 def jit(fn):
-    return tf.function(fn, reduce_retracing=True)
+    return tf.function(fn, reduce_retracing=True, autograph=False)
 
 
 def per_example_value_and_grad(fn, params, batch):
