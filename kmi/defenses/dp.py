@@ -93,6 +93,12 @@ def check_dp_compatible(model) -> None:
             "DP-SGD needs a compiled model: call model.compile(optimizer, loss) first. "
             "Received: model.optimizer=None"
         )
+    if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer):
+        raise ValueError(
+            "DP-SGD clips unscaled per-example gradients and does not support loss "
+            "scaling; use a float32 dtype policy and a plain optimizer. "
+            f"Received: optimizer={type(model.optimizer).__name__}"
+        )
     if not model.trainable_variables:
         raise ValueError(
             "DP-SGD needs trainable variables. Received: model.trainable_variables=[]"

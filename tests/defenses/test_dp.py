@@ -176,6 +176,13 @@ def test_custom_train_step_is_refused():
         check_dp_compatible(model)
 
 
+def test_loss_scale_optimizer_is_refused():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()), LOSS)
+    with pytest.raises(ValueError, match="loss scaling.*Received: optimizer="):
+        check_dp_compatible(model)
+
+
 def test_uncompiled_model_is_refused():
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="compile"):
