@@ -1,5 +1,5 @@
 """How attack success is measured, one module per modality."""
 
-from kmi.metrics import graph, image, tabular
+from kmi.metrics import graph, image, tabular, text
 
-__all__ = ["graph", "image", "tabular"]
+__all__ = ["graph", "image", "tabular", "text"]
