@@ -5,6 +5,7 @@ from kmi.datasets.adult import load_adult
 from kmi.datasets.att_faces import load_att_faces
 from kmi.datasets.digits import load_digits, load_mnist_5k
 from kmi.datasets.planetoid import load_planetoid
+from kmi.datasets.text import load_tweets, make_canaries
 
 __all__ = [
     "get_data_home",
@@ -13,4 +14,6 @@ __all__ = [
     "load_digits",
     "load_mnist_5k",
     "load_planetoid",
+    "load_tweets",
+    "make_canaries",
 ]
