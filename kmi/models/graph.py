@@ -352,6 +352,8 @@ class GraphPredictor:
         self.model = model
         self.adjacency = _check_adjacency(adjacency)
         self.n_nodes = int(self.adjacency.shape[0])
+        self._forward = None  # compiled on the first dense query
+        self._dense = None
 
     def __call__(self, features):
         features = np.asarray(features, dtype=np.float32)
@@ -367,7 +369,13 @@ class GraphPredictor:
                 [features, self.adjacency], batch_size=self.n_nodes, verbose=0
             )
         else:
-            out = self.model([features, self.adjacency], training=False)
+            if self._forward is None:
+                from kmi import backend
+
+                model = self.model
+                self._forward = backend.jit(lambda x, a: model([x, a], training=False))
+                self._dense = ops.convert_to_tensor(self.adjacency)
+            out = self._forward(ops.convert_to_tensor(features), self._dense)
         return ops.convert_to_numpy(out)
 
     def __repr__(self):
