@@ -37,7 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--output",
         default="kmi-report",
-        help="report path without extension; .json and .md are written (default kmi-report)",
+        help="report path without extension; .html, .json and .md are written "
+        "(default kmi-report)",
+    )
+    audit.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted audit: attacks already recorded in "
+        "<output>.partial.jsonl are not run again",
     )
     audit.add_argument(
         "--n-records",
@@ -64,16 +71,31 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from kmi.audit.demo import SUMMARY_COLUMNS, adult_audit
 
-        report = adult_audit(
-            max_records=args.max_records or None,
-            n_records=args.n_records or None,
-            random_state=args.seed,
-            data_home=args.data_home,
-            verbose=0 if args.quiet else 1,
-        )
         out = Path(args.output)
-        report.to_json(out.with_suffix(".json"))
-        report.to_markdown(out.with_suffix(".md"))
+        checkpoint = out.with_name(out.name + ".partial.jsonl")
+        if checkpoint.exists() and not args.resume:
+            checkpoint.unlink()
+        try:
+            report = adult_audit(
+                max_records=args.max_records or None,
+                n_records=args.n_records or None,
+                random_state=args.seed,
+                data_home=args.data_home,
+                verbose=0 if args.quiet else 1,
+                checkpoint=checkpoint,
+            )
+        except KeyboardInterrupt:
+            print(
+                f"\nInterrupted. Finished attacks are kept in {checkpoint}; run the same "
+                "command with --resume to continue.",
+                file=sys.stderr,
+            )
+            return 130
+        paths = [out.with_name(out.name + ext) for ext in (".html", ".json", ".md")]
+        report.to_html(paths[0])
+        report.to_json(paths[1])
+        report.to_markdown(paths[2])
+        checkpoint.unlink(missing_ok=True)
         print()
         for key, value in report.settings.items():
             print(f"{key}: {value}")
@@ -92,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             "\nadv_bal_acc: balanced accuracy minus ImputationBaseline's (which never "
             "queries the model). Positive means the model leaks beyond imputation."
         )
-        print(f"Full report (members and non-members): {out.with_suffix('.md')}, "
-              f"{out.with_suffix('.json')}")
+        print("\nSummary:")
+        for line in report.summary:
+            print(f"- {line}")
+        print(f"\nReport (members and non-members): {', '.join(str(p) for p in paths)}")
         return 0
     return 2  # pragma: no cover
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from kmi.audit.report import Report
-from kmi.audit.tabular import run_tabular_attacks
+from kmi.audit.tabular import run_tabular_attacks, summarize_tabular
 
 #: marital_status values counted as married.
 MARRIED = ("Married-civ-spouse", "Married-AF-spouse", "Married-spouse-absent")
@@ -75,6 +75,7 @@ def adult_audit(
     random_state: int = 0,
     data_home=None,
     verbose: int = 1,
+    checkpoint=None,
 ) -> Report:
     """Train income models on half of Adult and attack their members.
 
@@ -95,6 +96,9 @@ def adult_audit(
     data_home : path, default=None
         Passed to :func:`kmi.datasets.load_adult`.
     verbose : int, default=1
+    checkpoint : path, default=None
+        JSON-lines file of finished attacks, to resume an interrupted audit
+        (see :func:`kmi.audit.run_tabular_attacks`).
 
     Returns
     -------
@@ -150,8 +154,10 @@ def adult_audit(
                 random_state=random_state,
                 verbose=verbose,
                 target_name=kind,
+                checkpoint=checkpoint,
             )
     report.settings["wall time (s)"] = round(time.perf_counter() - started, 1)
+    report.summary = summarize_tabular(report.rows)
     return report
 
 

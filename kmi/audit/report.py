@@ -74,9 +74,35 @@ class Report:
     rows: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
+    summary: list[str] = field(default_factory=list)
+    figures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["figures"] = [{k: v for k, v in f.items() if k != "images"} for f in self.figures]
+        return out
+
+    def add_figure(self, title: str, images, captions=None, note: str = "") -> None:
+        """Add a grid of images (values in [0, 1]) shown in the HTML report.
+
+        Parameters
+        ----------
+        title : str
+        images : sequence of arrays of shape (H, W), (H, W, 1) or (H, W, 3)
+        captions : sequence of str, default=None
+        note : str, default=""
+            A sentence under the grid.
+        """
+        images = list(images)
+        captions = list(captions) if captions is not None else [""] * len(images)
+        if len(captions) != len(images):
+            raise ValueError(
+                "add_figure needs one caption per image. "
+                f"Received: {len(images)} images and {len(captions)} captions"
+            )
+        self.figures.append(
+            {"title": title, "images": images, "captions": captions, "note": note}
+        )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The report as JSON; written atomically to ``path`` when given."""
@@ -106,6 +132,8 @@ class Report:
     def to_markdown(self, path: str | os.PathLike | None = None) -> str:
         """The report as Markdown; written atomically to ``path`` when given."""
         lines = [f"# {self.title}", ""]
+        if self.summary:
+            lines += ["## Summary", ""] + [f"- {line}" for line in self.summary] + [""]
         if self.settings:
             lines += ["## Settings", ""]
             lines += [f"- {k}: {v}" for k, v in self.settings.items()]
@@ -113,6 +141,20 @@ class Report:
         lines += ["## Results", "", self.table(), ""]
         lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in self.versions.items())]
         text = "\n".join(lines) + "\n"
+        if path is not None:
+            atomic_write(path, text)
+        return text
+
+
+    def to_html(self, path: str | os.PathLike | None = None) -> str:
+        """One self-contained HTML page: summary first, then tables, figures, settings.
+
+        Images are embedded as PNG data URIs, so the file can be mailed on its own.
+        Written atomically to ``path`` when given.
+        """
+        from kmi.audit._html import render_html
+
+        text = render_html(self)
         if path is not None:
             atomic_write(path, text)
         return text

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
+
+import numpy as np
 
 from kmi.attacks import tabular as tab
 from kmi.metrics.tabular import advantage, attack_metrics
@@ -40,6 +45,7 @@ def run_tabular_attacks(
     random_state=0,
     verbose=1,
     target_name="target",
+    checkpoint=None,
 ):
     """Fit every attack on auxiliary data and measure it on the private records.
 
@@ -60,6 +66,12 @@ def run_tabular_attacks(
     random_state : int, default=0
     verbose : int, default=1
         1 prints a line per attack.
+    target_name : str, default="target"
+        Names the target in the rows.
+    checkpoint : path, default=None
+        A JSON-lines file. Each attack's rows are appended to it as soon as the
+        attack finishes, and attacks whose rows are already there are not run again:
+        an interrupted audit resumes where it stopped.
 
     Returns
     -------
@@ -73,7 +85,17 @@ def run_tabular_attacks(
     specs = TABULAR_ATTACKS if attacks == "auto" else attacks
     splits = {"members": (X_private, y_private), **(extra_splits or {})}
     rows, baselines = [], {}
+    done = _read_checkpoint(checkpoint)
     for name, cls, params in specs:
+        keys = [(target_name, str(sensitive_feature), name, split) for split in splits]
+        if keys and all(k in done for k in keys):
+            for key in keys:
+                rows.append(done[key])
+                if cls is tab.ImputationBaseline:
+                    baselines[key[-1]] = done[key]
+            if verbose:
+                print(f"  {name:<24} (resumed from {checkpoint})")
+            continue
         attack = _build(cls, params, target, sensitive_feature, random_state)
         start_queries = target.n_queries_
         t0 = time.perf_counter()
@@ -87,11 +109,14 @@ def run_tabular_attacks(
             continue
         fit_s = time.perf_counter() - t0
         fit_queries = target.n_queries_ - start_queries
+        new_rows = []
         for split, (X, y) in splits.items():
             q0 = target.n_queries_
             t0 = time.perf_counter()
             proba = attack.invert_proba(X, y)
             invert_s = time.perf_counter() - t0
+            if np.isnan(proba).any():  # the attack was interrupted: record nothing
+                raise KeyboardInterrupt(f"{name} was interrupted")
             pred = attack._decode(proba)
             truth = attack.truth(X)
             metrics = attack_metrics(truth, pred, proba, attack.sensitive_values_)
@@ -112,7 +137,7 @@ def run_tabular_attacks(
             row["fit_s"] = round(fit_s, 3)
             row["invert_s"] = round(invert_s, 3)
             row["queries"] = int(fit_queries + target.n_queries_ - q0)
-            rows.append(row)
+            new_rows.append(row)
             if verbose:
                 print(
                     f"  {name:<24} {split:<11} acc {metrics['accuracy']:.3f}  "
@@ -120,4 +145,76 @@ def run_tabular_attacks(
                     f"{fit_s + invert_s:6.2f} s  {row['queries']} queries",
                     flush=True,
                 )
+        rows += new_rows
+        _append_checkpoint(checkpoint, new_rows)
     return rows
+
+
+def _key(row):
+    return (row["target"], row["sensitive"], row["attack"], row["split"])
+
+
+def _read_checkpoint(path) -> dict:
+    if path is None or not Path(path).exists():
+        return {}
+    done = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash
+                continue
+            done[_key(row)] = row
+    return done
+
+
+def _append_checkpoint(path, rows) -> None:
+    if path is None or not rows:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def summarize_tabular(rows) -> list[str]:
+    """Plain-language findings: per target and attribute, the strongest attack on
+    members against the imputation baseline, and the same attack on non-members."""
+    lines = []
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        groups.setdefault((row["target"], row["sensitive"]), []).append(row)
+    for (target, sensitive), group in groups.items():
+        members = [r for r in group if r["split"] == "members"]
+        base = next((r for r in members if r["attack"] == "ImputationBaseline"), None)
+        attacks = [r for r in members if r["attack"] != "ImputationBaseline"]
+        if not attacks:
+            continue
+        best = max(attacks, key=lambda r: r["balanced_accuracy"])
+        line = (
+            f"{target}: the strongest attack, {best['attack']}, infers '{sensitive}' of "
+            f"training members with balanced accuracy {best['balanced_accuracy']:.3f} "
+            f"(accuracy {best['accuracy']:.1%})"
+        )
+        if base is not None:
+            gain = best["balanced_accuracy"] - base["balanced_accuracy"]
+            verdict = (
+                "the model leaks this attribute beyond what imputation finds"
+                if gain > 0.01
+                else "no measurable leak beyond imputation"
+            )
+            line += (
+                f"; guessing from the other columns without the model (imputation) reaches "
+                f"{base['balanced_accuracy']:.3f}, so {gain:+.3f}: {verdict}"
+            )
+        other = next((r for r in group if r["split"] == "non-members"
+                      and r["attack"] == best["attack"]), None)
+        if other is not None:
+            line += (
+                f". On records outside the training set the same attack reaches "
+                f"{other['balanced_accuracy']:.3f}"
+            )
+        lines.append(line + ".")
+    return lines

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from kmi.attacks import CSMIA
@@ -73,19 +74,15 @@ def test_demo_audit_small():
 
 
 def test_cli_demo(tmp_path, capsys, monkeypatch):
-    import kmi.audit.demo as demo
-
-    real = demo.adult_audit
-    monkeypatch.setattr(
-        demo, "adult_audit",
-        lambda **kw: real(**{**kw, "targets": ("decision_tree",), "tasks": ("sex",)}),
-    )
+    _small_demo(monkeypatch)
     assert main(["audit", "--demo", "--max-records", "100", "--n-records", "1000",
                  "--output", str(tmp_path / "rep"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "decision_tree: inferring 'sex' of training members" in out
     assert "| ImputationBaseline |" in out
-    assert (tmp_path / "rep.json").exists() and (tmp_path / "rep.md").exists()
+    assert "Summary:" in out and "imputation" in out
+    for ext in ("html", "json", "md"):
+        assert (tmp_path / f"rep.{ext}").exists()
 
 
 def test_cli_without_demo_explains(capsys):
@@ -93,3 +90,85 @@ def test_cli_without_demo_explains(capsys):
     assert "kmi audit --demo" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["audit", "--demo", "nope"])
+
+
+def _small_demo(monkeypatch):
+    import kmi.audit.demo as demo
+
+    real = demo.adult_audit
+    monkeypatch.setattr(
+        demo, "adult_audit",
+        lambda **kw: real(**{**kw, "targets": ("decision_tree",), "tasks": ("sex",)}),
+    )
+
+
+def test_cli_resume_after_interruption(tmp_path, capsys, monkeypatch):
+    from kmi.attacks import CSMIA, ImputationBaseline
+
+    _small_demo(monkeypatch)
+    args = ["audit", "--demo", "--max-records", "100", "--n-records", "800",
+            "--output", str(tmp_path / "rep"), "-q"]
+
+    def interrupt(self, X, y):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(CSMIA, "invert_proba", interrupt)
+        assert main(args) == 130
+    assert "--resume" in capsys.readouterr().err
+    checkpoint = tmp_path / "rep.partial.jsonl"
+    done = [json.loads(line)["attack"] for line in checkpoint.read_text().splitlines()]
+    assert done == ["ImputationBaseline"] * 2 + ["FredriksonMAP"] * 2
+    assert not (tmp_path / "rep.json").exists()
+
+    def refit(self, X, y):
+        raise AssertionError("a finished attack was run again")
+
+    monkeypatch.setattr(ImputationBaseline, "fit", refit)
+    assert main([*args, "--resume"]) == 0
+    report = json.loads((tmp_path / "rep.json").read_text())
+    attacks = [r["attack"] for r in report["rows"] if r["split"] == "members"]
+    assert attacks[:3] == ["ImputationBaseline", "FredriksonMAP", "CSMIA"]
+    assert not checkpoint.exists()
+    assert (tmp_path / "rep.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_html_report_is_self_contained(tmp_path):
+    report = Report(title="Audit <demo>", settings={"seed": 0},
+                    summary=["model leaks +0.044 beyond imputation"])
+    report.rows = [
+        {"target": "t", "sensitive": "s", "split": "members", "attack": "ImputationBaseline",
+         "accuracy": 0.8, "adv_bal_acc": 0.0},
+        {"target": "t", "sensitive": "s", "split": "members", "attack": "CSMIA",
+         "accuracy": 0.85, "adv_bal_acc": 0.05},
+    ]
+    report.add_figure("class 0", [np.zeros((4, 4)), np.ones((4, 4, 3))], ["mean", "attack"])
+    with pytest.raises(ValueError, match="one caption per image"):
+        report.add_figure("x", [np.zeros((2, 2))], ["a", "b"])
+    text = report.to_html(tmp_path / "r.html")
+    assert "<title>Audit &lt;demo&gt;</title>" in text
+    assert text.index('id="summary"') < text.index('id="results"') < text.index('id="figures"')
+    assert text.count("data:image/png;base64,") == 2
+    assert '<td class="pos">+0.050</td>' in text
+    assert "http" not in text  # nothing to fetch
+    assert "images" not in json.loads(report.to_json())["figures"][0]
+
+
+def test_png_encoder_round_trip():
+    import struct
+    import zlib
+
+    from kmi.audit._png import encode_png
+
+    img = np.linspace(0, 1, 12).reshape(3, 4)
+    data = encode_png(img)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (4, 3)
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4 : idat])[0]
+    raw = zlib.decompress(data[idat + 4 : idat + 4 + length])
+    pixels = np.frombuffer(raw, dtype=np.uint8).reshape(3, 5)[:, 1:]
+    np.testing.assert_array_equal(pixels, np.round(img * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match="finite"):
+        encode_png(np.full((2, 2), np.nan))
