@@ -130,9 +130,12 @@ class Target:
         unless its last layer has a softmax or sigmoid activation; a callable must
         return probabilities (rows that are not a distribution raise an error
         asking for ``from_logits=True``).
-    task : {"classification", "regression"}, default=None
+    task : {"classification", "regression", "embedding"}, default=None
         ``None`` infers it: scikit-learn estimators without ``predict_proba`` and
-        Keras models with one linear output unit are regressors.
+        Keras models with one linear output unit are regressors. ``"embedding"``
+        (never inferred) is a model returning vectors that are not scores, such as a
+        sentence encoder on strings: queries return them as they are (rounded when
+        ``output="rounded"``), and it has no classes.
     query_budget : int, default=None
         Largest number of rows that may be queried in total; ``None`` for no limit.
     batch_size : int or None, default=4096
@@ -230,9 +233,10 @@ class Target:
             )
         self.top_k = top_k
         self.decimals = decimals
-        if task not in (None, "classification", "regression"):
+        if task not in (None, "classification", "regression", "embedding"):
             raise ValueError(
-                f"task must be 'classification' or 'regression'. Received: task={task!r}"
+                "task must be 'classification', 'regression' or 'embedding'. "
+                f"Received: task={task!r}"
             )
         self.task = task or self._infer_task()
         self.from_logits = self._infer_from_logits() if from_logits is None else bool(from_logits)
@@ -269,7 +273,7 @@ class Target:
         return "classification"
 
     def _infer_from_logits(self) -> bool:
-        if self.kind != "keras" or self.task == "regression":
+        if self.kind != "keras" or self.task in ("regression", "embedding"):
             return False
         last = self.model.layers[-1] if self.model.layers else None
         activation = getattr(getattr(last, "activation", None), "__name__", None)
@@ -282,7 +286,7 @@ class Target:
         """Label of each output column (``None`` for a regressor or before a query)."""
         if self._classes is not None:
             return self._classes
-        if self.task == "regression":
+        if self.task in ("regression", "embedding"):
             return None
         if self.kind == "sklearn":
             return np.asarray(self.model.classes_)
@@ -385,6 +389,13 @@ class Target:
             width = () if self.task == "regression" else (self.n_classes_ or 0,)
             return np.zeros((0, *width))
         out = np.concatenate(parts, axis=0)
+        if self.task == "embedding":
+            if not np.all(np.isfinite(out)):
+                raise ValueError(
+                    "The model returned NaN or inf vectors; check its inputs and weights. "
+                    "Received: non-finite model output"
+                )
+            return out
         if self.task == "regression":
             return out.reshape(n, -1)[:, 0] if out.ndim > 1 else out
         if out.ndim == 1 or out.shape[-1] == 1:  # a single sigmoid unit
@@ -395,7 +406,7 @@ class Target:
         elif self.from_logits:
             out = _softmax(out)
         self._check_distribution(out)
-        self._seen_width = out.shape[1]
+        self._seen_width = out.shape[-1]
         return out
 
     def _check_distribution(self, p):
@@ -404,11 +415,12 @@ class Target:
                 "The model returned NaN or inf scores; check its inputs and weights. "
                 "Received: non-finite model output"
             )
-        if p.size and (np.min(p) < -1e-6 or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3)):
+        # the last axis is the distribution (a sequence model gives one per position)
+        if p.size and (np.min(p) < -1e-6 or not np.allclose(p.sum(axis=-1), 1.0, atol=1e-3)):
             raise ValueError(
                 "The model's outputs are not probabilities (rows must be non-negative and sum "
                 "to 1). If it returns logits, pass Target(model, from_logits=True). Received: "
-                f"row sums between {p.sum(axis=1).min():.3g} and {p.sum(axis=1).max():.3g}"
+                f"row sums between {p.sum(axis=-1).min():.3g} and {p.sum(axis=-1).max():.3g}"
             )
 
     def query(self, X) -> np.ndarray:
@@ -435,7 +447,7 @@ class Target:
         from kmi.defenses import output as out_fn
 
         scores = self.scores(X)
-        if self.task == "regression":
+        if self.task in ("regression", "embedding"):
             if self.output == "rounded":
                 return np.round(scores, self.decimals)
             return scores
@@ -453,9 +465,9 @@ class Target:
     def predict(self, X) -> np.ndarray:
         """Predicted label (or regression value) of each row; counted as queries."""
         scores = self.scores(X)
-        if self.task == "regression":
+        if self.task in ("regression", "embedding"):
             return scores
-        idx = np.argmax(scores, axis=1)
+        idx = np.argmax(scores, axis=-1)
         return self.classes_[idx] if self.classes_ is not None else idx
 
     def label_index(self, y) -> np.ndarray:

@@ -143,3 +143,26 @@ def test_not_a_model():
         Target(42)
     with pytest.raises(ValueError, match="No target"):
         as_target(None)
+
+
+def test_embedding_task_returns_vectors_of_a_callable_on_strings():
+    def encoder(texts):
+        return np.array([[len(t), -1.5] for t in texts])
+
+    target = Target(encoder, task="embedding")
+    out = target.query(["ab", "abcd", "a"])
+    np.testing.assert_array_equal(out, [[2, -1.5], [4, -1.5], [1, -1.5]])
+    assert target.n_queries_ == 3 and target.classes_ is None
+    rounded = Target(lambda t: np.full((len(t), 2), 0.123), task="embedding", output="rounded")
+    np.testing.assert_array_equal(rounded.query(["x"]), [[0.12, 0.12]])
+    with pytest.raises(ValueError, match="non-finite"):
+        Target(lambda t: np.full((len(t), 2), np.nan), task="embedding").query(["x"])
+    with pytest.raises(ValueError, match="Received: task='vectors'"):
+        Target(encoder, task="vectors")
+
+
+def test_sequence_probabilities_are_checked_on_the_last_axis():
+    probs = np.full((2, 3, 4), 0.25)
+    target = Target(lambda x: probs[: len(x)])
+    assert target.query(np.zeros((2, 3))).shape == (2, 3, 4)
+    assert target.predict(np.zeros((2, 3))).shape == (2, 3)

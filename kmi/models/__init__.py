@@ -11,8 +11,22 @@ from kmi.models.image import (
     softmax_regression,
 )
 from kmi.models.tabular import KerasMLPClassifier
+from kmi.models.text import (
+    CausalLM,
+    SentenceEncoder,
+    TextClassifier,
+    TextPipeline,
+    byte_tokenizer,
+    word_tokenizer,
+)
 
 __all__ = [
+    "CausalLM",
+    "SentenceEncoder",
+    "TextClassifier",
+    "TextPipeline",
+    "byte_tokenizer",
+    "word_tokenizer",
     "GCNConv",
     "GraphPredictor",
     "KerasMLPClassifier",

@@ -1,0 +1,467 @@
+"""Small text models: a classifier, a causal language model and a sentence encoder.
+
+All three are Keras models on integer token ids (0 is padding), built from keras-hub
+layers (``TokenAndPositionEmbedding``, ``TransformerEncoder``, ``TransformerDecoder``),
+trainable on a CPU in minutes and serialisable (``model.save`` /
+``keras.saving.load_model``). No pretrained weights are used.
+
+Each of them also runs from *embeddings* rather than token ids, which white-box
+attacks need (:class:`kmi.attacks.TokenOptimization` feeds relaxed, soft one-hot
+tokens):
+
+- ``model.embed(token_ids)``: token plus position embeddings;
+- ``model.embed_probabilities(probs)``: the same for distributions over the vocabulary
+  (``probs @ token_embedding_matrix`` plus positions);
+- ``model.call_embedded(x, padding_mask)``: the rest of the network.
+
+Strings are turned into token ids by a keras-hub tokenizer: :func:`byte_tokenizer`
+(bytes, a vocabulary of 256) or :func:`word_tokenizer` (a word-level
+``WordPieceTokenizer`` whose vocabulary is built from a corpus).
+:class:`TextPipeline` joins a tokenizer and a model into the callable on strings that a
+black-box :class:`kmi.targets.Target` wraps.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "SPECIAL_TOKENS",
+    "CausalLM",
+    "SentenceEncoder",
+    "TextClassifier",
+    "TextPipeline",
+    "byte_tokenizer",
+    "check_texts",
+    "word_tokenizer",
+]
+
+#: Special tokens of :func:`word_tokenizer` vocabularies, at ids 0 to 3.
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+
+
+def check_texts(texts, name: str = "texts") -> list[str]:
+    """Return ``texts`` as a list of non-empty strings, or raise a clear error.
+
+    Raises
+    ------
+    TypeError
+        If ``texts`` is a single string or holds something other than strings.
+    ValueError
+        If it is empty or holds an empty (or blank) string.
+    """
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a sequence of strings, not one string; wrap it in a list. "
+            f"Received: {name}={texts[:40]!r}"
+        )
+    texts = list(np.asarray(texts, dtype=object).ravel()) if not isinstance(texts, list) else texts
+    if not texts:
+        raise ValueError(f"{name} is empty: pass at least one text. Received: len({name})=0")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(
+                f"{name} must hold strings. Received: {name}[{i}] of type {type(t).__name__}"
+            )
+        if not t.strip():
+            raise ValueError(
+                f"{name} holds an empty or blank string, which has no tokens to embed. "
+                f"Received: {name}[{i}]={t!r}"
+            )
+    return [str(t) for t in texts]
+
+
+def byte_tokenizer(sequence_length: int) -> keras_hub.tokenizers.ByteTokenizer:
+    """A byte-level tokenizer: ids are UTF-8 bytes (256 of them), 0 pads.
+
+    Parameters
+    ----------
+    sequence_length : int
+        Outputs are padded or truncated to this length.
+    """
+    return keras_hub.tokenizers.ByteTokenizer(sequence_length=int(sequence_length))
+
+
+_WORDS = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def word_tokenizer(
+    texts: Sequence[str], *, vocabulary_size: int = 2000, sequence_length: int = 32
+) -> keras_hub.tokenizers.WordPieceTokenizer:
+    """A word-level keras-hub ``WordPieceTokenizer`` whose vocabulary comes from ``texts``.
+
+    The vocabulary holds :data:`SPECIAL_TOKENS` (``[PAD]`` is id 0) and the most
+    frequent lower-cased words and punctuation marks of ``texts``, whole (no
+    sub-word pieces); any other word becomes ``[UNK]``.
+
+    Parameters
+    ----------
+    texts : sequence of str
+        Corpus the vocabulary is counted on.
+    vocabulary_size : int, default=2000
+        Size of the vocabulary, special tokens included.
+    sequence_length : int, default=32
+        Outputs are padded or truncated to this length.
+    """
+    texts = check_texts(texts)
+    if not isinstance(vocabulary_size, numbers.Integral) or vocabulary_size <= len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"vocabulary_size must be an integer above {len(SPECIAL_TOKENS)}. "
+            f"Received: vocabulary_size={vocabulary_size!r}"
+        )
+    counts = Counter(w for t in texts for w in _WORDS.findall(t.lower()))
+    words = [w for w, _ in counts.most_common(vocabulary_size - len(SPECIAL_TOKENS))]
+    return keras_hub.tokenizers.WordPieceTokenizer(
+        vocabulary=[*SPECIAL_TOKENS, *words],
+        sequence_length=int(sequence_length),
+        lowercase=True,
+        oov_token="[UNK]",
+    )
+
+
+# ----------------------------------------------------------------------------- models
+class _TextTransformer(keras.Model):
+    """Token and position embedding, then transformer blocks (the shared trunk)."""
+
+    _decoder_blocks = False
+
+    def __init__(
+        self,
+        vocabulary_size: int,
+        sequence_length: int,
+        *,
+        embedding_dim: int = 64,
+        num_heads: int = 2,
+        intermediate_dim: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("vocabulary_size", vocabulary_size),
+            ("sequence_length", sequence_length),
+            ("embedding_dim", embedding_dim),
+            ("num_heads", num_heads),
+            ("num_layers", num_layers),
+        ):
+            if not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        if embedding_dim % num_heads:
+            raise ValueError(
+                "embedding_dim must be a multiple of num_heads. "
+                f"Received: embedding_dim={embedding_dim}, num_heads={num_heads}"
+            )
+        self.vocabulary_size = int(vocabulary_size)
+        self.sequence_length = int(sequence_length)
+        self.embedding_dim = int(embedding_dim)
+        self.num_heads = int(num_heads)
+        self.intermediate_dim = int(intermediate_dim)
+        self.num_layers = int(num_layers)
+        self.dropout = float(dropout)
+        self.token_and_position = keras_hub.layers.TokenAndPositionEmbedding(
+            vocabulary_size=self.vocabulary_size,
+            sequence_length=self.sequence_length,
+            embedding_dim=self.embedding_dim,
+            name="token_and_position",
+        )
+        block = (
+            keras_hub.layers.TransformerDecoder
+            if self._decoder_blocks
+            else keras_hub.layers.TransformerEncoder
+        )
+        self.blocks = [
+            block(
+                intermediate_dim=self.intermediate_dim,
+                num_heads=self.num_heads,
+                dropout=self.dropout,
+                name=f"block_{i}",
+            )
+            for i in range(self.num_layers)
+        ]
+
+    def build(self, input_shape=None):
+        shape = (None, self.sequence_length)
+        self.token_and_position.build(shape)
+        for blk in self.blocks:
+            blk.build((None, self.sequence_length, self.embedding_dim))
+        self._build_head()
+        self.built = True
+
+    def _build_head(self):
+        pass
+
+    @property
+    def token_embedding_matrix(self):
+        """The (vocabulary_size, embedding_dim) token embedding variable."""
+        return self.token_and_position.token_embedding.embeddings
+
+    def _check_ids(self, token_ids):
+        shape = ops.shape(token_ids)
+        if len(shape) != 2 or (shape[1] is not None and shape[1] > self.sequence_length):
+            raise ValueError(
+                "token_ids must have shape (batch, length) with length at most "
+                f"{self.sequence_length}. Received: token_ids.shape={tuple(shape)}"
+            )
+
+    def embed(self, token_ids):
+        """Token plus position embeddings of a batch of token ids."""
+        self._check_ids(token_ids)
+        return self.token_and_position(ops.cast(token_ids, "int32"))
+
+    def embed_probabilities(self, probs):
+        """Embeddings of distributions over the vocabulary (soft one-hot tokens).
+
+        ``probs`` has shape (batch, length, vocabulary_size); the result is
+        ``probs @ token_embedding_matrix`` plus position embeddings, which equals
+        :meth:`embed` for one-hot ``probs``.
+        """
+        if probs.shape[-1] != self.vocabulary_size:
+            raise ValueError(
+                f"probs must have a last axis of vocabulary_size={self.vocabulary_size}. "
+                f"Received: probs.shape={tuple(probs.shape)}"
+            )
+        tokens = ops.matmul(probs, ops.cast(self.token_embedding_matrix, probs.dtype))
+        return tokens + self.token_and_position.position_embedding(tokens)
+
+    def _trunk(self, x, padding_mask, training=None):
+        for blk in self.blocks:
+            if self._decoder_blocks:
+                x = blk(x, decoder_padding_mask=padding_mask, training=training)
+            else:
+                x = blk(x, padding_mask=padding_mask, training=training)
+        return x
+
+    def call(self, token_ids, training=None):
+        token_ids = ops.cast(token_ids, "int32")
+        return self.call_embedded(self.embed(token_ids), token_ids != 0, training=training)
+
+    def call_embedded(self, x, padding_mask=None, training=None):  # pragma: no cover
+        raise NotImplementedError
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "sequence_length": self.sequence_length,
+            "embedding_dim": self.embedding_dim,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "num_layers": self.num_layers,
+            "dropout": self.dropout,
+        }
+
+
+def _masked_mean(x, padding_mask):
+    if padding_mask is None:
+        return ops.mean(x, axis=1)
+    m = ops.cast(padding_mask, x.dtype)[..., None]
+    return ops.sum(x * m, axis=1) / ops.maximum(ops.sum(m, axis=1), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class CausalLM(_TextTransformer):
+    """A small causal (left-to-right) transformer language model.
+
+    ``model(token_ids)`` returns next-token logits of shape (batch, length,
+    vocabulary_size): position ``t`` predicts token ``t + 1``. The output layer is
+    the transposed token embedding (tied weights). Train it with
+    ``SparseCategoricalCrossentropy(from_logits=True)`` on ``(ids[:, :-1], ids[:, 1:])``
+    (see :meth:`lm_targets`).
+
+    Parameters
+    ----------
+    vocabulary_size : int
+        Number of token ids (256 for :func:`byte_tokenizer`).
+    sequence_length : int
+        Longest input.
+    embedding_dim : int, default=64
+    num_heads : int, default=2
+    intermediate_dim : int, default=128
+        Width of each block's feed-forward layer.
+    num_layers : int, default=1
+        Transformer decoder blocks (self-attention with a causal mask).
+    dropout : float, default=0.0
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lm = CausalLM(vocabulary_size=256, sequence_length=8, embedding_dim=16)
+    >>> lm(np.ones((2, 8), dtype="int32")).shape
+    (2, 8, 256)
+    """
+
+    _decoder_blocks = True
+
+    def call_embedded(self, x, padding_mask=None, training=None):
+        """Next-token logits from input embeddings (see :meth:`embed_probabilities`)."""
+        h = self._trunk(x, padding_mask, training=training)
+        return self.token_and_position.token_embedding(h, reverse=True)
+
+    @staticmethod
+    def lm_targets(token_ids):
+        """``(inputs, targets, sample_weight)`` for next-token training, pads weighted 0."""
+        ids = np.asarray(token_ids)
+        x, y = ids[:, :-1], ids[:, 1:]
+        return x, y, (y != 0).astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class SentenceEncoder(_TextTransformer):
+    """A transformer sentence encoder: mean of its token states over non-padding tokens.
+
+    ``model(token_ids)`` returns one vector per text, of width ``output_dim`` (a
+    linear projection) or ``embedding_dim``, L2-normalised when ``normalize``.
+
+    Parameters
+    ----------
+    vocabulary_size, sequence_length, embedding_dim, num_heads, intermediate_dim,
+    num_layers, dropout
+        As :class:`CausalLM`; the blocks are ``TransformerEncoder`` blocks.
+    output_dim : int, default=None
+        Width of the output projection; ``None`` for no projection.
+    normalize : bool, default=True
+        Divide each output by its L2 norm.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> enc = SentenceEncoder(vocabulary_size=50, sequence_length=6, embedding_dim=16)
+    >>> enc(np.array([[5, 6, 7, 0, 0, 0]])).shape
+    (1, 16)
+    """
+
+    def __init__(self, *args, output_dim: int | None = None, normalize: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if output_dim is not None and (
+            not isinstance(output_dim, numbers.Integral) or output_dim < 1
+        ):
+            raise ValueError(
+                "output_dim must be a positive integer or None. "
+                f"Received: output_dim={output_dim!r}"
+            )
+        self.output_dim = None if output_dim is None else int(output_dim)
+        self.normalize = bool(normalize)
+        self.projection = (
+            None if self.output_dim is None else keras.layers.Dense(self.output_dim, name="proj")
+        )
+
+    def _build_head(self):
+        if self.projection is not None:
+            self.projection.build((None, self.embedding_dim))
+
+    def call_embedded(self, x, padding_mask=None, training=None):
+        """Sentence vectors from input embeddings."""
+        h = _masked_mean(self._trunk(x, padding_mask, training=training), padding_mask)
+        if self.projection is not None:
+            h = self.projection(h)
+        if self.normalize:
+            h = h / ops.maximum(ops.norm(h, axis=-1, keepdims=True), 1e-12)
+        return h
+
+    def get_config(self):
+        return {**super().get_config(), "output_dim": self.output_dim, "normalize": self.normalize}
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class TextClassifier(_TextTransformer):
+    """A transformer text classifier: encoder blocks, masked mean pooling, a linear head.
+
+    ``model(token_ids)`` returns class logits of shape (batch, num_classes); train it
+    with ``SparseCategoricalCrossentropy(from_logits=True)``.
+
+    Parameters
+    ----------
+    vocabulary_size, sequence_length, embedding_dim, num_heads, intermediate_dim,
+    num_layers, dropout
+        As :class:`CausalLM`; the blocks are ``TransformerEncoder`` blocks.
+    num_classes : int, default=2
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> clf = TextClassifier(vocabulary_size=50, sequence_length=6, num_classes=3,
+    ...                      embedding_dim=16)
+    >>> clf(np.array([[5, 6, 7, 0, 0, 0]])).shape
+    (1, 3)
+    """
+
+    def __init__(self, *args, num_classes: int = 2, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+            raise ValueError(
+                "num_classes must be an integer of at least 2. "
+                f"Received: num_classes={num_classes!r}"
+            )
+        self.num_classes = int(num_classes)
+        self.head = keras.layers.Dense(self.num_classes, name="head")
+
+    def _build_head(self):
+        self.head.build((None, self.embedding_dim))
+
+    def call_embedded(self, x, padding_mask=None, training=None):
+        """Class logits from input embeddings."""
+        return self.head(
+            _masked_mean(self._trunk(x, padding_mask, training=training), padding_mask)
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+# ----------------------------------------------------------------------------- pipeline
+class TextPipeline:
+    """A tokenizer and a Keras model on token ids, callable on a list of strings.
+
+    This is what a black-box text target looks like to an attacker: strings in,
+    vectors (a sentence encoder) or scores (a classifier) out. Wrap it with
+    ``Target(TextPipeline(tok, enc), task="embedding")`` for an encoder.
+
+    Parameters
+    ----------
+    tokenizer : keras-hub tokenizer
+        Maps a list of strings to a (n, sequence_length) array of token ids.
+    model : keras.Model
+        Maps token ids to outputs.
+    batch_size : int, default=256
+
+    Raises
+    ------
+    ValueError, TypeError
+        When called on something other than a non-empty list of non-empty strings
+        (:func:`check_texts`).
+    """
+
+    def __init__(self, tokenizer, model, *, batch_size: int = 256):
+        self.tokenizer = tokenizer
+        self.model = model
+        self.batch_size = batch_size
+        self._forward = None
+
+    def tokenize(self, texts) -> np.ndarray:
+        """Token ids of ``texts``, shape (n, sequence_length), int32."""
+        texts = check_texts(texts)
+        return np.asarray(self.tokenizer(texts), dtype="int32")
+
+    def __call__(self, texts) -> np.ndarray:
+        ids = self.tokenize(texts)
+        if getattr(self, "_forward", None) is None:
+            from kmi.backend import jit
+
+            self._forward = jit(lambda x: self.model(x, training=False))
+        out = [
+            keras.ops.convert_to_numpy(self._forward(ids[i : i + self.batch_size]))
+            for i in range(0, len(ids), self.batch_size)
+        ]
+        return np.concatenate(out, axis=0)
+
+    def __repr__(self):
+        return f"TextPipeline({type(self.tokenizer).__name__}, {type(self.model).__name__})"
