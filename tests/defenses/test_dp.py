@@ -333,3 +333,20 @@ def test_steps_are_counted_with_steps_per_execution():
         model.fit(x, y, batch_size=8, epochs=100, callbacks=[dp, budget], verbose=0)
     assert dp.steps_ <= budget.max_steps_ < dp.steps_ + 2
     assert dp.epsilon() <= 4.0
+
+
+def test_nested_batch_normalization_is_refused():
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.BatchNormalization(name="bn")])
+    model = keras.Sequential([keras.Input((6,)), inner, keras.layers.Dense(2)])
+    model.compile("sgd", LOSS)
+    with pytest.raises(ValueError, match="'bn'"):
+        check_dp_compatible(model)
+
+
+def test_dropout_masks_differ_between_examples():
+    model = _mlp(dropout=0.5)
+    x = np.ones((16, 6), "float32")  # identical examples: only the masks can differ
+    y = np.zeros(16, "int32")
+    kernel_grads = per_example_gradients(model, x, y)[2]  # last Dense kernel, (16, 8, 3)
+    kept = np.abs(kernel_grads).sum(-1) > 0  # which hidden units survived, per example
+    assert len({tuple(row) for row in kept}) > 1
