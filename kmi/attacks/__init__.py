@@ -1,7 +1,7 @@
 """Model inversion attacks: scikit-learn estimators with fit / invert / score."""
 
 from kmi.attacks.graph import FeatureSimilarity, GraphMI, LinkStealing, LinkTeller
-from kmi.attacks.image import DeepInversion, MIFace
+from kmi.attacks.image import BREPMI, GMI, KEDMI, DeepInversion, InversionModel, MIFace
 from kmi.attacks.tabular import (
     CSMIA,
     LOMIA,
@@ -12,6 +12,7 @@ from kmi.attacks.tabular import (
 )
 
 __all__ = [
+    "BREPMI",
     "CSMIA",
     "LOMIA",
     "AttributeInferenceModel",
@@ -19,8 +20,11 @@ __all__ = [
     "DeepInversion",
     "FeatureSimilarity",
     "FredriksonMAP",
+    "GMI",
     "GraphMI",
     "ImputationBaseline",
+    "InversionModel",
+    "KEDMI",
     "LinkStealing",
     "LinkTeller",
     "MIFace",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -32,7 +33,7 @@ from kmi.attacks._optim import minimize
 from kmi.base import BaseAttack
 from kmi.metrics.image import attack_accuracy, nearest_neighbor_accuracy
 
-__all__ = ["DeepInversion", "MIFace"]
+__all__ = ["BREPMI", "GMI", "KEDMI", "DeepInversion", "InversionModel", "MIFace"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -575,3 +576,975 @@ class DeepInversion(_ClassInversionMixin, BaseAttack):
         self.n_iter_ = result.n_iter
         self.interrupted_ = result.interrupted
         return result.x
+
+
+# ----------------------------------------------------------------------------- GAN priors
+def _generate(generator, z, batch_size=256):
+    outs = []
+    for start in range(0, len(z), batch_size):
+        out = generator(z[start : start + batch_size], training=False)
+        outs.append(ops.convert_to_numpy(out))
+    return np.concatenate(outs).astype("float32")
+
+
+class _GANPriorMixin:
+    """Fit or accept the GAN prior: one WGAN-GP loop (kmi.attacks._gan) for every attack."""
+
+    def _check_gan_params(self):
+        _check_number(self.latent_dim, "latent_dim", 1, integer=True)
+        _check_number(self.gan_steps, "gan_steps", 0, integer=True)
+        _check_number(self.gan_batch_size, "gan_batch_size", 1, integer=True)
+        _check_number(self.gan_width, "gan_width", 1, integer=True)
+        _check_number(self.gan_learning_rate, "gan_learning_rate", 0, strict=True)
+
+    def _fit_prior(
+        self, X, input_shape, rng, *, need_critic=True, n_classes=None, losses=None, extra=None
+    ):
+        from kmi.attacks._gan import train_gan, wgan_gp_losses
+        from kmi.models.image import dcgan_critic, dcgan_generator
+
+        if self.generator is not None:
+            if need_critic and self.critic is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs the critic with the generator (its prior "
+                    "loss); pass both, or neither to train them on X. Received: critic=None"
+                )
+            generator, critic = self.generator, self.critic
+            self.gan_history_ = None
+        else:
+            if X is None:
+                raise ValueError(
+                    f"{type(self).__name__}.fit needs public images X to train the GAN prior, "
+                    "or a trained generator (and critic). Received: X=None"
+                )
+            X = _check_images(X, input_shape)
+            generator = dcgan_generator(int(self.latent_dim), input_shape, width=self.gan_width)
+            critic = dcgan_critic(input_shape, width=self.gan_width, n_classes=n_classes)
+            d_loss, g_loss = losses if losses is not None else wgan_gp_losses()
+            self.gan_history_ = train_gan(
+                generator,
+                critic,
+                X,
+                d_loss=d_loss,
+                g_loss=g_loss,
+                extra=extra,
+                steps=int(self.gan_steps),
+                batch_size=int(self.gan_batch_size),
+                learning_rate=float(self.gan_learning_rate),
+                rng=rng,
+                verbose=self.verbose,
+                desc=f"{type(self).__name__}: training the GAN prior",
+            )
+        out_shape = tuple(int(s) for s in generator.outputs[0].shape[1:])
+        if out_shape != tuple(input_shape):
+            raise ValueError(
+                f"The generator makes images of shape {out_shape} but the target takes "
+                f"{tuple(input_shape)}. Received: generator output shape={out_shape}"
+            )
+        self.generator_, self.critic_ = generator, critic
+        self.latent_dim_ = int(generator.inputs[0].shape[-1])
+
+
+_GAN_PARAMS_DOC = """\
+    generator : keras.Model, default=None
+        A trained generator (latent vector to images the target takes). ``None``
+        trains a DCGAN generator on the images given to ``fit``.
+    critic : keras.Model, default=None
+        The critic trained with ``generator`` (its realness score is the prior loss).
+    latent_dim : int, default=100
+    gan_steps : int, default=2000
+        Generator steps of WGAN-GP training (5 critic steps each).
+    gan_batch_size : int, default=64
+    gan_width : int, default=32
+        Width of the DCGAN generator and critic built by ``fit``.
+    gan_learning_rate : float, default=1e-4
+        Adam's learning rate in GAN training (betas 0.5 and 0.9)."""
+
+
+class GMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
+    """The generative model-inversion attack (Zhang et al. 2020), with LOMMA options.
+
+        ``fit(X_public)`` trains a WGAN-GP prior on public images (or takes a trained
+        generator and critic). ``invert(y)`` then searches the latent space: for every
+        label and each of ``n_restarts`` random starts at once, it minimises
+        ``-D(G(z)) + identity_weight * L_id(G(z), y)`` by SGD with momentum, clipping
+        ``z`` to ``[-latent_clip, latent_clip]``, and returns the restart with the
+        lowest identity loss.
+
+        LOMMA (Nguyen et al. 2023) adds two options: ``identity_loss="logit"``, which
+        maximises the target's logit of ``y`` with an l2 pull of the target's features
+        towards the class's mean public features instead of the cross-entropy, and
+        ``augmentation_models``: surrogate models distilled from the target on the
+        public data, whose identity losses are averaged with the target's.
+
+        Parameters
+        ----------
+        target : Target or keras.Model
+            White-box target.
+    {gan_params}
+        identity_weight : float, default=100.0
+            The paper's ``lambda``.
+        identity_loss : {{"ce", "logit"}}, default="ce"
+        logit_reg : float, default=1.0
+            Weight of the feature pull of the logit loss (the target needs a layer
+            named ``"features"``; without one the pull is left out).
+        augmentation_models : int or list of keras.Model, default=0
+            LOMMA's model augmentation: that many default surrogates, or these
+            untrained models, distilled from the target's soft labels on ``X``.
+        distill_epochs : int, default=30
+        n_restarts : int, default=5
+        max_iter : int, default=1500
+        learning_rate : float, default=0.02
+        momentum : float, default=0.9
+        latent_clip : float, default=1.0
+        eval_model : keras.Model or callable, default=None
+        random_state : int, RandomState instance or None, default=None
+        verbose : int, default=0
+
+        Attributes
+        ----------
+        target_ : Target
+        generator_, critic_ : keras.Model
+        gan_history_ : dict or None
+            Losses of the GAN training (None for a given generator).
+        surrogates_ : list of keras.Model
+        latent_dim_ : int
+        input_shape_ : tuple of int
+        latents_ : ndarray of shape (n_labels, latent_dim)
+            The chosen latent code of each label in the last :meth:`invert`.
+        loss_ : ndarray of shape (n_labels,)
+        n_iter_ : int
+        interrupted_ : bool
+
+        Raises
+        ------
+        kmi.targets.AccessError
+            From ``fit``, if the target is not white-box.
+
+        References
+        ----------
+        Y. Zhang, R. Jia, H. Pei, W. Wang, B. Li and D. Song. The secret revealer:
+        generative model-inversion attacks against deep neural networks. CVPR 2020.
+        N.-B. Nguyen, K. Chandrasegaran, M. Abdollahzadeh and N.-M. Cheung. Re-thinking
+        model inversion attacks against deep neural networks (LOMMA). CVPR 2023.
+    """
+
+    required_access = "white-box"
+
+    def __init__(
+        self,
+        target=None,
+        *,
+        generator=None,
+        critic=None,
+        latent_dim=100,
+        gan_steps=2000,
+        gan_batch_size=64,
+        gan_width=32,
+        gan_learning_rate=1e-4,
+        identity_weight=100.0,
+        identity_loss="ce",
+        logit_reg=1.0,
+        augmentation_models=0,
+        distill_epochs=30,
+        n_restarts=5,
+        max_iter=1500,
+        learning_rate=0.02,
+        momentum=0.9,
+        latent_clip=1.0,
+        eval_model=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.target = target
+        self.generator = generator
+        self.critic = critic
+        self.latent_dim = latent_dim
+        self.gan_steps = gan_steps
+        self.gan_batch_size = gan_batch_size
+        self.gan_width = gan_width
+        self.gan_learning_rate = gan_learning_rate
+        self.identity_weight = identity_weight
+        self.identity_loss = identity_loss
+        self.logit_reg = logit_reg
+        self.augmentation_models = augmentation_models
+        self.distill_epochs = distill_epochs
+        self.n_restarts = n_restarts
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.latent_clip = latent_clip
+        self.eval_model = eval_model
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _check_params(self):
+        self._check_gan_params()
+        _check_number(self.identity_weight, "identity_weight", 0)
+        _check_number(self.logit_reg, "logit_reg", 0)
+        _check_number(self.n_restarts, "n_restarts", 1, integer=True)
+        _check_number(self.max_iter, "max_iter", 0, integer=True)
+        _check_number(self.learning_rate, "learning_rate", 0, strict=True)
+        _check_number(self.latent_clip, "latent_clip", 0, strict=True)
+        if self.identity_loss not in ("ce", "logit"):
+            raise ValueError(
+                "identity_loss must be 'ce' or 'logit' (LOMMA). "
+                f"Received: identity_loss={self.identity_loss!r}"
+            )
+        aug = self.augmentation_models
+        if not (isinstance(aug, numbers.Integral) and aug >= 0) and not isinstance(aug, list):
+            raise ValueError(
+                "augmentation_models must be a non-negative integer or a list of Keras models. "
+                f"Received: augmentation_models={aug!r}"
+            )
+
+    def fit(self, X=None, y=None):
+        """Train (or take) the GAN prior and any LOMMA surrogates; return ``self``.
+
+        Parameters
+        ----------
+        X : array of shape (n, height, width, channels), default=None
+            Public images, of no target class ideally; needed unless a generator
+            and critic are given and no surrogate is asked for.
+        y : ignored
+        """
+        target = self._validate_target()
+        self._check_params()
+        model = _keras_model(target, type(self).__name__)
+        self.input_shape_ = _model_input_shape(model)
+        rs = check_random_state(self.random_state)
+        self._fit_prior(X, self.input_shape_, np.random.default_rng(rs.randint(2**31)))
+        self.surrogates_ = self._distill(X, rs)
+        self._p_reg = None
+        if self.identity_loss == "logit" and X is not None:
+            self._p_reg = self._class_feature_means(_check_images(X, self.input_shape_))
+        return self
+
+    def _distill(self, X, rs):
+        from kmi.models.image import cnn_classifier
+
+        aug = self.augmentation_models
+        if isinstance(aug, numbers.Integral) and aug == 0:
+            return []
+        if X is None:
+            raise ValueError(
+                "Model augmentation distils surrogates on public images: call "
+                "fit(X). Received: X=None"
+            )
+        X = _check_images(X, self.input_shape_)
+        soft = self.target_.scores(X).astype("float32")
+        k = soft.shape[1]
+        if isinstance(aug, numbers.Integral):
+            widths = [(16, 32), (32, 64), (24, 48), (8, 16)]
+            aug = [
+                cnn_classifier(self.input_shape_, k, filters=widths[i % 4], batch_norm=False)
+                for i in range(aug)
+            ]
+        surrogates = []
+        for model in aug:
+            keras.utils.set_random_seed(int(rs.randint(2**31)))
+            model.compile(
+                keras.optimizers.Adam(1e-3), keras.losses.CategoricalCrossentropy(from_logits=True)
+            )
+            model.fit(X, soft, epochs=int(self.distill_epochs), batch_size=64, verbose=0)
+            surrogates.append(model)
+        return surrogates
+
+    def _class_feature_means(self, X):
+        from kmi.models.image import feature_extractor
+
+        try:
+            feats_model = feature_extractor(self.target_.model)
+        except ValueError:
+            return None
+        feats = np.asarray(feats_model.predict(X, verbose=0)).reshape(len(X), -1)
+        pred = self.target_.scores(X).argmax(1)
+        means = np.tile(feats.mean(0), (self.target_.n_classes_, 1))
+        for c in np.unique(pred):
+            means[c] = feats[pred == c].mean(0)
+        self._feats_model = feats_model
+        return means.astype("float32")
+
+    def _identity_rows(self, images, onehot, idx_rows):
+        """Per-row identity loss averaged over the target and its surrogates."""
+        target = self.target_
+        losses = []
+        for model in [target.model, *self.surrogates_]:
+            logp = _log_probs(target, images, model)
+            if self.identity_loss == "ce":
+                losses.append(-ops.sum(logp * onehot, axis=-1))
+            else:
+                out = model(images, training=False)
+                logits = out if (model is not target.model or target.from_logits) else logp
+                rows = -ops.sum(logits * onehot, axis=-1)
+                if model is target.model and self._p_reg is not None and self.logit_reg:
+                    feats = ops.reshape(
+                        self._feats_model(images, training=False), (ops.shape(images)[0], -1)
+                    )
+                    p = ops.take(ops.convert_to_tensor(self._p_reg), idx_rows, axis=0)
+                    rows = rows + float(self.logit_reg) * ops.mean((feats - p) ** 2, axis=-1)
+                losses.append(rows)
+        return sum(losses) / len(losses)
+
+    def invert(self, y):
+        """Reconstruct one image for each label of ``y`` (all labels and restarts at once).
+
+        Returns
+        -------
+        ndarray of shape (n_labels, height, width, channels)
+        """
+        check_is_fitted(self)
+        idx = self._label_indices(y)
+        r = int(self.n_restarts)
+        rows_idx = np.repeat(idx, r)
+        onehot = ops.convert_to_tensor(np.eye(self.target_.n_classes_, dtype="float32")[rows_idx])
+        idx_t = ops.convert_to_tensor(rows_idx.astype("int32"))
+        generator, critic = self.generator_, self.critic_
+        lam = float(self.identity_weight)
+        from kmi.attacks._gan import critic_score
+
+        def loss_fn(z, aux):
+            images = generator(z, training=False)
+            prior = -critic_score(critic(images, training=False))
+            return prior + lam * self._identity_rows(images, onehot, idx_t)
+
+        rs = check_random_state(self.random_state)
+        clip = float(self.latent_clip)
+        z0 = np.clip(rs.standard_normal((len(rows_idx), self.latent_dim_)), -clip, clip)
+        result = minimize(
+            loss_fn,
+            z0.astype("float32"),
+            max_iter=int(self.max_iter),
+            learning_rate=float(self.learning_rate),
+            optimizer="sgd",
+            momentum=float(self.momentum),
+            clip=(-clip, clip),
+            keep_best=False,
+            verbose=self.verbose,
+            desc=f"{type(self).__name__}: {len(idx)} classes x {r} restarts",
+        )
+        images = _generate(generator, result.x)
+        target_logp = np.log(np.clip(self.target_.scores(images), 1e-12, 1.0))
+        ident = -target_logp[np.arange(len(rows_idx)), rows_idx].reshape(len(idx), r)
+        best = ident.argmin(axis=1)
+        pick = np.arange(len(idx)) * r + best
+        self.latents_ = result.x[pick]
+        self.loss_ = ident[np.arange(len(idx)), best]
+        self.n_iter_ = result.n_iter
+        self.interrupted_ = result.interrupted
+        return images[pick]
+
+
+GMI.__doc__ = GMI.__doc__.format(gan_params=_GAN_PARAMS_DOC)
+
+
+# ----------------------------------------------------------------------------- KED-MI
+def _kedmi_losses(target, gp_weight=10.0, supervised_weight=1.0, entropy_weight=1.0):
+    """KED-MI's GAN: WGAN-GP plus the K-way head on soft labels and the entropy term."""
+    from kmi.attacks._gan import critic_score, gradient_penalty
+
+    def class_logits(out):
+        return out[1]
+
+    def d_loss(critic_fn, real, fake, soft, eps):
+        out_real, out_fake = critic_fn(real), critic_fn(fake)
+        wgan = ops.mean(critic_score(out_fake)) - ops.mean(critic_score(out_real))
+        gp = gradient_penalty(critic_fn, real, fake, eps)
+        supervised = -ops.mean(ops.sum(soft * ops.log_softmax(class_logits(out_real), -1), -1))
+        return wgan + gp_weight * gp + supervised_weight * supervised
+
+    def g_loss(critic_fn, real, fake, soft):
+        adv = -ops.mean(critic_score(critic_fn(fake)))
+        logp = _log_probs(target, fake)
+        entropy = -ops.mean(ops.sum(ops.exp(logp) * logp, axis=-1))
+        return adv + entropy_weight * entropy
+
+    return d_loss, g_loss
+
+
+class KEDMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
+    """Knowledge-enriched distributional model inversion (Chen et al. 2021).
+
+        ``fit(X_public)`` trains an inversion-specific GAN: the critic has a second,
+        K-way head trained on the target's soft labels of the public images (the
+        knowledge of the target enters the prior), and the generator is also pushed
+        towards images the target classifies confidently (low entropy). ``invert(y)``
+        then learns, for every label at once, a Gaussian latent distribution
+        ``N(mu_y, diag(sigma_y^2))`` by the reparameterisation trick, minimising
+        ``E[-D(G(z)) + identity_weight * CE(T(G(z)), y)]``, and returns, per label, the
+        draw (of ``n_draws``) that the target finds most likely.
+
+        Parameters
+        ----------
+        target : Target or keras.Model
+            White-box target.
+    {gan_params}
+        supervised_weight : float, default=1.0
+            Weight of the critic's soft-label head.
+        entropy_weight : float, default=1.0
+            Weight of the target's entropy on generated images in the generator loss.
+        identity_weight : float, default=100.0
+        n_samples : int, default=8
+            Draws per label and step in the distributional search.
+        n_draws : int, default=20
+            Draws per label from the learned distribution to pick the returned image.
+        max_iter : int, default=1000
+        learning_rate : float, default=0.02
+            Adam's, on the distribution parameters.
+        eval_model : keras.Model or callable, default=None
+        random_state : int, RandomState instance or None, default=None
+        verbose : int, default=0
+
+        Attributes
+        ----------
+        target_ : Target
+        generator_, critic_ : keras.Model
+        gan_history_ : dict or None
+        mu_, log_sigma_ : ndarray of shape (n_labels, latent_dim)
+            The learned distribution of each label of the last :meth:`invert`.
+        loss_ : ndarray of shape (n_labels,)
+        n_iter_ : int
+        interrupted_ : bool
+
+        References
+        ----------
+        S. Chen, M. Kahla, R. Jia and G.-J. Qi. Knowledge-enriched distributional model
+        inversion attacks. ICCV 2021.
+    """
+
+    required_access = "white-box"
+
+    def __init__(
+        self,
+        target=None,
+        *,
+        generator=None,
+        critic=None,
+        latent_dim=100,
+        gan_steps=2000,
+        gan_batch_size=64,
+        gan_width=32,
+        gan_learning_rate=1e-4,
+        supervised_weight=1.0,
+        entropy_weight=1.0,
+        identity_weight=100.0,
+        n_samples=8,
+        n_draws=20,
+        max_iter=1000,
+        learning_rate=0.02,
+        eval_model=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.target = target
+        self.generator = generator
+        self.critic = critic
+        self.latent_dim = latent_dim
+        self.gan_steps = gan_steps
+        self.gan_batch_size = gan_batch_size
+        self.gan_width = gan_width
+        self.gan_learning_rate = gan_learning_rate
+        self.supervised_weight = supervised_weight
+        self.entropy_weight = entropy_weight
+        self.identity_weight = identity_weight
+        self.n_samples = n_samples
+        self.n_draws = n_draws
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.eval_model = eval_model
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X=None, y=None):
+        """Train (or take) the inversion-specific GAN; return ``self``.
+
+        Parameters
+        ----------
+        X : array of shape (n, height, width, channels), default=None
+            Public images; their soft labels are queried from the target (counted).
+        y : ignored
+        """
+        target = self._validate_target()
+        self._check_gan_params()
+        for name in ("supervised_weight", "entropy_weight", "identity_weight"):
+            _check_number(getattr(self, name), name, 0)
+        _check_number(self.n_samples, "n_samples", 1, integer=True)
+        _check_number(self.n_draws, "n_draws", 1, integer=True)
+        _check_number(self.max_iter, "max_iter", 0, integer=True)
+        _check_number(self.learning_rate, "learning_rate", 0, strict=True)
+        self.input_shape_ = _model_input_shape(_keras_model(target, type(self).__name__))
+        soft = None
+        if self.generator is None and X is not None:
+            soft = target.scores(_check_images(X, self.input_shape_)).astype("float32")
+        rs = check_random_state(self.random_state)
+        self._fit_prior(
+            X,
+            self.input_shape_,
+            np.random.default_rng(rs.randint(2**31)),
+            n_classes=target.n_classes_,
+            losses=_kedmi_losses(
+                target, 10.0, float(self.supervised_weight), float(self.entropy_weight)
+            ),
+            extra=soft,
+        )
+        return self
+
+    def invert(self, y):
+        """Learn a latent distribution per label (all at once); return one image per label.
+
+        Returns
+        -------
+        ndarray of shape (n_labels, height, width, channels)
+        """
+        from kmi.attacks._gan import critic_score
+
+        check_is_fitted(self)
+        idx = self._label_indices(y)
+        n, d, s = len(idx), self.latent_dim_, int(self.n_samples)
+        onehot = ops.convert_to_tensor(
+            np.repeat(np.eye(self.target_.n_classes_, dtype="float32")[idx], s, axis=0)
+        )
+        generator, critic, target = self.generator_, self.critic_, self.target_
+        lam = float(self.identity_weight)
+
+        def loss_fn(params, aux):
+            mu, log_sigma = params[:, :d], params[:, d:]
+            z = mu[:, None, :] + ops.exp(log_sigma)[:, None, :] * aux["eps"]
+            images = generator(ops.reshape(z, (n * s, d)), training=False)
+            prior = -critic_score(critic(images, training=False))
+            ident = -ops.sum(_log_probs(target, images) * onehot, axis=-1)
+            return ops.mean(ops.reshape(prior + lam * ident, (n, s)), axis=1)
+
+        def aux_fn(step, rng):
+            return {"eps": rng.standard_normal((n, s, d))}
+
+        rs = check_random_state(self.random_state)
+        rng = np.random.default_rng(rs.randint(2**31))
+        x0 = np.concatenate([rng.standard_normal((n, d)), np.zeros((n, d))], axis=1)
+        result = minimize(
+            loss_fn,
+            x0.astype("float32"),
+            max_iter=int(self.max_iter),
+            learning_rate=float(self.learning_rate),
+            optimizer="adam",
+            keep_best=False,
+            aux_fn=aux_fn,
+            rng=rng,
+            verbose=self.verbose,
+            desc=f"KEDMI: {n} class distributions",
+        )
+        self.mu_, self.log_sigma_ = result.x[:, :d], result.x[:, d:]
+        images = self.sample(y, int(self.n_draws), random_state=rng)
+        k = int(self.n_draws)
+        logp = np.log(np.clip(target.scores(images.reshape(n * k, *self.input_shape_)), 1e-12, 1))
+        ident = -logp[np.arange(n * k), np.repeat(idx, k)].reshape(n, k)
+        best = ident.argmin(axis=1)
+        self.loss_ = ident[np.arange(n), best]
+        self.n_iter_ = result.n_iter
+        self.interrupted_ = result.interrupted
+        return images[np.arange(n), best]
+
+    def sample(self, y, n_samples=1, random_state=None):
+        """Draw images from the distributions learned by the last :meth:`invert`.
+
+        ``y`` must be the labels of that call.
+
+        Returns
+        -------
+        ndarray of shape (n_labels, n_samples, height, width, channels)
+        """
+        check_is_fitted(self, "mu_")
+        if len(np.asarray(y)) != len(self.mu_):
+            raise ValueError(
+                f"sample needs the {len(self.mu_)} labels of the last invert. "
+                f"Received: {len(np.asarray(y))} labels"
+            )
+        rng = np.random.default_rng(random_state)
+        eps = rng.standard_normal((len(self.mu_), n_samples, self.latent_dim_))
+        z = self.mu_[:, None] + np.exp(self.log_sigma_)[:, None] * eps
+        images = _generate(self.generator_, z.reshape(-1, self.latent_dim_).astype("float32"))
+        return images.reshape(len(self.mu_), n_samples, *images.shape[1:])
+
+
+KEDMI.__doc__ = KEDMI.__doc__.format(gan_params=_GAN_PARAMS_DOC)
+
+
+# ----------------------------------------------------------------------------- BREP-MI
+class BREPMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
+    """Label-only boundary-repelling model inversion (Kahla et al. 2022).
+
+        Over a GAN prior (trained on public images by ``fit``, as for GMI), each label
+        starts from a latent code the target labels as that class. At every step, for
+        every label at once, ``n_directions`` points are drawn on the sphere of radius
+        ``R`` around the code and labelled by the target; the code moves away from the
+        points outside the class (the mean of their directions, negated), and the move
+        is kept only if the target still gives the class. When all points of a sphere
+        are in the class, ``R`` grows by ``radius_growth``: the code is then deep in the
+        class region. Only predicted labels are used.
+
+        Parameters
+        ----------
+        target : Target, keras.Model or callable
+            Any target (label-only is enough); queries are counted and budgeted.
+    {gan_params}
+        critic : ignored
+        n_directions : int, default=32
+        initial_radius : float, default=2.0
+        radius_growth : float, default=1.3
+        max_radius : float, default=16.0
+            A label stops once its radius exceeds this.
+        max_iter : int, default=200
+        learning_rate : float, default=1.0
+            Step length relative to the radius.
+        init_batches : int, default=50
+            Batches of ``init_batch_size`` random codes tried to find a start per label.
+        init_batch_size : int, default=256
+        eval_model : keras.Model or callable, default=None
+        random_state : int, RandomState instance or None, default=None
+        verbose : int, default=0
+
+        Attributes
+        ----------
+        target_ : Target
+        generator_ : keras.Model
+        latents_ : ndarray of shape (n_labels, latent_dim)
+        radius_ : ndarray of shape (n_labels,)
+            Radius reached by each label (larger: deeper in the class).
+        found_ : ndarray of bool
+            Whether a start labelled as the class was found (else the result is from a
+            random code).
+        n_iter_ : int
+        interrupted_ : bool
+
+        References
+        ----------
+        M. Kahla, S. Chen, H. A. Just and R. Jia. Label-only model inversion attacks via
+        boundary repulsion. CVPR 2022.
+    """
+
+    required_access = "label-only"
+
+    def __init__(
+        self,
+        target=None,
+        *,
+        generator=None,
+        critic=None,
+        latent_dim=100,
+        gan_steps=2000,
+        gan_batch_size=64,
+        gan_width=32,
+        gan_learning_rate=1e-4,
+        n_directions=32,
+        initial_radius=2.0,
+        radius_growth=1.3,
+        max_radius=16.0,
+        max_iter=200,
+        learning_rate=1.0,
+        init_batches=50,
+        init_batch_size=256,
+        eval_model=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.target = target
+        self.generator = generator
+        self.critic = critic
+        self.latent_dim = latent_dim
+        self.gan_steps = gan_steps
+        self.gan_batch_size = gan_batch_size
+        self.gan_width = gan_width
+        self.gan_learning_rate = gan_learning_rate
+        self.n_directions = n_directions
+        self.initial_radius = initial_radius
+        self.radius_growth = radius_growth
+        self.max_radius = max_radius
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.init_batches = init_batches
+        self.init_batch_size = init_batch_size
+        self.eval_model = eval_model
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X=None, y=None):
+        """Train (or take) the GAN prior; return ``self``.
+
+        The target is never queried here. Its input shape is that of ``X`` (or of
+        the generator's output).
+        """
+        target = self._validate_target()
+        self._check_gan_params()
+        _check_number(self.n_directions, "n_directions", 1, integer=True)
+        _check_number(self.initial_radius, "initial_radius", 0, strict=True)
+        _check_number(self.radius_growth, "radius_growth", 1, strict=True)
+        _check_number(self.max_radius, "max_radius", 0, strict=True)
+        _check_number(self.max_iter, "max_iter", 0, integer=True)
+        _check_number(self.learning_rate, "learning_rate", 0, strict=True)
+        _check_number(self.init_batches, "init_batches", 1, integer=True)
+        _check_number(self.init_batch_size, "init_batch_size", 1, integer=True)
+        if target.kind == "keras":
+            shape = _model_input_shape(target.model)
+        elif X is not None:
+            shape = _check_images(X).shape[1:]
+        elif self.generator is not None:
+            shape = tuple(int(s) for s in self.generator.outputs[0].shape[1:])
+        else:
+            raise ValueError("BREPMI needs public images X or a generator. Received: X=None")
+        self.input_shape_ = shape
+        rs = check_random_state(self.random_state)
+        self._fit_prior(X, shape, np.random.default_rng(rs.randint(2**31)), need_critic=False)
+        return self
+
+    def _labels_of(self, z):
+        out = self.target_.query(_generate(self.generator_, z.astype("float32")))
+        out = np.asarray(out)
+        if out.ndim == 2:
+            return out.argmax(axis=1)
+        return self.target_.label_index(out)
+
+    def invert(self, y):
+        """Reconstruct one image for each label of ``y``, from predicted labels only.
+
+        Returns
+        -------
+        ndarray of shape (n_labels, height, width, channels)
+        """
+        check_is_fitted(self)
+        idx = self._label_indices(y)
+        n, d, k = len(idx), self.latent_dim_, int(self.n_directions)
+        rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31))
+        z = rng.standard_normal((n, d))
+        found = np.zeros(n, dtype=bool)
+        radius = np.full(n, float(self.initial_radius))
+        active = np.ones(n, dtype=bool)
+        it = 0
+        interrupted = False
+        bar = keras.utils.Progbar(self.max_iter, unit_name="step") if self.verbose else None
+        try:
+            for _ in range(int(self.init_batches)):
+                cand = rng.standard_normal((int(self.init_batch_size), d))
+                labels = self._labels_of(cand)
+                for row in np.flatnonzero(~found):
+                    hits = np.flatnonzero(labels == idx[row])
+                    if hits.size:
+                        z[row], found[row] = cand[hits[0]], True
+                if found.all():
+                    break
+            if not found.all():
+                warnings.warn(
+                    f"BREPMI found no start labelled as {int((~found).sum())} of the {n} "
+                    "classes; their results come from random codes (see found_).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            active &= found
+            while it < int(self.max_iter) and active.any():
+                rows = np.flatnonzero(active)
+                u = rng.standard_normal((len(rows), k, d))
+                u /= np.linalg.norm(u, axis=2, keepdims=True)
+                points = z[rows, None, :] + radius[rows, None, None] * u
+                labels = self._labels_of(points.reshape(-1, d)).reshape(len(rows), k)
+                outside = labels != idx[rows, None]
+                direction = -(outside[..., None] * u).mean(axis=1)
+                step = float(self.learning_rate) * radius[rows, None] * direction
+                candidate = z[rows] + step
+                keep = self._labels_of(candidate) == idx[rows]
+                z[rows[keep]] = candidate[keep]
+                grow = ~outside.any(axis=1)
+                radius[rows[grow]] *= float(self.radius_growth)
+                active[rows[radius[rows] > float(self.max_radius)]] = False
+                it += 1
+                if bar is not None:
+                    bar.update(it, [("radius", float(radius.mean()))])
+        except KeyboardInterrupt:
+            interrupted = True
+            warnings.warn(
+                f"Interrupted after {it} of {self.max_iter} steps; returning the current codes.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.latents_, self.radius_, self.found_ = z.astype("float32"), radius, found
+        self.n_iter_, self.interrupted_ = it, interrupted
+        return _generate(self.generator_, self.latents_)
+
+
+BREPMI.__doc__ = BREPMI.__doc__.format(gan_params=_GAN_PARAMS_DOC)
+
+
+# ----------------------------------------------------------------------------- InversionModel
+def _truncate(scores, k):
+    """Keep the ``k`` largest entries of each row, zero the rest (Yang et al.'s truncation)."""
+    scores = np.asarray(scores, dtype="float32")
+    if k is None or k >= scores.shape[1]:
+        return scores
+    keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    out = np.zeros_like(scores)
+    np.put_along_axis(out, keep, np.take_along_axis(scores, keep, axis=1), axis=1)
+    return out
+
+
+class InversionModel(BaseAttack):
+    """Training-based black-box inversion: a decoder from predictions to images.
+
+    ``fit(X_aux)`` queries the target on auxiliary images and trains a decoder
+    network to map its (truncated) prediction vectors back to the images, with a
+    mean squared error (Yang et al. 2019). ``invert(outputs)`` reconstructs an
+    image from each prediction vector; given integer labels instead, it decodes
+    their one-hot vectors, a representative of each class. Truncation keeps the
+    ``truncation`` largest scores of every vector, in training and in attack, so
+    that the decoder matches a target that releases only its top-k (or rounded)
+    scores; pass a :class:`~kmi.targets.Target` with ``output="top-k"`` or
+    ``"rounded"`` to attack such a release.
+
+    Parameters
+    ----------
+    target : Target, keras.Model, scikit-learn classifier or callable
+        Black-box target (scores are enough).
+    decoder : keras.Model, default=None
+        An untrained decoder from ``n_classes`` scores to images of the auxiliary
+        images' shape; ``None`` builds a dense one with ``hidden_units``.
+    truncation : int, default=None
+        Scores kept per vector; ``None`` keeps all.
+    hidden_units : tuple of int, default=(256, 512)
+    epochs : int, default=100
+    batch_size : int, default=64
+    learning_rate : float, default=1e-3
+    random_state : int, default=None
+        Seeds the decoder's initialisation and shuffling.
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    target_ : Target
+    decoder_ : keras.Model
+    input_shape_ : tuple of int
+    n_classes_ : int
+    history_ : dict
+        The decoder's training losses.
+
+    Raises
+    ------
+    kmi.targets.AccessError
+        From ``fit``, for a label-only target.
+
+    References
+    ----------
+    Z. Yang, J. Zhang, E.-C. Chang and Z. Liang. Neural network inversion in
+    adversarial setting via background knowledge alignment. CCS 2019.
+    """
+
+    required_access = "black-box"
+
+    def __init__(
+        self,
+        target=None,
+        *,
+        decoder=None,
+        truncation=None,
+        hidden_units=(256, 512),
+        epochs=100,
+        batch_size=64,
+        learning_rate=1e-3,
+        random_state=None,
+        verbose=0,
+    ):
+        self.target = target
+        self.decoder = decoder
+        self.truncation = truncation
+        self.hidden_units = hidden_units
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        """Query the target on auxiliary images ``X`` and train the decoder; return ``self``.
+
+        Parameters
+        ----------
+        X : array of shape (n, height, width, channels)
+            Auxiliary images, in [0, 1].
+        y : ignored
+        """
+        target = self._validate_target()
+        if self.truncation is not None:
+            _check_number(self.truncation, "truncation", 1, integer=True)
+        _check_number(self.epochs, "epochs", 0, integer=True)
+        _check_number(self.batch_size, "batch_size", 1, integer=True)
+        _check_number(self.learning_rate, "learning_rate", 0, strict=True)
+        X = _check_images(X)
+        self.input_shape_ = X.shape[1:]
+        scores = np.asarray(target.query(X), dtype="float32")
+        if scores.ndim != 2:
+            raise ValueError(
+                "InversionModel decodes score vectors, and the target answered with "
+                f"labels. Received: target output={target.output!r}"
+            )
+        self.n_classes_ = scores.shape[1]
+        if self.random_state is not None:
+            keras.utils.set_random_seed(int(check_random_state(self.random_state).randint(2**31)))
+        decoder = self.decoder if self.decoder is not None else self._build_decoder()
+        if tuple(decoder.outputs[0].shape[1:]) != self.input_shape_:
+            raise ValueError(
+                f"The decoder must output images of shape {self.input_shape_}. "
+                f"Received: decoder output shape={tuple(decoder.outputs[0].shape[1:])}"
+            )
+        decoder.compile(keras.optimizers.Adam(float(self.learning_rate)), "mse")
+        hist = decoder.fit(
+            _truncate(scores, self.truncation),
+            X,
+            epochs=int(self.epochs),
+            batch_size=int(self.batch_size),
+            verbose=self.verbose,
+        )
+        self.decoder_, self.history_ = decoder, hist.history
+        return self
+
+    def _build_decoder(self):
+        units = tuple(self.hidden_units)
+        inputs = keras.Input((self.n_classes_,))
+        x = inputs
+        for u in units:
+            x = keras.layers.Dense(int(u), activation="relu")(x)
+            x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Dense(int(np.prod(self.input_shape_)), activation="sigmoid")(x)
+        out = keras.layers.Reshape(self.input_shape_)(x)
+        return keras.Model(inputs, out, name="inversion_decoder")
+
+    def invert(self, outputs):
+        """Reconstruct images from prediction vectors, or class representatives from labels.
+
+        Parameters
+        ----------
+        outputs : array of shape (n, n_classes) or (n,)
+            Prediction vectors released by the target; or labels of the target,
+            decoded from their one-hot vectors.
+
+        Returns
+        -------
+        ndarray of shape (n, height, width, channels)
+        """
+        check_is_fitted(self)
+        outputs = np.asarray(outputs)
+        if outputs.ndim == 1:
+            idx = self.target_.label_index(outputs)
+            outputs = np.eye(self.n_classes_, dtype="float32")[idx]
+        if outputs.ndim != 2 or outputs.shape[1] != self.n_classes_:
+            raise ValueError(
+                f"outputs must be prediction vectors of shape (n, {self.n_classes_}) or "
+                f"labels of shape (n,). Received: outputs.shape={outputs.shape}"
+            )
+        if not np.isfinite(outputs.astype("float64")).all():
+            raise ValueError("outputs contain NaN or infinite values. Received: outputs with NaN")
+        vectors = _truncate(outputs.astype("float32"), self.truncation)
+        return np.asarray(self.decoder_.predict(vectors, verbose=0), dtype="float32")
+
+    def score(self, X, y=None) -> float:
+        """Mean PSNR (dB) of the images rebuilt from the target's outputs on ``X``."""
+        from kmi.metrics.image import psnr
+
+        check_is_fitted(self)
+        X = _check_images(X, self.input_shape_)
+        return psnr(self.invert(self.target_.query(X)), X)

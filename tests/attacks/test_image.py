@@ -6,10 +6,17 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from kmi.attacks import DeepInversion, MIFace
+from kmi.attacks import BREPMI, GMI, KEDMI, DeepInversion, InversionModel, MIFace
+from kmi.attacks._gan import train_gan, wgan_gp_losses
 from kmi.datasets import load_digits
 from kmi.metrics.image import attack_accuracy
-from kmi.models import cnn_classifier, evaluation_classifier, softmax_regression
+from kmi.models import (
+    cnn_classifier,
+    dcgan_critic,
+    dcgan_generator,
+    evaluation_classifier,
+    softmax_regression,
+)
 from kmi.targets import AccessError, Target
 
 CHANCE = 0.1
@@ -164,3 +171,206 @@ def test_deepinversion_errors(softmax_target, cnn_target):
         DeepInversion(cnn_target, jitter=-1).fit()
     with pytest.raises(NotFittedError):
         DeepInversion(cnn_target).invert([0])
+
+
+# ----------------------------------------------------------------------------- GAN setting
+# Target on digits 0-4 (private: the even rows); the public images are the odd rows
+# of every digit, unlabelled: the tiny 150-step prior needs the same distribution to
+# beat chance (benchmarks/image_gan.py runs the disjoint-classes setting of GMI).
+@pytest.fixture(scope="module")
+def gan_setting(digits):
+    X, y = digits
+    private = (y < 5) & (np.arange(len(y)) % 2 == 0)
+    Xp, yp, Xpub = X[private], y[private], X[1::2]
+    keras.utils.set_random_seed(4)
+    target = _train(
+        cnn_classifier((8, 8, 1), 5, filters=(16, 32), dense_units=64, batch_norm=False),
+        Xp,
+        yp,
+        20,
+    )
+    evaluator = _train(evaluation_classifier((8, 8, 1), 5, width=8, augment=False), Xp, yp, 25)
+    generator = dcgan_generator(16, (8, 8, 1), width=16)
+    critic = dcgan_critic((8, 8, 1), width=16)
+    d_loss, g_loss = wgan_gp_losses()
+    history = train_gan(
+        generator, critic, Xpub, d_loss=d_loss, g_loss=g_loss, steps=150, learning_rate=1e-3, rng=0
+    )
+    return {
+        "Xp": Xp,
+        "yp": yp,
+        "Xpub": Xpub,
+        "target": target,
+        "eval": evaluator,
+        "generator": generator,
+        "critic": critic,
+        "history": history,
+    }
+
+
+def test_train_gan_is_deterministic_and_records_losses(gan_setting):
+    history = gan_setting["history"]
+    assert history["steps"] == 150 and len(history["d_loss"]) == 16
+    assert all(np.isfinite(history["d_loss"]))
+
+
+def test_gmi_end_to_end_beats_chance(gan_setting):
+    g = gan_setting
+    attack = GMI(
+        g["target"],
+        generator=g["generator"],
+        critic=g["critic"],
+        max_iter=100,
+        n_restarts=3,
+        random_state=0,
+        eval_model=g["eval"],
+    )
+    images = attack.fit().invert(np.arange(5))
+    assert images.shape == (5, 8, 8, 1) and attack.latents_.shape == (5, 16)
+    assert attack.score(g["Xp"], g["yp"]) > 0.2
+    np.testing.assert_array_equal(images, attack.invert(np.arange(5)))
+
+
+def test_gmi_trains_prior_and_lomma_options(gan_setting):
+    g = gan_setting
+    attack = GMI(
+        g["target"],
+        latent_dim=8,
+        gan_steps=3,
+        gan_width=8,
+        max_iter=5,
+        identity_loss="logit",
+        augmentation_models=1,
+        distill_epochs=1,
+        random_state=0,
+    ).fit(g["Xpub"])
+    assert attack.gan_history_["steps"] == 3 and len(attack.surrogates_) == 1
+    assert attack.invert([1, 3]).shape == (2, 8, 8, 1)
+    assert np.isfinite(attack.loss_).all()
+
+
+def test_gmi_errors(gan_setting):
+    g = gan_setting
+    with pytest.raises(AccessError):
+        GMI(Target(g["target"], access="label-only")).fit(g["Xpub"])
+    with pytest.raises(ValueError, match="Received: X=None"):
+        GMI(g["target"]).fit()
+    with pytest.raises(ValueError, match="Received: critic=None"):
+        GMI(g["target"], generator=g["generator"]).fit()
+    with pytest.raises(ValueError, match="Received: X.shape"):
+        GMI(g["target"], gan_steps=1).fit(g["Xpub"][..., 0])
+    with pytest.raises(ValueError, match="Received: identity_loss"):
+        GMI(g["target"], generator=g["generator"], critic=g["critic"], identity_loss="x").fit()
+    wrong = dcgan_generator(16, (16, 16, 1), width=8)
+    with pytest.raises(ValueError, match="generator output shape"):
+        GMI(g["target"], generator=wrong, critic=g["critic"]).fit()
+    attack = GMI(g["target"], generator=g["generator"], critic=g["critic"], max_iter=1).fit()
+    with pytest.raises(ValueError, match="Received: y values"):
+        attack.invert([7])
+
+
+def test_kedmi_end_to_end_beats_chance(gan_setting):
+    g = gan_setting
+    attack = KEDMI(
+        g["target"],
+        latent_dim=16,
+        gan_steps=150,
+        gan_learning_rate=1e-3,
+        gan_width=16,
+        max_iter=100,
+        random_state=0,
+        eval_model=g["eval"],
+    )
+    images = attack.fit(g["Xpub"]).invert(np.arange(5))
+    assert images.shape == (5, 8, 8, 1) and attack.mu_.shape == (5, 16)
+    assert attack.critic_.output_shape[1] == (None, 5)
+    assert attack.score(g["Xp"], g["yp"]) > 0.2
+    assert attack.sample(np.arange(5), 2).shape == (5, 2, 8, 8, 1)
+
+
+def test_kedmi_errors(gan_setting):
+    g = gan_setting
+    with pytest.raises(AccessError):
+        KEDMI(Target(g["target"], access="black-box")).fit(g["Xpub"])
+    with pytest.raises(ValueError, match="Received: n_samples"):
+        KEDMI(g["target"], n_samples=0).fit(g["Xpub"])
+    with pytest.raises(NotFittedError):
+        KEDMI(g["target"]).invert([0])
+
+
+def test_brepmi_label_only_beats_chance(gan_setting):
+    g = gan_setting
+    target = Target(g["target"], access="label-only")
+    attack = BREPMI(
+        target,
+        generator=g["generator"],
+        max_iter=30,
+        n_directions=16,
+        random_state=0,
+        eval_model=g["eval"],
+    )
+    before = target.n_queries_
+    images = attack.fit().invert(np.arange(5))
+    assert images.shape == (5, 8, 8, 1) and attack.found_.all()
+    assert target.n_queries_ > before and (attack.radius_ >= 2.0).all()
+    assert attack.score(g["Xp"], g["yp"]) > 0.2
+    again = (
+        BREPMI(target, generator=g["generator"], max_iter=30, n_directions=16, random_state=0)
+        .fit()
+        .invert(np.arange(5))
+    )
+    np.testing.assert_array_equal(images, again)
+
+
+def test_brepmi_errors_and_budget(gan_setting):
+    g = gan_setting
+    with pytest.raises(ValueError, match="Received: radius_growth"):
+        BREPMI(g["target"], generator=g["generator"], radius_growth=1.0).fit()
+    with pytest.raises(ValueError, match="Received: X=None"):
+        BREPMI(g["target"]).fit()
+    from kmi.targets import QueryBudgetExceededError
+
+    budget = Target(g["target"], access="label-only", query_budget=100)
+    with pytest.raises(QueryBudgetExceededError):
+        BREPMI(budget, generator=g["generator"]).fit().invert([0, 1])
+
+
+# ----------------------------------------------------------------------------- InversionModel
+def test_inversion_model_reconstructs(gan_setting):
+    g = gan_setting
+    target = Target(g["target"], access="black-box", output="top-k", top_k=3)
+    attack = InversionModel(target, truncation=3, epochs=40, random_state=0)
+    attack.fit(g["Xpub"])
+    rebuilt = attack.invert(target.query(g["Xp"][:50]))
+    assert rebuilt.shape == (50, 8, 8, 1)
+    # better than the mean public image, on the private images
+    mean_error = ((g["Xp"][:50] - g["Xpub"].mean(0)) ** 2).mean()
+    assert ((rebuilt - g["Xp"][:50]) ** 2).mean() < mean_error
+    assert attack.score(g["Xp"][:50]) > 10 * np.log10(1 / mean_error)
+    reps = attack.invert(np.arange(5))
+    assert attack_accuracy(g["eval"], reps, np.arange(5), top_k=1) >= 0.2
+
+
+def test_inversion_model_errors(gan_setting):
+    g = gan_setting
+    with pytest.raises(AccessError):
+        InversionModel(Target(g["target"], access="label-only")).fit(g["Xpub"])
+    attack = InversionModel(g["target"], epochs=1).fit(g["Xpub"][:20])
+    with pytest.raises(ValueError, match="Received: outputs.shape"):
+        attack.invert(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        attack.invert(np.full((1, 5), np.nan))
+    with pytest.raises(ValueError, match="Received: truncation"):
+        InversionModel(g["target"], truncation=0).fit(g["Xpub"])
+    with pytest.raises(ValueError, match="Received: X.shape"):
+        InversionModel(g["target"]).fit(g["Xpub"][0])
+
+
+@pytest.mark.parametrize("cls", [MIFace, DeepInversion, GMI, KEDMI, BREPMI, InversionModel])
+def test_estimator_params_round_trip(cls):
+    attack = cls(None, random_state=3)
+    params = attack.get_params()
+    assert params["random_state"] == 3 and params["target"] is None
+    assert clone(attack).get_params() == params
+    with pytest.raises(ValueError, match="Received: target=None"):
+        attack.fit(np.zeros((2, 8, 8, 1)))

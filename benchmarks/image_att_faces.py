@@ -1,0 +1,257 @@
+"""Model inversion of AT&T face classifiers (Fredrikson et al. 2015), measured.
+
+Setting (a), Fredrikson's: softmax-regression and MLP targets trained on 7 of each
+subject's 10 images; an evaluation classifier of another architecture trained on all
+10. MIFace reconstructs all 40 subjects at once; top-1/top-5 accuracy of the evaluator,
+KNN distance in its feature space and wall time are reported, next to IBM ART's MIFace
+on the same Keras target (same iterations, threshold=1.0) when ART is importable, and
+to what priors and processing add.
+
+Setting (b), the GAN-prior one, is in ``--setting b`` (see ``image_gan_setting_b``).
+
+Run (ART in its own environment, never a kmi dependency):
+    pip install --target /tmp/artpkgs --no-deps adversarial-robustness-toolbox tqdm six
+    KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=0 PYTHONPATH=/tmp/artpkgs \\
+        python benchmarks/image_att_faces.py --setting a --data-home ../shared/data
+Writes benchmarks/results/image_att_faces_a.json (and _b), PNG grids, Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kmi.attacks import MIFace
+from kmi.datasets import load_att_faces
+from kmi.metrics.image import attack_accuracy, knn_distance
+from kmi.models import evaluation_classifier, feature_extractor, mlp_classifier, softmax_regression
+
+RESULTS = Path(__file__).parent / "results"
+
+
+# ----------------------------------------------------------------------------- helpers
+def write_png(path, image):
+    """Write a 2-D array in [0, 1] as an 8-bit greyscale PNG (no imaging library)."""
+    img = (np.clip(np.nan_to_num(image), 0, 1) * 255).round().astype(np.uint8)
+    raw = b"".join(b"\x00" + row.tobytes() for row in img)
+
+    def chunk(tag, data):
+        body = tag + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", img.shape[1], img.shape[0], 8, 0, 0, 0, 0)
+    Path(path).write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def grid(rows, pad=2):
+    """Stack rows of images (each a list of (h, w, 1) arrays) into one 2-D array."""
+    h, w = rows[0][0].shape[:2]
+    n = max(len(r) for r in rows)
+    out = np.ones((len(rows) * (h + pad) + pad, n * (w + pad) + pad))
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            y0, x0 = pad + i * (h + pad), pad + j * (w + pad)
+            out[y0 : y0 + h, x0 : x0 + w] = im[..., 0]
+    return out
+
+
+def train(model, X, y, epochs, lr=1e-3, batch_size=32, from_logits=False, seed=0):
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        keras.optimizers.Adam(lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=["accuracy"],
+    )
+    model.fit(X, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    return model
+
+
+def accuracy(model, X, y):
+    return float((np.asarray(model.predict(X, verbose=0)).argmax(1) == y).mean())
+
+
+def measure(images, labels, eval_model, feats, private, private_labels):
+    row = attack_accuracy(eval_model, images, labels, top_k=(1, 5))
+    row["knn_distance"] = knn_distance(
+        images, labels, private, private_labels, feature_model=feats
+    )
+    return row
+
+
+def run_art(model, n_classes, input_shape, max_iter, learning_rate):
+    """IBM ART's MIFace on the same Keras model; None when ART is not importable."""
+    try:
+        import tensorflow as tf
+        from art.attacks.inference.model_inversion import MIFace as ArtMIFace
+        from art.estimators.classification import TensorFlowV2Classifier
+    except ImportError:
+        return None, None
+    clf = TensorFlowV2Classifier(
+        model=model,
+        nb_classes=n_classes,
+        input_shape=input_shape,
+        loss_object=tf.keras.losses.SparseCategoricalCrossentropy(),
+        clip_values=(0.0, 1.0),
+    )
+    art = ArtMIFace(
+        clf,
+        max_iter=max_iter,
+        window_length=100,
+        threshold=1.0,
+        learning_rate=learning_rate,
+        batch_size=n_classes,
+    )
+    x0 = np.zeros((n_classes, *input_shape), dtype="float32")
+    start = time.perf_counter()
+    images = art.infer(x0, np.arange(n_classes))
+    return images.astype("float32"), time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- setting (a)
+def setting_a(args):
+    faces = load_att_faces(data_home=args.data_home, download=False)
+    X, y, idx = faces.images, faces.target, faces.image_index
+    train_mask = idx < 7
+    Xtr, ytr = X[train_mask], y[train_mask]
+    Xte, yte = X[~train_mask], y[~train_mask]
+    shape, k = X.shape[1:], 40
+    labels = np.arange(k)
+
+    t = time.perf_counter()
+    evaluator = train(
+        evaluation_classifier(shape, k, width=16, seed=0),
+        X,
+        y,
+        args.eval_epochs,
+        lr=2e-3,
+        from_logits=True,
+    )
+    eval_time = time.perf_counter() - t
+    feats = feature_extractor(evaluator)
+    result = {
+        "setting": "a",
+        "backend": keras.backend.backend(),
+        "max_iter": args.max_iter,
+        "evaluator": {
+            "train_accuracy": accuracy(evaluator, X, y),
+            "train_seconds": eval_time,
+            "note": "evaluation_classifier trained on all 10 images of each subject",
+        },
+        "targets": {},
+    }
+    # leave-one-subject-out auxiliary mean: the face of everyone else
+    totals = Xtr.sum(axis=0)
+    aux_mean = np.stack(
+        [(totals - Xtr[ytr == s].sum(axis=0)) / (len(Xtr) - (ytr == s).sum()) for s in labels]
+    ).astype("float32")
+
+    from scipy.ndimage import gaussian_filter
+
+    def denoise(images):
+        return gaussian_filter(images, sigma=(0, 0.7, 0.7, 0))
+
+    targets = {
+        "softmax": train(softmax_regression(shape, k), Xtr, ytr, 100, lr=1e-3),
+        "mlp": train(mlp_classifier(shape, k), Xtr, ytr, 60, lr=1e-3),
+    }
+    grid_rows = [[X[y == s].mean(axis=0) for s in labels[: args.grid]]]
+    for name, model in targets.items():
+        entry = {
+            "train_accuracy": accuracy(model, Xtr, ytr),
+            "test_accuracy": accuracy(model, Xte, yte),
+            "runs": {},
+        }
+        variants = {
+            "plain": dict(),
+            "contrast": dict(contrast="stretch"),
+            "tv_l2_contrast": dict(tv_weight=0.05, l2_weight=0.01, contrast="stretch"),
+            "process_contrast": dict(process=denoise, process_every=10, contrast="stretch"),
+            "aux_mean_contrast": dict(init=aux_mean, contrast="stretch"),
+            "aux_mean_tv_process_contrast": dict(
+                init=aux_mean,
+                tv_weight=0.05,
+                process=denoise,
+                process_every=10,
+                contrast="stretch",
+            ),
+        }
+        for vname, params in variants.items():
+            attack = MIFace(
+                model, max_iter=args.max_iter, learning_rate=args.learning_rate, **params
+            ).fit()
+            attack.invert(labels[:2])  # compile once, outside the timing
+            start = time.perf_counter()
+            images = attack.invert(labels)
+            seconds = time.perf_counter() - start
+            row = measure(images, labels, evaluator, feats, X, y)
+            row["seconds"] = seconds
+            entry["runs"][vname] = row
+            print(f"{name:8s} {vname:30s} {row}", flush=True)
+            if vname in ("plain", "aux_mean_tv_process_contrast"):
+                grid_rows.append(list(images[: args.grid]))
+            if vname == "plain":
+                plain = images
+        if args.art:
+            art_images, art_seconds = run_art(model, k, shape, args.max_iter, args.learning_rate)
+            if art_images is not None:
+                row = measure(art_images, labels, evaluator, feats, X, y)
+                row["seconds"] = art_seconds
+                row["max_abs_diff_vs_kmi_plain"] = float(np.abs(art_images - plain).max())
+                row["speedup_kmi_vs_art"] = art_seconds / entry["runs"]["plain"]["seconds"]
+                entry["runs"]["art_miface"] = row
+                print(f"{name:8s} {'ART MIFace':30s} {row}", flush=True)
+        result["targets"][name] = entry
+        save(result, args, "a")
+    write_png(RESULTS / "image_att_faces_a.png", grid(grid_rows))
+    return result
+
+
+def save(result, args, setting):
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"image_att_faces_{setting}.json"
+    path.write_text(json.dumps(result, indent=2))
+
+
+def table_a(result):
+    lines = ["| target | run | top-1 | top-5 | KNN dist | seconds |", "|---|---|---|---|---|---|"]
+    for name, entry in result["targets"].items():
+        for run, row in entry["runs"].items():
+            lines.append(
+                f"| {name} | {run} | {row['top_1']:.3f} | {row['top_5']:.3f} | "
+                f"{row['knn_distance']:.1f} | {row['seconds']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", choices=["a", "b"], default="a")
+    parser.add_argument("--data-home", default=str(Path(__file__).parents[2] / "shared" / "data"))
+    parser.add_argument("--max-iter", type=int, default=1000)
+    parser.add_argument("--learning-rate", type=float, default=0.1)
+    parser.add_argument("--eval-epochs", type=int, default=40)
+    parser.add_argument("--grid", type=int, default=10, help="subjects shown in the PNG")
+    parser.add_argument("--no-art", dest="art", action="store_false")
+    args = parser.parse_args(argv)
+    if args.setting == "a":
+        print(table_a(setting_a(args)))
+    else:
+        from image_gan_setting_b import setting_b  # noqa: PLC0415
+
+        setting_b(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The GAN training loop shared by GMI, KED-MI and BREP-MI, written once.
+
+:func:`train_gan` trains a generator and a critic with pluggable losses, in
+compiled, stateless steps (``Model.stateless_call`` and
+``Optimizer.stateless_apply`` inside :func:`kmi.backend.jit`), so one loop runs on
+TensorFlow and JAX. :func:`wgan_gp_losses` gives the WGAN-GP losses of GMI
+(Gulrajani et al. 2017; Zhang et al. 2020); KED-MI passes its own.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from kmi import backend
+
+__all__ = ["critic_score", "gradient_penalty", "train_gan", "wgan_gp_losses"]
+
+
+def critic_score(out):
+    """The realness score of a critic output (its first output if it has several)."""
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    return ops.reshape(out, (-1,))
+
+
+def gradient_penalty(critic_fn, real, fake, eps):
+    """WGAN-GP's ``E[(||grad D(x_hat)|| - 1)^2]`` on interpolates of real and fake."""
+    x_hat = eps * real + (1.0 - eps) * fake
+
+    def total(x):
+        scores = critic_score(critic_fn(x))
+        return ops.sum(scores), scores
+
+    _, _, grad = backend.value_and_grad_with_aux(total, x_hat)
+    norm = ops.sqrt(ops.sum(ops.reshape(grad, (ops.shape(grad)[0], -1)) ** 2, axis=1) + 1e-12)
+    return ops.mean((norm - 1.0) ** 2)
+
+
+def wgan_gp_losses(gp_weight: float = 10.0):
+    """``(d_loss, g_loss)`` of WGAN-GP for :func:`train_gan`."""
+
+    def d_loss(critic_fn, real, fake, extra, eps):
+        d_real = critic_score(critic_fn(real))
+        d_fake = critic_score(critic_fn(fake))
+        return (
+            ops.mean(d_fake)
+            - ops.mean(d_real)
+            + gp_weight * gradient_penalty(critic_fn, real, fake, eps)
+        )
+
+    def g_loss(critic_fn, real, fake, extra):
+        return -ops.mean(critic_score(critic_fn(fake)))
+
+    return d_loss, g_loss
+
+
+def train_gan(
+    generator: keras.Model,
+    critic: keras.Model,
+    X,
+    *,
+    d_loss,
+    g_loss,
+    extra=None,
+    steps: int = 2000,
+    batch_size: int = 64,
+    n_critic: int = 5,
+    learning_rate: float = 1e-4,
+    beta_1: float = 0.5,
+    beta_2: float = 0.9,
+    rng=None,
+    verbose: int = 0,
+    desc: str = "GAN",
+) -> dict:
+    """Train ``generator`` and ``critic`` in place on the images ``X``.
+
+    Parameters
+    ----------
+    generator, critic : keras.Model
+        Built models; the generator maps ``(n, latent_dim)`` to images shaped like ``X``.
+    X : ndarray of shape (n, height, width, channels)
+    d_loss : callable
+        ``d_loss(critic_fn, real, fake, extra, eps) -> scalar``; ``critic_fn`` calls the
+        critic with the weights being trained, ``extra`` holds the rows of ``extra``
+        matching ``real``, ``eps`` has shape (batch, 1, 1, 1), uniform in [0, 1].
+    g_loss : callable
+        ``g_loss(critic_fn, real, fake, extra) -> scalar``; ``fake`` is differentiable
+        with respect to the generator's weights.
+    extra : ndarray, default=None
+        Per-image side information (e.g. the target's soft labels), aligned with ``X``.
+    steps : int, default=2000
+        Generator steps; the critic takes ``n_critic`` steps before each.
+    batch_size : int, default=64
+    n_critic : int, default=5
+    learning_rate, beta_1, beta_2 : float
+        Adam's, for both networks.
+    rng : numpy.random.Generator or int, default=None
+        Draws batches and latent codes: runs are reproducible.
+    verbose : int, default=0
+    desc : str
+
+    Returns
+    -------
+    dict
+        ``{"d_loss": [...], "g_loss": [...], "steps": n_done, "interrupted": bool}``,
+        losses every 10 generator steps. Interrupting (KeyboardInterrupt) keeps the
+        weights reached so far.
+    """
+    rng = np.random.default_rng(rng)
+    X = np.asarray(X, dtype="float32")
+    extra = np.zeros((len(X), 1), "float32") if extra is None else np.asarray(extra, "float32")
+    latent_dim = int(generator.inputs[0].shape[-1])
+    batch_size = int(min(batch_size, len(X)))
+    lr, b1, b2 = float(learning_rate), float(beta_1), float(beta_2)
+
+    def adam(state, grads, params):
+        # A functional Adam: Optimizer.stateless_apply is not available on TensorFlow.
+        m, v, t = state
+        t = t + 1.0
+        m = [b1 * mi + (1.0 - b1) * g for mi, g in zip(m, grads)]
+        v = [b2 * vi + (1.0 - b2) * g * g for vi, g in zip(v, grads)]
+        scale = lr * ops.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        params = [p - scale * mi / (ops.sqrt(vi) + 1e-7) for p, mi, vi in zip(params, m, v)]
+        return params, (m, v, t)
+
+    def adam_state(params):
+        zeros = [ops.zeros_like(p) for p in params]
+        return (zeros, [ops.zeros_like(p) for p in params], ops.convert_to_tensor(0.0))
+
+    def values(variables):
+        return [ops.convert_to_tensor(v.value) for v in variables]
+
+    def make_critic_fn(d_tv, d_ntv):
+        def critic_fn(x):
+            out, _ = critic.stateless_call(d_tv, d_ntv, x, training=True)
+            return out
+
+        return critic_fn
+
+    def d_step(d_tv, d_ntv, d_ov, g_tv, g_ntv, real, ext, z, eps):
+        fake, _ = generator.stateless_call(g_tv, g_ntv, z, training=True)
+        fake = ops.stop_gradient(fake)
+
+        def loss(params):
+            return d_loss(make_critic_fn(params, d_ntv), real, fake, ext, eps), ()
+
+        value, _, grads = backend.value_and_grad_with_aux(loss, d_tv)
+        d_tv, d_ov = adam(d_ov, grads, d_tv)
+        return d_tv, d_ov, value
+
+    def g_step(g_tv, g_ntv, g_ov, d_tv, d_ntv, real, ext, z):
+        def loss(params):
+            fake, new_ntv = generator.stateless_call(params, g_ntv, z, training=True)
+            return g_loss(make_critic_fn(d_tv, d_ntv), real, fake, ext), new_ntv
+
+        value, new_ntv, grads = backend.value_and_grad_with_aux(loss, g_tv)
+        g_tv, g_ov = adam(g_ov, grads, g_tv)
+        return g_tv, new_ntv, g_ov, value
+
+    d_step_c, g_step_c = backend.jit(d_step), backend.jit(g_step)
+    g_tv, g_ntv = values(generator.trainable_variables), values(generator.non_trainable_variables)
+    d_tv, d_ntv = values(critic.trainable_variables), values(critic.non_trainable_variables)
+    g_ov, d_ov = adam_state(g_tv), adam_state(d_tv)
+
+    def batch():
+        idx = rng.integers(0, len(X), batch_size)
+        z = rng.standard_normal((batch_size, latent_dim)).astype("float32")
+        return X[idx], extra[idx], z
+
+    history = {"d_loss": [], "g_loss": [], "steps": 0, "interrupted": False}
+    bar = keras.utils.Progbar(steps, unit_name="step") if verbose and steps else None
+    if verbose:
+        print(desc, flush=True)
+    try:
+        for step in range(int(steps)):
+            for _ in range(int(n_critic)):
+                real, ext, z = batch()
+                eps = rng.uniform(size=(batch_size, 1, 1, 1)).astype("float32")
+                d_tv, d_ov, d_value = d_step_c(d_tv, d_ntv, d_ov, g_tv, g_ntv, real, ext, z, eps)
+            real, ext, z = batch()
+            g_tv, g_ntv, g_ov, g_value = g_step_c(g_tv, g_ntv, g_ov, d_tv, d_ntv, real, ext, z)
+            history["steps"] = step + 1
+            if step % 10 == 0 or step == steps - 1:
+                history["d_loss"].append(float(ops.convert_to_numpy(d_value)))
+                history["g_loss"].append(float(ops.convert_to_numpy(g_value)))
+                if bar is not None:
+                    bar.update(
+                        step + 1,
+                        [("d_loss", history["d_loss"][-1]), ("g_loss", history["g_loss"][-1])],
+                    )
+    except KeyboardInterrupt:
+        history["interrupted"] = True
+        warnings.warn(
+            f"GAN training interrupted after {history['steps']} of {steps} steps; keeping "
+            "the weights reached so far.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    for variables, vals in (
+        (generator.trainable_variables, g_tv),
+        (generator.non_trainable_variables, g_ntv),
+        (critic.trainable_variables, d_tv),
+        (critic.non_trainable_variables, d_ntv),
+    ):
+        for var, val in zip(variables, vals):
+            var.assign(val)
+    return history
