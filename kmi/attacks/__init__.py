@@ -10,8 +10,12 @@ from kmi.attacks.tabular import (
     FredriksonMAP,
     ImputationBaseline,
 )
+from kmi.attacks.text import EmbeddingInversion, LMExtraction, TokenOptimization
 
 __all__ = [
+    "EmbeddingInversion",
+    "LMExtraction",
+    "TokenOptimization",
     "BREPMI",
     "CSMIA",
     "LOMIA",

@@ -1,0 +1,168 @@
+"""Private helpers of the text attacks: token handling, generation, inverter networks."""
+
+from __future__ import annotations
+
+import zlib
+
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+from kmi.metrics.text import sequence_log_perplexity
+from kmi.models.text import SPECIAL_TOKENS
+
+PAD, UNK, BOS, EOS = range(len(SPECIAL_TOKENS))
+
+
+# ----------------------------------------------------------------------------- tokens
+def check_tokenizer(tokenizer, attack: str):
+    if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "detokenize"):
+        raise ValueError(
+            f"{attack} needs the target's tokenizer (a keras-hub tokenizer with "
+            "detokenize, e.g. kmi.models.byte_tokenizer), to turn texts into the token ids "
+            f"the model reads. Received: tokenizer={tokenizer!r}"
+        )
+    return tokenizer
+
+
+def unknown_id(tokenizer):
+    """The id of the tokenizer's out-of-vocabulary token, or None (byte tokenizers)."""
+    oov = getattr(tokenizer, "oov_token", None)
+    if oov is None:
+        return None
+    try:
+        return int(tokenizer.token_to_id(oov))
+    except (KeyError, ValueError):  # pragma: no cover - a vocabulary without it
+        return None
+
+
+def encode(tokenizer, texts, name="texts") -> list[np.ndarray]:
+    """Token ids of each text, without padding; unknown tokens raise ValueError."""
+    ids = np.asarray(tokenizer(list(texts)))
+    if ids.ndim == 1:
+        ids = ids[None]
+    unk = unknown_id(tokenizer)
+    out = []
+    for i, row in enumerate(ids):
+        row = np.asarray(row, dtype="int64")
+        nz = np.nonzero(row)[0]
+        row = row[: nz[-1] + 1] if nz.size else row[:0]
+        if unk is not None and np.any(row == unk):
+            raise ValueError(
+                f"{name}[{i}] holds words outside the tokenizer's vocabulary (they become "
+                f"the unknown token {getattr(tokenizer, 'oov_token', '')!r}), which the "
+                f"attack cannot use as known text. Received: {name}[{i}]={list(texts)[i]!r}"
+            )
+        out.append(row)
+    return out
+
+
+def decode(tokenizer, ids) -> str:
+    """Text of a row of token ids (padding dropped)."""
+    ids = np.asarray(ids, dtype="int32")
+    ids = ids[ids != 0]
+    if ids.size == 0:
+        return ""
+    text = tokenizer.detokenize(ids[None])
+    text = np.asarray(text).ravel()[0]
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    return str(text)
+
+
+def zlib_entropy(text: str) -> int:
+    """Bits-in-bytes of the zlib-compressed text (Carlini et al. 2021's zlib entropy)."""
+    return len(zlib.compress(text.encode("utf-8")))
+
+
+# ----------------------------------------------------------------------------- LM queries
+def lm_probabilities(target, ids) -> np.ndarray:
+    """Next-token probabilities (n, length, vocabulary) of a language-model target."""
+    probs = np.asarray(target.query(np.asarray(ids, dtype="int32")))
+    if probs.ndim != 3:
+        raise ValueError(
+            "The target must be a causal language model returning next-token scores of "
+            "shape (n, length, vocabulary_size) for token ids of shape (n, length). "
+            f"Received: output shape={probs.shape}"
+        )
+    return probs
+
+
+def token_nll(probs, ids) -> np.ndarray:
+    """Negative log-likelihood of tokens 1..L-1 of each row, shape (n, L - 1)."""
+    nxt = np.asarray(ids)[:, 1:]
+    p = np.take_along_axis(probs[:, :-1], nxt[..., None], axis=2)[..., 0]
+    return -np.log(np.clip(p, 1e-30, 1.0))
+
+
+def window_log_perplexity(nll, mask, window: int) -> np.ndarray:
+    """Lowest mean NLL over any ``window`` consecutive scored tokens of each row."""
+    out = np.full(len(nll), np.nan)
+    for i in range(len(nll)):
+        v = nll[i][mask[i]]
+        if v.size == 0:
+            continue
+        w = min(window, v.size)
+        c = np.concatenate([[0.0], np.cumsum(v)])
+        out[i] = np.min((c[w:] - c[:-w]) / w)
+    return out
+
+
+def sequence_scores(probs, ids, start) -> np.ndarray:
+    """Log-perplexity of each row's tokens from position ``start[i]`` on (padding off)."""
+    ids = np.asarray(ids)
+    pos = np.arange(ids.shape[1])[None]
+    mask = (pos >= np.asarray(start)[:, None]) & (ids != 0)
+    return sequence_log_perplexity(probs, ids, mask=mask)
+
+
+# ----------------------------------------------------------------------------- inverters
+def bow_inverter(input_dim: int, vocabulary_size: int, hidden_dim: int) -> keras.Model:
+    """Embedding -> independent probability of each word (Song and Raghunathan 2020)."""
+    inp = keras.Input((input_dim,), name="embedding")
+    h = keras.layers.Dense(hidden_dim, activation="relu")(inp)
+    h = keras.layers.Dense(hidden_dim, activation="relu")(h)
+    out = keras.layers.Dense(vocabulary_size, name="word_logits")(h)
+    return keras.Model(inp, out, name="bow_inverter")
+
+
+def decoder_inverter(
+    input_dim: int,
+    vocabulary_size: int,
+    sequence_length: int,
+    *,
+    embedding_dim: int,
+    hidden_dim: int,
+    num_heads: int = 2,
+    num_layers: int = 1,
+    n_prefix: int = 4,
+) -> keras.Model:
+    """Transformer decoder over words, cross-attending to the projected embedding.
+
+    The target embedding is mapped to ``n_prefix`` vectors that the decoder attends
+    to (the vec2text hypothesiser's conditioning, small scale). Inputs:
+    ``[embedding (n, input_dim), tokens (n, sequence_length)]`` with ``[BOS]`` first;
+    output: next-token logits (n, sequence_length, vocabulary_size).
+    """
+    emb = keras.Input((input_dim,), name="embedding")
+    tok = keras.Input((sequence_length,), dtype="int32", name="tokens")
+    cond = keras.layers.Dense(hidden_dim, activation="relu")(emb)
+    cond = keras.layers.Dense(n_prefix * embedding_dim)(cond)
+    cond = keras.layers.Reshape((n_prefix, embedding_dim))(cond)
+    x = keras_hub.layers.TokenAndPositionEmbedding(
+        vocabulary_size, sequence_length, embedding_dim, mask_zero=True
+    )(tok)
+    for _ in range(num_layers):
+        x = keras_hub.layers.TransformerDecoder(hidden_dim, num_heads)(x, encoder_sequence=cond)
+    out = keras.layers.Dense(vocabulary_size, name="next_token_logits")(x)
+    return keras.Model([emb, tok], out, name="decoder_inverter")
+
+
+def gumbel_noise(shape, rng) -> np.ndarray:
+    u = rng.uniform(1e-9, 1.0 - 1e-9, size=shape)
+    return (-np.log(-np.log(u))).astype("float32")
+
+
+def masked_softmax(z, allowed_bias):
+    return ops.softmax(z + allowed_bias, axis=-1)
