@@ -259,7 +259,8 @@ def feature_extractor(model: keras.Model, layer: str = "features") -> keras.Mode
             f"The model has no layer named {layer!r} (its last layers are {names}). "
             f"Received: layer={layer!r}"
         ) from exc
-    return keras.Model(model.inputs, out, name=f"{model.name}_{layer}")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, out, name=f"{model.name}_{layer}")
 
 
 def _gan_side(image_shape):
