@@ -374,3 +374,20 @@ def test_estimator_params_round_trip(cls):
     assert clone(attack).get_params() == params
     with pytest.raises(ValueError, match="Received: target=None"):
         attack.fit(np.zeros((2, 8, 8, 1)))
+
+
+@pytest.mark.parametrize("cls", [MIFace, DeepInversion, GMI, KEDMI, BREPMI, InversionModel])
+@pytest.mark.parametrize(
+    "check_name",
+    [
+        "check_no_attributes_set_in_init",
+        "check_get_params_invariance",
+        "check_set_params",
+        "check_parameters_default_constructible",
+    ],
+)
+def test_sklearn_checks_that_apply(cls, check_name):
+    """The scikit-learn checks that need no 2-D data (image attacks take 4-D images)."""
+    from sklearn.utils import estimator_checks
+
+    getattr(estimator_checks, check_name)(cls.__name__, cls(random_state=0))
