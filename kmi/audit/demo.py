@@ -163,5 +163,5 @@ def adult_audit(
 
 SUMMARY_COLUMNS = [
     "attack", "accuracy", "balanced_accuracy", "f1", "g_mean", "mcc", "auc",
-    "adv_bal_acc", "fit_s", "invert_s", "queries",
+    "adv_bal_acc", "adv_ci95", "fit_s", "invert_s", "queries",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kmi.attacks import tabular as tab
-from kmi.metrics.tabular import advantage, attack_metrics
+from kmi.metrics.tabular import advantage, attack_metrics, paired_interval
 from kmi.targets import AccessError, as_target
 
 #: The attacks run by ``attacks="auto"``, the baseline first: (name, class, parameters).
@@ -128,12 +128,20 @@ def run_tabular_attacks(
                 "n": len(truth),
                 **metrics,
             }
+            correct = np.asarray(pred == truth, dtype=bool)
             if cls is tab.ImputationBaseline:
-                baselines[split] = metrics
+                row["_correct"] = "".join("1" if c else "0" for c in correct)
+                baselines[split] = row
             base = baselines.get(split)
             row["adv_bal_acc"] = (
                 advantage(metrics, base)["balanced_accuracy"] if base else float("nan")
             )
+            row["adv_ci95"] = "n/a"
+            if base is not None and cls is not tab.ImputationBaseline:
+                base_correct = np.frombuffer(base["_correct"].encode(), dtype=np.uint8) == 49
+                low, high = paired_interval(truth.astype(str), correct, base_correct,
+                                            random_state=random_state)
+                row["adv_ci95"] = f"[{low:+.3f}, {high:+.3f}]"
             row["fit_s"] = round(fit_s, 3)
             row["invert_s"] = round(invert_s, 3)
             row["queries"] = int(fit_queries + target.n_queries_ - q0)
@@ -147,7 +155,7 @@ def run_tabular_attacks(
                 )
         rows += new_rows
         _append_checkpoint(checkpoint, new_rows)
-    return rows
+    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
 
 
 def _key(row):
@@ -200,10 +208,12 @@ def summarize_tabular(rows) -> list[str]:
         )
         if base is not None:
             gain = best["balanced_accuracy"] - base["balanced_accuracy"]
+            low = _interval_low(best.get("adv_ci95"))
             verdict = (
-                "the model leaks this attribute beyond what imputation finds"
-                if gain > 0.01
-                else "no measurable leak beyond imputation"
+                "the model leaks this attribute beyond what imputation finds (the 95% "
+                f"interval of the gain, {best['adv_ci95']}, is above zero)"
+                if low is not None and low > 0
+                else "no leak beyond imputation that chance does not explain"
             )
             line += (
                 f"; guessing from the other columns without the model (imputation) reaches "
@@ -218,3 +228,10 @@ def summarize_tabular(rows) -> list[str]:
             )
         lines.append(line + ".")
     return lines
+
+
+def _interval_low(text):
+    try:
+        return float(str(text).strip("[]").split(",")[0])
+    except (TypeError, ValueError):
+        return None

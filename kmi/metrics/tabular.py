@@ -17,6 +17,8 @@ __all__ = [
     "METRICS",
     "accuracy",
     "advantage",
+    "advantage_interval",
+    "paired_interval",
     "attack_metrics",
     "attack_scorer",
     "auc",
@@ -159,6 +161,55 @@ def advantage(attack_result, baseline_result):
         return {k: attack_result[k] - baseline_result[k] for k in attack_result
                 if k in baseline_result}
     return attack_result - baseline_result
+
+
+def advantage_interval(y_true, y_attack, y_baseline, *, n_boot: int = 200,
+                       level: float = 0.95, random_state=0) -> tuple[float, float]:
+    """Paired bootstrap interval of the balanced-accuracy advantage over the baseline.
+
+    Records are resampled with replacement, and the attack's and the baseline's
+    balanced accuracies are recomputed on the same resample; the interval holds the
+    central ``level`` share of their differences. An advantage whose interval lies
+    above zero is a leak that chance does not explain.
+
+    Parameters
+    ----------
+    y_true, y_attack, y_baseline : array-like of shape (n_samples,)
+        True values and the two inferences.
+    n_boot : int, default=200
+    level : float, default=0.95
+    random_state : int, default=0
+
+    Returns
+    -------
+    (low, high) : tuple of float
+    """
+    true, pred_a, _ = _encode(y_true, y_attack)
+    true_b, pred_b, _ = _encode(y_true, y_baseline)
+    return paired_interval(true, pred_a == true, pred_b == true_b, n_boot=n_boot,
+                           level=level, random_state=random_state)
+
+
+def paired_interval(classes, correct_a, correct_b, *, n_boot: int = 200,
+                    level: float = 0.95, random_state=0) -> tuple[float, float]:
+    """:func:`advantage_interval` from each record's class and whether each attack
+    got it right (boolean arrays), for callers that kept only those."""
+    classes = np.asarray(classes)
+    correct_a = np.asarray(correct_a, dtype=bool)
+    correct_b = np.asarray(correct_b, dtype=bool)
+    rng = np.random.default_rng(random_state)
+    idx = rng.integers(0, len(classes), size=(int(n_boot), len(classes)))
+    sampled = classes[idx]
+    diffs = np.zeros(int(n_boot))
+    values = np.unique(classes)
+    for c in values:
+        mask = sampled == c
+        count = np.maximum(mask.sum(axis=1), 1)
+        gained = (correct_a[idx] & mask).sum(axis=1) - (correct_b[idx] & mask).sum(axis=1)
+        diffs += gained / count
+    diffs /= max(len(values), 1)
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(diffs, alpha)), float(np.quantile(diffs, 1.0 - alpha))
 
 
 class _AttackScorer:

@@ -60,3 +60,18 @@ def test_scorers_work_with_cross_validation():
         assert np.all(scores > 0.9), name
     with pytest.raises(ValueError, match="Unknown metric"):
         m.get_scorer("precision")
+
+
+def test_advantage_interval():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 2000)
+    better = np.where(rng.random(2000) < 0.9, truth, 1 - truth)
+    worse = np.where(rng.random(2000) < 0.7, truth, 1 - truth)
+    low, high = m.advantage_interval(truth, better, worse)
+    gain = m.balanced_accuracy(truth, better) - m.balanced_accuracy(truth, worse)
+    assert 0 < low < gain < high < 0.3
+    low, high = m.advantage_interval(truth, better, better)
+    assert low == high == 0.0
+    noisy = np.where(rng.random(2000) < 0.9, truth, 1 - truth)
+    low, high = m.advantage_interval(truth, noisy, better)
+    assert low < 0 < high  # two equally good attacks: no significant advantage
