@@ -14,7 +14,9 @@ then the EdgeRand / LapGraph trade-off, wall times and memory growth.
    - FeatureSimilarity (cosine of features, no query).
 3. EdgeRand and LapGraph at epsilon in {1, 3, 8}: the GCN is trained and served on the
    perturbed graph; test accuracy against each attack's AUC on the true edges.
-4. GraphMI's wall time and peak-memory growth with the number of attacked nodes.
+4. GraphMI's wall time and peak-memory growth with the number of attacked nodes, each
+   size in a fresh process, extrapolated to the largest subgraph that fits in 24 GB
+   (``--memory-only`` reruns just this part).
 
 Run:  KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=0 nice -n 10 \
       python benchmarks/graph_cora.py --data-home ../shared/data
@@ -27,6 +29,8 @@ import argparse
 import json
 import platform
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -107,20 +111,46 @@ def maxrss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def memory_growth(model, data, sizes, seed):
-    """GraphMI's time and peak-RSS growth as the attacked subgraph grows."""
+def memory_probe(k, data_home, seed):
+    """Run GraphMI on k random Cora nodes in this (fresh) process; print peak-RSS growth."""
+    data = load_planetoid("cora", data_home, row_normalize=True, download=False)
+    keras.utils.set_random_seed(seed)
+    model = gcn(data.features.shape[1], data.n_classes)  # weights do not change memory
+    nodes = np.sort(np.random.default_rng(seed).choice(len(data.labels), k, replace=False))
+    warm = nodes[:20]  # load and compile everything once on a tiny graph
+    GraphMI(model, max_iter=2).fit().invert(data.features[warm], data.labels[warm])
+    before = maxrss_mb()
+    start = time.perf_counter()
+    GraphMI(model).fit().invert(data.features[nodes], data.labels[nodes])
+    seconds = time.perf_counter() - start
+    print(json.dumps({"nodes": k, "seconds": round(seconds, 2), "baseline_mb": round(before, 1),
+                      "peak_mb": round(maxrss_mb(), 1),
+                      "growth_mb": round(maxrss_mb() - before, 1)}))
+
+
+def memory_growth(sizes, data_home, seed):
+    """GraphMI's time and peak memory against the number of attacked nodes.
+
+    Each size runs in a fresh process (peak RSS only grows), and the growth is fitted
+    by ``a * k**2`` (GraphMI holds a few dense k x k matrices) to estimate the largest
+    subgraph that fits in 24 GB.
+    """
     rows = []
-    rng = np.random.default_rng(seed)
     for k in sizes:
-        nodes = np.sort(rng.choice(len(data.labels), k, replace=False))
-        before = maxrss_mb()
-        start = time.perf_counter()
-        GraphMI(model).fit().invert(data.features[nodes], data.labels[nodes])
-        rows.append({"nodes": k, "seconds": round(time.perf_counter() - start, 2),
-                     "peak_rss_mb": round(maxrss_mb(), 1),
-                     "peak_rss_growth_mb": round(maxrss_mb() - before, 1)})
+        cmd = [sys.executable, __file__, "--memory-probe", str(k), "--seed", str(seed)]
+        if data_home:
+            cmd += ["--data-home", str(data_home)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    return rows
+    k = np.array([r["nodes"] for r in rows], float)
+    growth = np.array([r["growth_mb"] for r in rows], float)
+    a = float(np.sum(growth * k**2) / np.sum(k**4))  # least squares, MB per node^2
+    budget_mb = 24 * 1024 - max(r["baseline_mb"] for r in rows)
+    largest = int(np.sqrt(budget_mb / a)) if a > 0 else None
+    return {"runs": rows, "mb_per_node_squared": a,
+            "bytes_per_node_squared": round(a * 2**20, 1),
+            "largest_nodes_in_24gb": largest}
 
 
 def table(rows, cols):
@@ -134,9 +164,22 @@ def main():
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epsilons", type=float, nargs="*", default=[1.0, 3.0, 8.0])
-    parser.add_argument("--sizes", type=int, nargs="*", default=[271, 542, 1083])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[271, 542, 1083, 2166, 2708])
     parser.add_argument("--out", default=str(RESULTS / "graph_cora.json"))
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only rerun the memory part, updating an existing JSON")
+    parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_probe is not None:
+        memory_probe(args.memory_probe, args.data_home, args.seed)
+        return
+    if args.memory_only:
+        out = Path(args.out)
+        result = json.loads(out.read_text())
+        result["memory"] = memory_growth(args.sizes, args.data_home, args.seed)
+        print(json.dumps(result["memory"], indent=2))
+        out.write_text(json.dumps(result, indent=2))
+        return
 
     data = load_planetoid("cora", args.data_home, row_normalize=True, download=False)
     truth = data.adjacency
@@ -184,7 +227,7 @@ def main():
     print(table(trade, ["defense", "epsilon", "edges", "test_accuracy", "GraphMI",
                         "LinkStealing", "LinkTeller", "FeatureSimilarity"]), flush=True)
 
-    result["memory"] = memory_growth(model, data, args.sizes, args.seed)
+    result["memory"] = memory_growth(args.sizes, args.data_home, args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.part")
