@@ -208,11 +208,13 @@ def table(result):
 
 
 def add_arguments(parser):
+    """The GAN-setting options (``--max-iter`` is added only if the parser lacks it)."""
     parser.add_argument("--gan-steps", type=int, default=1500)
     parser.add_argument("--gan-lr", type=float, default=5e-4)
     parser.add_argument("--gan-width", type=int, default=32)
     parser.add_argument("--latent-dim", type=int, default=64)
-    parser.add_argument("--max-iter", type=int, default=600)
+    if "--max-iter" not in parser._option_string_actions:
+        parser.add_argument("--max-iter", type=int, default=600)
     parser.add_argument("--brep-iter", type=int, default=100)
     parser.add_argument("--target-epochs", type=int, default=10)
     parser.add_argument("--eval-epochs", type=int, default=15)
