@@ -208,17 +208,21 @@ def table(result):
 
 
 def add_arguments(parser):
-    """The GAN-setting options (``--max-iter`` is added only if the parser lacks it)."""
-    parser.add_argument("--gan-steps", type=int, default=1500)
-    parser.add_argument("--gan-lr", type=float, default=5e-4)
-    parser.add_argument("--gan-width", type=int, default=32)
-    parser.add_argument("--latent-dim", type=int, default=64)
-    if "--max-iter" not in parser._option_string_actions:
-        parser.add_argument("--max-iter", type=int, default=600)
-    parser.add_argument("--brep-iter", type=int, default=100)
-    parser.add_argument("--target-epochs", type=int, default=10)
-    parser.add_argument("--eval-epochs", type=int, default=15)
-    parser.add_argument("--repeats", type=int, default=1)
+    """Add the GAN-setting options the parser does not have yet."""
+    options = [
+        ("--gan-steps", int, 1500),
+        ("--gan-lr", float, 5e-4),
+        ("--gan-width", int, 32),
+        ("--latent-dim", int, 64),
+        ("--max-iter", int, 600),
+        ("--brep-iter", int, 100),
+        ("--target-epochs", int, 10),
+        ("--eval-epochs", int, 15),
+        ("--repeats", int, 1),
+    ]
+    for flag, kind, default in options:
+        if flag not in parser._option_string_actions:
+            parser.add_argument(flag, type=kind, default=default)
 
 
 def main(argv=None):
