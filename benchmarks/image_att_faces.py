@@ -202,9 +202,13 @@ def setting_a(args):
                 contrast="stretch",
             ),
         }
+        iters = args.max_iter if name == "softmax" else args.mlp_iter
+        entry["max_iter"] = iters
+        if name != "softmax":
+            variants = {v: variants[v] for v in ("plain", "contrast", "aux_mean_contrast")}
         for vname, params in variants.items():
             attack = MIFace(
-                model, max_iter=args.max_iter, learning_rate=args.learning_rate, **params
+                model, max_iter=iters, learning_rate=args.learning_rate, **params
             ).fit()
             start = time.perf_counter()
             images = attack.invert(labels)
@@ -212,13 +216,15 @@ def setting_a(args):
             row = measure(images, labels, evaluator, feats, X, y, svm_scores)
             row["seconds"] = seconds
             entry["runs"][vname] = row
+            result["targets"][name] = entry
+            save(result, args, "a")
             print(f"{name:8s} {vname:30s} {row}", flush=True)
             if vname in ("plain", "aux_mean_tv_process_contrast"):
                 grid_rows.append(list(images[: args.grid]))
             if vname == "plain":
                 plain = images
         if args.art:
-            art_images, art_seconds = run_art(model, k, shape, args.max_iter, args.learning_rate)
+            art_images, art_seconds = run_art(model, k, shape, iters, args.learning_rate)
             if art_images is not None:
                 row = measure(art_images, labels, evaluator, feats, X, y, svm_scores)
                 row["seconds"] = art_seconds
@@ -281,6 +287,12 @@ def main(argv=None):
     parser.add_argument("--data-home", default=str(Path(__file__).parents[2] / "shared" / "data"))
     parser.add_argument("--max-iter", type=int, default=1000)
     parser.add_argument("--learning-rate", type=float, default=0.1)
+    parser.add_argument(
+        "--mlp-iter",
+        type=int,
+        default=100,
+        help="iterations on the 31M-parameter MLP target (kmi and ART alike)",
+    )
     parser.add_argument("--eval-epochs", type=int, default=40)
     parser.add_argument("--grid", type=int, default=10, help="subjects shown in the PNG")
     parser.add_argument("--no-art", dest="art", action="store_false")
