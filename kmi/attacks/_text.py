@@ -118,12 +118,18 @@ def sequence_scores(probs, ids, start) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- inverters
-def bow_inverter(input_dim: int, vocabulary_size: int, hidden_dim: int) -> keras.Model:
+def _init(seed, i):
+    return keras.initializers.GlorotUniform(seed=int(seed) + i)
+
+
+def bow_inverter(input_dim: int, vocabulary_size: int, hidden_dim: int, *, seed=0) -> keras.Model:
     """Embedding -> independent probability of each word (Song and Raghunathan 2020)."""
     inp = keras.Input((input_dim,), name="embedding")
-    h = keras.layers.Dense(hidden_dim, activation="relu")(inp)
-    h = keras.layers.Dense(hidden_dim, activation="relu")(h)
-    out = keras.layers.Dense(vocabulary_size, name="word_logits")(h)
+    h = keras.layers.Dense(hidden_dim, activation="relu", kernel_initializer=_init(seed, 0))(inp)
+    h = keras.layers.Dense(hidden_dim, activation="relu", kernel_initializer=_init(seed, 1))(h)
+    out = keras.layers.Dense(
+        vocabulary_size, kernel_initializer=_init(seed, 2), name="word_logits"
+    )(h)
     return keras.Model(inp, out, name="bow_inverter")
 
 
@@ -137,6 +143,7 @@ def decoder_inverter(
     num_heads: int = 2,
     num_layers: int = 1,
     n_prefix: int = 4,
+    seed: int = 0,
 ) -> keras.Model:
     """Transformer decoder over words, cross-attending to the projected embedding.
 
@@ -147,15 +154,25 @@ def decoder_inverter(
     """
     emb = keras.Input((input_dim,), name="embedding")
     tok = keras.Input((sequence_length,), dtype="int32", name="tokens")
-    cond = keras.layers.Dense(hidden_dim, activation="relu")(emb)
-    cond = keras.layers.Dense(n_prefix * embedding_dim)(cond)
+    cond = keras.layers.Dense(hidden_dim, activation="relu", kernel_initializer=_init(seed, 0))(
+        emb
+    )
+    cond = keras.layers.Dense(n_prefix * embedding_dim, kernel_initializer=_init(seed, 1))(cond)
     cond = keras.layers.Reshape((n_prefix, embedding_dim))(cond)
     x = keras_hub.layers.TokenAndPositionEmbedding(
-        vocabulary_size, sequence_length, embedding_dim, mask_zero=True
+        vocabulary_size,
+        sequence_length,
+        embedding_dim,
+        mask_zero=True,
+        embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=int(seed) + 2),
     )(tok)
-    for _ in range(num_layers):
-        x = keras_hub.layers.TransformerDecoder(hidden_dim, num_heads)(x, encoder_sequence=cond)
-    out = keras.layers.Dense(vocabulary_size, name="next_token_logits")(x)
+    for i in range(num_layers):
+        x = keras_hub.layers.TransformerDecoder(
+            hidden_dim, num_heads, kernel_initializer=_init(seed, 3 + i)
+        )(x, encoder_sequence=cond)
+    out = keras.layers.Dense(
+        vocabulary_size, kernel_initializer=_init(seed, 99), name="next_token_logits"
+    )(x)
     return keras.Model([emb, tok], out, name="decoder_inverter")
 
 

@@ -520,7 +520,20 @@ class TokenOptimization(BaseAttack):
         self.allowed_ids_ = self._allowed(model)
         probe = model(np.ones((1, self.sequence_length_), dtype="int32"), training=False)
         self.task_ = "language-model" if len(ops.shape(probe)) == 3 else "classifier"
+        self.n_outputs_ = int(ops.shape(probe)[-1])
         return self
+
+    def _label_columns(self, y):
+        if self.target_.classes_ is not None:
+            return np.asarray(self.target_.label_index(y))
+        ok = np.issubdtype(y.dtype, np.integer) and y.size and y.min() >= 0
+        if not ok or y.max() >= self.n_outputs_:
+            raise ValueError(
+                f"y must hold output columns of the classifier, integers in [0, "
+                f"{self.n_outputs_}) (or build the Target with classes=...). "
+                f"Received: y={y[:5].tolist()!r}"
+            )
+        return y.astype(np.int64)
 
     def _layout(self, prefixes):
         """Fixed tokens, free-position mask and the secret's start, per row."""
@@ -565,7 +578,7 @@ class TokenOptimization(BaseAttack):
                     "A classifier target needs the label of each text: invert(X, y). "
                     "Received: y=None"
                 )
-            labels = np.asarray(self.target_.label_index(np.asarray(y).ravel()))
+            labels = self._label_columns(np.asarray(y).ravel())
             if len(labels) != len(prefixes):
                 raise ValueError(
                     "y must hold one label per prefix. "
@@ -844,7 +857,8 @@ class EmbeddingInversion(BaseAttack):
             )
         texts = check_texts(X, "X")
         rng = check_random_state(self.random_state)
-        keras.utils.set_random_seed(int(rng.randint(2**31)))
+        seed = int(rng.randint(2**30))
+        keras.utils.set_random_seed(seed)
         before = target.n_queries_
         emb = self._embed(texts)
         self.n_queries_fit_ = target.n_queries_ - before
@@ -857,7 +871,9 @@ class EmbeddingInversion(BaseAttack):
         ids = np.asarray(self.tokenizer_(texts), dtype="int32")
         opt = keras.optimizers.Adam(float(self.learning_rate))
         if self.head == "bow":
-            self.inverter_ = _text.bow_inverter(self.embedding_dim_, V, int(self.hidden_dim))
+            self.inverter_ = _text.bow_inverter(
+                self.embedding_dim_, V, int(self.hidden_dim), seed=seed
+            )
             target_bow = np.zeros((len(ids), V), dtype="float32")
             rows = np.repeat(np.arange(len(ids)), ids.shape[1])
             target_bow[rows, ids.ravel()] = 1.0
@@ -874,6 +890,7 @@ class EmbeddingInversion(BaseAttack):
                 L + 1,
                 embedding_dim=int(self.embedding_dim),
                 hidden_dim=int(self.hidden_dim),
+                seed=seed,
             )
             dec_in, dec_out = self._teacher_forcing(ids)
             self.inverter_.compile(
@@ -978,13 +995,13 @@ class EmbeddingInversion(BaseAttack):
         check_is_fitted(self, "inverter_")
         emb = self._check_embeddings(embeddings)
         if self.head == "bow":
-            logits = ops.convert_to_numpy(self.inverter_(emb, training=False))
-            prob = 1.0 / (1.0 + np.exp(-logits))
-            prob[:, : len(SPECIAL_TOKENS)] = 0.0
+            logits = ops.convert_to_numpy(self.inverter_(emb, training=False)).astype("float64")
+            logits[:, : len(SPECIAL_TOKENS)] = -np.inf
+            cut = np.log(self.threshold) - np.log1p(-self.threshold)  # sigmoid(cut) = threshold
             vocab = self.tokenizer_.get_vocabulary()
             out = []
-            for row in prob:
-                keep = np.nonzero(row >= float(self.threshold))[0]
+            for row in logits:
+                keep = np.nonzero(row >= cut)[0]
                 if keep.size == 0:
                     keep = np.array([int(np.argmax(row))])
                 keep = keep[np.argsort(-row[keep], kind="stable")]

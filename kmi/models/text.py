@@ -456,6 +456,8 @@ class TextPipeline:
         if getattr(self, "_forward", None) is None:
             from kmi.backend import jit
 
+            if not self.model.built:  # variables must exist before tracing
+                self.model(ids[:1], training=False)
             self._forward = jit(lambda x: self.model(x, training=False))
         out = [
             keras.ops.convert_to_numpy(self._forward(ids[i : i + self.batch_size]))

@@ -1,0 +1,236 @@
+"""Text attacks on tiny trained models: each beats its trivial baseline; errors; determinism."""
+
+import keras
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from kmi.attacks import EmbeddingInversion, LMExtraction, TokenOptimization
+from kmi.metrics.text import exposure, sequence_log_perplexity, word_f1
+from kmi.models import (
+    CausalLM,
+    SentenceEncoder,
+    TextClassifier,
+    TextPipeline,
+    byte_tokenizer,
+    word_tokenizer,
+)
+from kmi.targets import AccessError, Target
+
+CANARY = "the code is 4817"
+PREFIX = "the code is "
+LENGTH = 20
+
+
+@pytest.fixture(scope="module")
+def lm():
+    """A byte-level LM that has seen the canary 20 times among two other texts."""
+    keras.utils.set_random_seed(0)
+    tok = byte_tokenizer(LENGTH + 1)
+    texts = [CANARY] * 20 + ["the cat sat on a mat"] * 20 + ["a dog ran far away"] * 20
+    ids = np.asarray(tok(texts))
+    model = CausalLM(256, LENGTH, embedding_dim=32, intermediate_dim=64)
+    x, y, w = CausalLM.lm_targets(ids)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, sample_weight=w, epochs=30, batch_size=20, verbose=0)
+    return model, tok
+
+
+def test_lm_extraction_finds_the_canary_and_it_is_exposed(lm):
+    model, tok = lm
+    target = Target(model, access="black-box")
+    attack = LMExtraction(
+        target,
+        tokenizer=tok,
+        prompts=[PREFIX],
+        top_k=3,
+        max_new_tokens=4,
+        n_samples=8,
+        top_n=1,
+        ranking="perplexity",
+        random_state=0,
+    )
+    # the trivial baseline guesses one of 10**4 secrets: success 1e-4
+    assert attack.fit().score([CANARY]) == 1.0
+    assert attack.candidates_["text"][0] == CANARY
+    assert target.n_queries_ > 0
+    # the same run again gives the same ranking
+    first = list(attack.candidates_["text"])
+    assert attack.invert(8) == first
+    # the canary is more likely than other secrets of its space
+    refs = [f"{PREFIX}{s:04d}" for s in np.random.default_rng(0).integers(10_000, size=30)]
+    ids = np.asarray(tok([CANARY, *refs]))[:, :LENGTH]
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(model(ids), axis=-1))
+    mask = np.zeros_like(ids, dtype=bool)
+    mask[:, len(PREFIX) : len(CANARY)] = True
+    scores = sequence_log_perplexity(probs, ids, mask=mask)
+    assert exposure(scores[0], scores[1:], randomness_space=10_000) > 8
+
+
+@pytest.mark.parametrize("ranking", ["zlib", "window", "reference"])
+def test_lm_extraction_rankings(lm, ranking):
+    model, tok = lm
+    ref = CausalLM(256, LENGTH, embedding_dim=16)
+    attack = LMExtraction(
+        model,
+        tokenizer=tok,
+        prompts=["the ", "a "],
+        sampling="temperature",
+        temperature=3.0,
+        decay_tokens=4,
+        max_new_tokens=6,
+        ranking=ranking,
+        reference=ref,
+        window=3,
+        random_state=1,
+    ).fit()
+    out = attack.invert(6)
+    assert 1 <= len(out) <= 6 and len(set(out)) == len(out)
+    assert np.all(np.diff(attack.candidates_["score"]) >= 0)
+
+
+def test_lm_extraction_errors(lm):
+    model, tok = lm
+    with pytest.raises(ValueError, match="Received: tokenizer=None"):
+        LMExtraction(model, prompts=["a"]).fit()
+    with pytest.raises(ValueError, match="Received: prompts=None"):
+        LMExtraction(model, tokenizer=tok).fit()
+    with pytest.raises(ValueError, match="empty or blank"):
+        LMExtraction(model, tokenizer=tok, prompts=[""]).fit()
+    with pytest.raises(ValueError, match="Received: ranking='nope'"):
+        LMExtraction(model, tokenizer=tok, prompts=["a"], ranking="nope").fit()
+    with pytest.raises(ValueError, match="Received: reference=None"):
+        LMExtraction(model, tokenizer=tok, prompts=["a"], ranking="reference").fit()
+    with pytest.raises(AccessError):
+        LMExtraction(Target(model, access="label-only"), tokenizer=tok, prompts=["a"]).fit()
+    attack = LMExtraction(model, tokenizer=tok, prompts=["a"], top_k=0)
+    assert clone(attack).get_params()["prompts"] == ["a"]
+    with pytest.raises(ValueError, match="Received: top_k=0"):
+        attack.fit()
+
+
+def test_token_optimization_recovers_the_canary_from_the_lm(lm):
+    model, tok = lm
+    attack = TokenOptimization(
+        model,
+        tokenizer=tok,
+        n_tokens=4,
+        allowed_tokens="0123456789",
+        n_restarts=2,
+        max_iter=40,
+        random_state=0,
+    ).fit()
+    # baseline: a random digit is right one time in ten
+    assert attack.score([CANARY]) == 1.0
+    assert attack.invert([PREFIX]) == ["4817"]
+    assert attack.candidates_[0][0][0] == "4817"
+    assert attack.target_.n_queries_ > 0
+
+
+def test_token_optimization_classifier_path_and_determinism():
+    corpus = ["my pin is one two", "my pin is three four", "the weather is fine"]
+    tok = word_tokenizer(corpus, sequence_length=6)
+    clf = TextClassifier(len(tok.get_vocabulary()), 6, num_classes=2, embedding_dim=16)
+    kwargs = dict(tokenizer=tok, n_tokens=2, n_restarts=2, max_iter=3, random_state=3)
+    a = TokenOptimization(clf, **kwargs).fit()
+    b = TokenOptimization(clf, **kwargs).fit()
+    out = a.invert(["my pin is"], [1])
+    assert out == b.invert(["my pin is"], [1])
+    assert len(out[0].split()) == 2 and a.task_ == "classifier"
+    with pytest.raises(ValueError, match="outside the tokenizer's vocabulary"):
+        a.invert(["my password is"], [1])
+    with pytest.raises(ValueError, match="Received: y=None"):
+        a.invert(["my pin is"])
+    with pytest.raises(ValueError, match=r"Received: y=\[7\]"):
+        a.invert(["my pin is"], [7])
+    with pytest.raises(ValueError, match="must fit the model"):
+        TokenOptimization(clf, **{**kwargs, "n_tokens": 5}).fit().invert(["my pin is"], [0])
+    with pytest.raises(ValueError, match="exactly one token"):
+        TokenOptimization(clf, **{**kwargs, "allowed_tokens": ["one two"]}).fit()
+    with pytest.raises(ValueError, match="outside the tokenizer's vocabulary"):
+        TokenOptimization(clf, **{**kwargs, "allowed_tokens": ["zebra"]}).fit()
+    with pytest.raises(AccessError, match="white-box"):
+        TokenOptimization(Target(clf, access="black-box"), **kwargs).fit()
+    with pytest.raises(TypeError, match="embed_probabilities"):
+        plain = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+        TokenOptimization(plain, **kwargs).fit()
+
+
+@pytest.fixture(scope="module")
+def encoder_data():
+    rng = np.random.default_rng(0)
+    words = "red blue green cat dog bird runs sleeps eats big small old".split()
+    texts = [
+        " ".join(rng.choice(words, size=rng.integers(2, 5), replace=False)) for _ in range(400)
+    ]
+    tok = word_tokenizer(texts, sequence_length=8)
+    keras.utils.set_random_seed(0)
+    enc = SentenceEncoder(len(tok.get_vocabulary()), 8, embedding_dim=16)
+    return Target(TextPipeline(tok, enc), task="embedding"), texts[:340], texts[340:]
+
+
+def _majority_baseline(aux, private):
+    """Predict the 3 most frequent auxiliary words for every text (no target query)."""
+    counts = {}
+    for t in aux:
+        for w in t.split():
+            counts[w] = counts.get(w, 0) + 1
+    top = " ".join(sorted(counts, key=counts.get, reverse=True)[:3])
+    return word_f1(private, [top] * len(private))
+
+
+def test_embedding_inversion_bow_beats_baseline(encoder_data):
+    target, aux, private = encoder_data
+    attack = EmbeddingInversion(target, head="bow", epochs=15, hidden_dim=64, random_state=0).fit(
+        aux
+    )
+    assert attack.n_queries_fit_ == len(aux)
+    f1 = attack.score(private)
+    assert f1 > max(0.6, _majority_baseline(aux, private) + 0.25)
+    again = EmbeddingInversion(
+        target, head="bow", epochs=30, hidden_dim=64, learning_rate=5e-3, random_state=0
+    )
+    emb = target.query(private[:5])
+    # the same words (their order follows probabilities equal up to float rounding)
+    same = zip(again.fit(aux).invert(emb), attack.invert(emb))
+    assert all(set(a.split()) == set(b.split()) for a, b in same)
+
+
+def test_embedding_inversion_decoder_with_correction(encoder_data):
+    target, aux, private = encoder_data
+    attack = EmbeddingInversion(
+        target,
+        head="decoder",
+        epochs=8,
+        sequence_length=6,
+        hidden_dim=64,
+        embedding_dim=16,
+        n_hypotheses=3,
+        random_state=0,
+    ).fit(aux)
+    before = target.n_queries_
+    out = attack.invert(target.query(private[:10]))
+    assert len(out) == 10 and all(isinstance(t, str) for t in out)
+    assert target.n_queries_ > before + 10  # hypotheses were re-embedded
+    assert word_f1(private[:10], out) > _majority_baseline(aux, private[:10])
+
+
+def test_embedding_inversion_errors(encoder_data):
+    target, aux, _ = encoder_data
+    attack = EmbeddingInversion(target, head="bow", epochs=1, hidden_dim=8).fit(aux[:20])
+    with pytest.raises(ValueError, match=r"Received: embeddings.shape=\(2, 5\)"):
+        attack.invert(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="empty or blank"):
+        EmbeddingInversion(target).fit(["red cat", ""])
+    with pytest.raises(ValueError, match="Received: head='rnn'"):
+        EmbeddingInversion(target, head="rnn").fit(aux[:5])
+    with pytest.raises(ValueError, match="Received: len"):
+        attack.score([])
+    # a plain callable on strings is wrapped as a black-box embedding target
+    plain = EmbeddingInversion(lambda t: np.ones((len(t), 3)), head="bow", epochs=1).fit(aux[:5])
+    assert plain.target_.task == "embedding" and plain.embedding_dim_ == 3
+    with pytest.raises(AccessError):
+        EmbeddingInversion(Target(lambda t: np.ones((len(t), 2)), access="label-only")).fit(aux)
