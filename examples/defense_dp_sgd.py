@@ -3,11 +3,15 @@
 Run:  python examples/defense_dp_sgd.py   (a few seconds on a CPU)
 """
 
+import os
+
 import keras
 import numpy as np
 from sklearn.datasets import load_digits
 
 from kmi.defenses import DPSGD, PoissonSampler, PrivacyBudget, compute_epsilon
+
+EPOCHS = 2 if os.environ.get("KMI_QUICK") else 10  # KMI_QUICK=1: CI's tiny run
 
 x, y = load_digits(return_X_y=True)
 x = (x / 16.0).astype("float32")
@@ -32,7 +36,7 @@ model.compile(
 batches = PoissonSampler(x[train], y[train], batch_size=64, seed=0)
 dp = DPSGD(l2_norm_clip=1.0, noise_multiplier=1.0, sampling=batches, delta=1e-5, seed=0)
 budget = PrivacyBudget(target_epsilon=8.0)  # stops before epsilon would exceed 8
-history = model.fit(batches, epochs=10, callbacks=[dp, budget], verbose=0)
+history = model.fit(batches, epochs=EPOCHS, callbacks=[dp, budget], verbose=0)
 
 _, accuracy = model.evaluate(x[test], y[test], verbose=0)
 print(f"epsilon per epoch: {np.round(history.history['epsilon'], 2).tolist()}")
@@ -41,6 +45,6 @@ print(f"test accuracy {accuracy:.3f}")
 
 # The same accounting, by hand, for planning a run:
 print(
-    "planned epsilon for 10 epochs:",
-    round(compute_epsilon(1.0, num_examples=1400, batch_size=64, epochs=10, delta=1e-5), 2),
+    f"planned epsilon for {EPOCHS} epochs:",
+    round(compute_epsilon(1.0, num_examples=1400, batch_size=64, epochs=EPOCHS, delta=1e-5), 2),
 )

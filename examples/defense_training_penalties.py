@@ -7,6 +7,8 @@
 Run:  python examples/defense_training_penalties.py   (a few seconds on a CPU)
 """
 
+import os
+
 import keras
 import numpy as np
 from sklearn.datasets import load_digits
@@ -17,6 +19,8 @@ from kmi.defenses import (
     LabelSmoothingSchedule,
     NegativeLabelSmoothing,
 )
+
+EPOCHS = 2 if os.environ.get("KMI_QUICK") else 10  # KMI_QUICK=1: CI's tiny run
 
 x, y = load_digits(return_X_y=True)
 x = (x / 16.0).astype("float32")
@@ -39,7 +43,7 @@ mid = keras.Sequential(
     ]
 )
 mid.compile("adam", ce)
-mid.fit(x_train, y_train, epochs=10, verbose=0)
+mid.fit(x_train, y_train, epochs=EPOCHS, verbose=0)
 report("MID", mid)
 
 # Negative label smoothing (Struppek et al. 2024), alpha ramped from 0 to -0.05
@@ -50,7 +54,7 @@ nls.compile("adam", NegativeLabelSmoothing(alpha=0.0))
 nls.fit(
     x_train,
     y_train,
-    epochs=10,
+    epochs=EPOCHS,
     verbose=0,
     callbacks=[LabelSmoothingSchedule(final_alpha=-0.05, ramp_epochs=5)],
 )
@@ -63,7 +67,7 @@ h2 = keras.layers.Dense(32, activation="relu", name="h2")(h1)
 net = keras.Model(inputs, keras.layers.Dense(10, name="logits")(h2))
 bido = BiDO(net, hidden_layers=["h1", "h2"], measure="hsic", lambda_x=0.05, lambda_y=0.5)
 bido.compile("adam", ce)
-history = bido.fit(x_train, y_train, batch_size=64, epochs=10, verbose=0)
+history = bido.fit(x_train, y_train, batch_size=64, epochs=EPOCHS, verbose=0)
 print(
     f"BiDO dependence terms (last epoch): X-Z {history.history['bido_x'][-1]:.2f}, "
     f"Z-Y {history.history['bido_y'][-1]:.2f}"
