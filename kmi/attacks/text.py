@@ -898,23 +898,32 @@ class EmbeddingInversion(BaseAttack):
             )
             fit_args = ([emb, dec_in], dec_out)
             sample_weight = (dec_out != 0).astype("float32")
+        # shuffled with the attack's own generator, one fit call per epoch, so that
+        # a run does not depend on the backend's global data-shuffling state
+        x_all, y_all = fit_args
+        n = len(y_all)
+        self.history_ = {"loss": []}
         try:
-            hist = self.inverter_.fit(
-                *fit_args,
-                sample_weight=sample_weight,
-                epochs=int(self.epochs),
-                batch_size=int(self.batch_size),
-                shuffle=True,
-                verbose=1 if self.verbose else 0,
-            )
-            self.history_ = dict(hist.history)
+            for _ in range(int(self.epochs)):
+                perm = rng.permutation(n)
+                x = [a[perm] for a in x_all] if isinstance(x_all, list) else x_all[perm]
+                hist = self.inverter_.fit(
+                    x,
+                    y_all[perm],
+                    sample_weight=None if sample_weight is None else sample_weight[perm],
+                    epochs=1,
+                    batch_size=int(self.batch_size),
+                    shuffle=False,
+                    verbose=1 if self.verbose else 0,
+                )
+                self.history_["loss"].extend(hist.history["loss"])
         except KeyboardInterrupt:
             warnings.warn(
-                "Interrupted while training the inverter; it keeps the weights it has.",
+                f"Interrupted after {len(self.history_['loss'])} of {self.epochs} epochs of "
+                "inverter training; it keeps the weights it has.",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            self.history_ = {}
         return self
 
     @staticmethod
