@@ -7,7 +7,6 @@ import zlib
 import keras
 import keras_hub
 import numpy as np
-from keras import ops
 
 from kmi.metrics.text import sequence_log_perplexity
 from kmi.models.text import SPECIAL_TOKENS
@@ -179,7 +178,3 @@ def decoder_inverter(
 def gumbel_noise(shape, rng) -> np.ndarray:
     u = rng.uniform(1e-9, 1.0 - 1e-9, size=shape)
     return (-np.log(-np.log(u))).astype("float32")
-
-
-def masked_softmax(z, allowed_bias):
-    return ops.softmax(z + allowed_bias, axis=-1)

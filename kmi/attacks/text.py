@@ -558,8 +558,8 @@ class TokenOptimization(BaseAttack):
         Parameters
         ----------
         X : list of str
-            Known prefixes (the text before each secret). For a classifier a prefix
-            may be empty-free text only; an unknown word raises.
+            Known prefixes (the text before each secret), non-empty. A word outside
+            the tokenizer's vocabulary raises ValueError (it would be unknown).
         y : array-like, default=None
             For a classifier, the label (output column) each full text has; ignored
             for a language model.
