@@ -4,6 +4,7 @@ from kmi.datasets._base import get_data_home
 from kmi.datasets.adult import load_adult
 from kmi.datasets.att_faces import load_att_faces
 from kmi.datasets.digits import load_digits, load_mnist_5k
+from kmi.datasets.fashion_mnist import load_fashion_mnist
 from kmi.datasets.planetoid import load_planetoid
 from kmi.datasets.text import load_tweets, make_canaries
 
@@ -12,6 +13,7 @@ __all__ = [
     "load_adult",
     "load_att_faces",
     "load_digits",
+    "load_fashion_mnist",
     "load_mnist_5k",
     "load_planetoid",
     "load_tweets",
