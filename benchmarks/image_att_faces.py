@@ -98,7 +98,6 @@ def measure(images, labels, eval_model, feats, private, private_labels, svm_scor
 def run_art(model, n_classes, input_shape, max_iter, learning_rate):
     """IBM ART's MIFace on the same Keras model; None when ART is not importable."""
     try:
-        import tensorflow as tf
         from art.attacks.inference.model_inversion import MIFace as ArtMIFace
         from art.estimators.classification import TensorFlowV2Classifier
     except ImportError:
@@ -107,7 +106,7 @@ def run_art(model, n_classes, input_shape, max_iter, learning_rate):
         model=model,
         nb_classes=n_classes,
         input_shape=input_shape,
-        loss_object=tf.keras.losses.SparseCategoricalCrossentropy(),
+        loss_object=keras.losses.SparseCategoricalCrossentropy(),  # Keras 3, TF backend
         clip_values=(0.0, 1.0),
     )
     art = ArtMIFace(
