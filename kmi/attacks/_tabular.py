@@ -29,7 +29,7 @@ def _is_numeric(series: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 
-def _as_frame(X, columns=None) -> tuple[pd.DataFrame, bool]:
+def _as_frame(X) -> tuple[pd.DataFrame, bool]:
     """X as a DataFrame (integer column labels for arrays) and whether it was one."""
     # shape, emptiness, sparse and complex input get scikit-learn's own messages
     check_array(X, dtype=None, ensure_all_finite=False, accept_sparse=False)
@@ -47,7 +47,7 @@ def _as_frame(X, columns=None) -> tuple[pd.DataFrame, bool]:
             "Expected a 2-D array of records (n_samples, n_features). "
             f"Received: X with shape {arr.shape}"
         )
-    frame = pd.DataFrame(arr, columns=columns if columns is not None else range(arr.shape[1]))
+    frame = pd.DataFrame(arr, columns=range(arr.shape[1]))
     # object arrays of numbers become numeric columns
     frame = frame.infer_objects()
     _check_hashable(frame)

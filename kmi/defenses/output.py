@@ -335,6 +335,3 @@ class ReverseSigmoid(_OutputDefense):
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "gamma": self.gamma}
 
-
-def _to_numpy(x):
-    return keras.ops.convert_to_numpy(x)
