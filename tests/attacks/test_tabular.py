@@ -229,10 +229,9 @@ def test_grid_search_ranks_settings_in_parallel(records, tree_pipeline):
         scoring=attack_scorer("balanced_accuracy"),
     ).fit(X_a, y_a)
     ranks = grid.cv_results_["rank_test_score"]
-    assert sorted(ranks) == sorted(set(ranks)) or len(set(ranks)) >= 2
-    assert grid.best_params_["estimator"] is not None or grid.best_score_ > 0.8
+    assert grid.best_score_ > 0.8
     # a heavily regularised logistic regression is the worst attack model
-    assert ranks[2] == 3
+    assert ranks[2] == 3 and grid.cv_results_["mean_test_score"][2] < grid.best_score_
 
     grid = GridSearchCV(
         CSMIA(target, sensitive_feature="sex"),
