@@ -1508,7 +1508,7 @@ class InversionModel(BaseAttack):
         x = inputs
         for u in units:
             x = keras.layers.Dense(int(u), activation="relu")(x)
-            x = keras.layers.BatchNormalization()(x)
+            x = keras.layers.LayerNormalization()(x)
         x = keras.layers.Dense(int(np.prod(self.input_shape_)), activation="sigmoid")(x)
         out = keras.layers.Reshape(self.input_shape_)(x)
         return keras.Model(inputs, out, name="inversion_decoder")

@@ -348,7 +348,10 @@ def test_inversion_model_reconstructs(gan_setting):
     assert ((rebuilt - g["Xp"][:50]) ** 2).mean() < mean_error
     assert attack.score(g["Xp"][:50]) > 10 * np.log10(1 / mean_error)
     reps = attack.invert(np.arange(5))
-    assert attack_accuracy(g["eval"], reps, np.arange(5), top_k=1) >= 0.2
+    assert attack_accuracy(g["eval"], reps, np.arange(5), top_k=1) >= 0.6
+    # the class representatives differ (a decoder collapsed to the mean image at
+    # inference, as with BatchNormalization in it, gives near-identical ones)
+    assert reps.std(axis=0).mean() > 0.05
 
 
 def test_inversion_model_errors(gan_setting):
