@@ -35,3 +35,21 @@ def warn_interrupted(done: int, total: int, what: str = "records") -> None:
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+def epoch_progress(epochs: int, desc: str = ""):
+    """A Keras callback drawing one progress bar over the epochs of a ``fit``
+    (with the loss and an estimate of the time left), instead of one bar per epoch."""
+    import keras
+
+    class _EpochProgress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if desc:
+                print(desc, flush=True)
+            self.bar = keras.utils.Progbar(int(epochs), unit_name="epoch")
+
+        def on_epoch_end(self, epoch, logs=None):
+            values = [(k, float(v)) for k, v in (logs or {}).items() if k == "loss"]
+            self.bar.update(epoch + 1, values=values)
+
+    return _EpochProgress()

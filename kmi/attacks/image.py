@@ -1492,12 +1492,20 @@ class InversionModel(BaseAttack):
                 f"Received: decoder output shape={tuple(decoder.outputs[0].shape[1:])}"
             )
         decoder.compile(keras.optimizers.Adam(float(self.learning_rate)), "mse")
+        from kmi._progress import epoch_progress
+
+        callbacks = (
+            [epoch_progress(self.epochs, "InversionModel: training the decoder")]
+            if self.verbose and self.epochs
+            else []
+        )
         hist = decoder.fit(
             _truncate(scores, self.truncation),
             X,
             epochs=int(self.epochs),
             batch_size=int(self.batch_size),
-            verbose=self.verbose,
+            verbose=0,
+            callbacks=callbacks,
         )
         self.decoder_, self.history_ = decoder, hist.history
         return self

@@ -18,7 +18,8 @@ tr.baseline td{background:#f7f7ff}.pos{color:#b00020;font-weight:600}.neg{color:
 #summary li{margin:.3em 0}.grid{display:flex;flex-wrap:wrap;gap:6px}
 figure{margin:0;text-align:center;font-size:.75em}figure img{image-rendering:pixelated;
 width:72px;height:auto;border:1px solid #ccc;display:block}
-.note{color:#555;font-size:.9em}
+.note{color:#555;font-size:.9em}svg.plot{background:#fff;border:1px solid #ddd}
+svg.plot text{font-size:11px;fill:#333}
 """
 
 
@@ -44,7 +45,66 @@ def _table(rows, columns):
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-_GROUP_KEYS = ("target", "sensitive", "split")
+_GROUP_KEYS = ("target", "sensitive", "task", "split")
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+
+def _ticks(lo, hi, n=5):
+    if hi <= lo:
+        hi = lo + 1.0
+    step = (hi - lo) / (n - 1)
+    return [lo + i * step for i in range(n)]
+
+
+def render_svg_plot(plot, width=560, height=360) -> str:
+    """A scatter plot as inline SVG: labelled points, series joined by lines."""
+    pts = plot["points"]
+    left, right, top, bottom = 60, 170, 20, 50
+    xs = [p["x"] for p in pts] or [0.0]
+    ys = [p["y"] for p in pts] or [0.0]
+    pad_x = (max(xs) - min(xs)) * 0.1 or 0.05
+    pad_y = (max(ys) - min(ys)) * 0.1 or 0.05
+    x0, x1 = min(xs) - pad_x, max(xs) + pad_x
+    y0, y1 = max(0.0, min(ys) - pad_y), max(ys) + pad_y
+    w, h = width - left - right, height - top - bottom
+
+    def sx(v):
+        return left + (v - x0) / (x1 - x0) * w
+
+    def sy(v):
+        return top + h - (v - y0) / (y1 - y0) * h
+
+    out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+           f'height="{height}" role="img" aria-label="{html.escape(plot["title"])}">',
+           f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#999"/>']
+    for v in _ticks(x0, x1):
+        out.append(f'<line x1="{sx(v):.1f}" y1="{top + h}" x2="{sx(v):.1f}" '
+                   f'y2="{top + h + 4}" stroke="#999"/><text x="{sx(v):.1f}" '
+                   f'y="{top + h + 16}" text-anchor="middle">{v:.2f}</text>')
+    for v in _ticks(y0, y1):
+        out.append(f'<line x1="{left - 4}" y1="{sy(v):.1f}" x2="{left}" y2="{sy(v):.1f}" '
+                   f'stroke="#999"/><text x="{left - 6}" y="{sy(v) + 4:.1f}" '
+                   f'text-anchor="end">{v:.2f}</text>')
+    out.append(f'<text x="{left + w / 2}" y="{height - 10}" text-anchor="middle">'
+               f'{html.escape(plot["x_label"])}</text>')
+    out.append(f'<text transform="translate(14,{top + h / 2}) rotate(-90)" '
+               f'text-anchor="middle">{html.escape(plot["y_label"])}</text>')
+    series: dict = {}
+    for p in pts:
+        series.setdefault(p.get("series", p["label"]), []).append(p)
+    for i, group in enumerate(series.values()):
+        color = _COLORS[i % len(_COLORS)]
+        if len(group) > 1:
+            path = " ".join(f"{sx(p['x']):.1f},{sy(p['y']):.1f}" for p in group)
+            out.append(f'<polyline points="{path}" fill="none" stroke="{color}"/>')
+        for p in group:
+            out.append(f'<circle cx="{sx(p["x"]):.1f}" cy="{sy(p["y"]):.1f}" r="5" '
+                       f'fill="{color}"><title>{html.escape(p["label"])}: '
+                       f'({p["x"]:.3f}, {p["y"]:.3f})</title></circle>')
+            out.append(f'<text x="{sx(p["x"]) + 8:.1f}" y="{sy(p["y"]) - 6:.1f}">'
+                       f'{html.escape(p["label"])}</text>')
+    out.append("</svg>")
+    return "".join(out)
 
 
 def render_html(report) -> str:
@@ -71,9 +131,18 @@ def render_html(report) -> str:
             groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
         for key, rows in groups.items():
             title = ", ".join(f"{k}: {v}" for k, v in zip(keys, key))
-            columns = [c for c in rows[0] if c not in keys]
+            columns = [c for c in dict.fromkeys(k for r in rows for k in r)
+                       if c not in keys and not c.startswith("_")]
             parts.append(f"<h3>{html.escape(title)}</h3>{_table(rows, columns)}")
     parts.append("</section>")
+
+    if report.plots:
+        parts.append('<section id="tradeoffs"><h2>Utility against attack success</h2>')
+        for plot in report.plots:
+            parts.append(f"<h3>{html.escape(plot['title'])}</h3>{render_svg_plot(plot)}")
+            if plot.get("note"):
+                parts.append(f'<p class="note">{html.escape(plot["note"])}</p>')
+        parts.append("</section>")
 
     if report.figures:
         parts.append('<section id="figures"><h2>Reconstructions</h2>')

@@ -76,6 +76,7 @@ class Report:
     versions: dict[str, str] = field(default_factory=library_versions)
     summary: list[str] = field(default_factory=list)
     figures: list[dict[str, Any]] = field(default_factory=list)
+    plots: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -103,6 +104,31 @@ class Report:
         self.figures.append(
             {"title": title, "images": images, "captions": captions, "note": note}
         )
+
+    def add_plot(self, title: str, points, *, x_label: str, y_label: str,
+                 note: str = "") -> None:
+        """Add a scatter plot (drawn as inline SVG in the HTML report).
+
+        Parameters
+        ----------
+        title : str
+        points : sequence of dict
+            Each with ``x``, ``y`` (numbers) and ``label`` (str); points sharing a
+            ``series`` value are joined by a line.
+        x_label, y_label : str
+        note : str, default=""
+            A sentence under the plot.
+        """
+        clean = []
+        for p in points:
+            x, y = float(p["x"]), float(p["y"])
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise ValueError(
+                    f"add_plot needs finite coordinates. Received: point {p!r}"
+                )
+            clean.append({**p, "x": x, "y": y, "label": str(p.get("label", ""))})
+        self.plots.append({"title": title, "points": clean, "x_label": x_label,
+                           "y_label": y_label, "note": note})
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The report as JSON; written atomically to ``path`` when given."""

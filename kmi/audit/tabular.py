@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from kmi.attacks import tabular as tab
+from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
 from kmi.metrics.tabular import advantage, attack_metrics, paired_interval
 from kmi.targets import AccessError, as_target
 
@@ -85,7 +83,7 @@ def run_tabular_attacks(
     specs = TABULAR_ATTACKS if attacks == "auto" else attacks
     splits = {"members": (X_private, y_private), **(extra_splits or {})}
     rows, baselines = [], {}
-    done = _read_checkpoint(checkpoint)
+    done = read_checkpoint(checkpoint)
     for name, cls, params in specs:
         keys = [(target_name, str(sensitive_feature), name, split) for split in splits]
         if keys and all(k in done for k in keys):
@@ -154,37 +152,8 @@ def run_tabular_attacks(
                     flush=True,
                 )
         rows += new_rows
-        _append_checkpoint(checkpoint, new_rows)
+        append_checkpoint(checkpoint, new_rows)
     return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
-
-
-def _key(row):
-    return (row["target"], row["sensitive"], row["attack"], row["split"])
-
-
-def _read_checkpoint(path) -> dict:
-    if path is None or not Path(path).exists():
-        return {}
-    done = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a crash
-                continue
-            done[_key(row)] = row
-    return done
-
-
-def _append_checkpoint(path, rows) -> None:
-    if path is None or not rows:
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def summarize_tabular(rows) -> list[str]:
