@@ -74,7 +74,7 @@ def render_svg_plot(plot, width=560, height=360) -> str:
     def sy(v):
         return top + h - (v - y0) / (y1 - y0) * h
 
-    out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+    out = [f'<svg class="plot" width="{width}" '
            f'height="{height}" role="img" aria-label="{html.escape(plot["title"])}">',
            f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#999"/>']
     for v in _ticks(x0, x1):

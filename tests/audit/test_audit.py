@@ -1,0 +1,249 @@
+"""kmi.audit.audit on image, graph and text models; the command line on a user's model."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from kmi.audit import Report, audit
+from kmi.audit.cli import main
+from kmi.datasets import load_digits
+from kmi.models import CausalLM, byte_tokenizer, gcn, softmax_regression
+from kmi.targets import Target
+
+TINY = {
+    "MIFace": {"max_iter": 60, "learning_rate": 0.5, "optimizer": "sgd", "tv_weight": 0.0},
+    "InversionModel": {"epochs": 30},
+    "GMI": {"gan_steps": 20, "latent_dim": 8, "gan_width": 8, "max_iter": 10,
+            "n_restarts": 1},
+    "BREPMI": {"max_iter": 3, "n_directions": 4, "init_batches": 2, "init_batch_size": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    private, public = np.arange(0, 600), np.arange(600, 1000)
+    keras.utils.set_random_seed(0)
+    model = softmax_regression((8, 8, 1), 10)
+    model.compile(keras.optimizers.Adam(3e-2), "sparse_categorical_crossentropy")
+    model.fit(X[private], y[private], epochs=20, batch_size=64, verbose=0)
+    return model, X[private], y[private], X[public]
+
+
+@pytest.fixture(scope="module")
+def image_report(digits):
+    model, X, y, X_pub = digits
+    return audit(model, modality="image", private_data=(X, y), public_data=X_pub,
+                 attack_params=TINY, verbose=0)
+
+
+def test_image_audit_runs_and_measures_the_applicable_attacks(image_report):
+    report = image_report
+    names = [r["attack"] for r in report.rows]
+    # DeepInversion is skipped (no BatchNormalization), and says why
+    assert names == ["PublicMeanBaseline", "MIFace", "InversionModel", "GMI", "BREPMI"]
+    assert "DeepInversion: the model has no BatchNormalization" in report.settings[
+        "model: skipped attacks"]
+    base = report.rows[0]
+    assert base["queries"] == 0 and base["access"] == "none"
+    # one class in ten is the mean image's lot; MIFace on a softmax target does better
+    assert base["top_1"] == pytest.approx(0.1)
+    mi = report.rows[1]
+    assert mi["top_1"] >= 0.5 and mi["classes"] == 10
+    inv = report.rows[2]
+    assert inv["instance_top_1"] > 0.3 and inv["queries"] >= 400
+    assert report.settings["evaluation classifier held-out accuracy"] > 0.5
+    # figures: the real examples, then one grid per attack; no images in the rows
+    titles = [f["title"] for f in report.figures]
+    assert titles[0].startswith("Real private") and "model: MIFace" in titles
+    assert all(not k.startswith("_") for r in report.rows for k in r)
+    assert "recognises as the right class" in report.summary[0]
+
+
+def test_image_audit_label_only_runs_only_what_it_allows(digits):
+    model, X, y, X_pub = digits
+    target = Target(model, access="label-only")
+    report = audit(target, modality="image", private_data=(X[:200], y[:200]),
+                   public_data=X_pub[:100], attack_params=TINY, eval_model=_eval(X, y),
+                   verbose=0)
+    assert [r["attack"] for r in report.rows] == ["PublicMeanBaseline", "BREPMI"]
+    assert "MIFace: needs white-box access" in report.settings["model: skipped attacks"]
+
+
+def _eval(X, y):
+    from kmi.audit import train_evaluation_model
+
+    return train_evaluation_model(X, y, 10, epochs=2)[0]
+
+
+def test_image_audit_bad_input(digits):
+    model, X, y, X_pub = digits
+    with pytest.raises(ValueError, match=r"takes images of shape \(8, 8, 1\)"):
+        audit(model, modality="image", private_data=(X[:, :4], y), verbose=0)
+    with pytest.raises(ValueError, match="one label per image"):
+        audit(model, modality="image", private_data=(X, y[:5]), verbose=0)
+    bad = X.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        audit(model, modality="image", private_data=(bad, y), verbose=0)
+    with pytest.raises(ValueError, match="modality must be one of"):
+        audit(model, modality="audio", private_data=(X, y))
+    with pytest.raises(ValueError, match=r"pair \(images, labels\)"):
+        audit(model, modality="image", private_data=X, verbose=0)
+
+
+def test_image_audit_journal_resumes(digits, tmp_path, monkeypatch):
+    from kmi.attacks import InversionModel, MIFace
+
+    model, X, y, X_pub = digits
+    journal = tmp_path / "audit.jsonl"
+    attacks = [("PublicMeanBaseline", None, {}), ("MIFace", MIFace, TINY["MIFace"]),
+               ("InversionModel", InversionModel, TINY["InversionModel"])]
+    ev = _eval(X, y)
+
+    def interrupt(self, X, y=None):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(InversionModel, "fit", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            audit(model, modality="image", private_data=(X, y), public_data=X_pub,
+                  attacks=attacks, eval_model=ev, verbose=0, checkpoint=journal)
+    done = [json.loads(line)["attack"] for line in journal.read_text().splitlines()]
+    assert done == ["PublicMeanBaseline", "MIFace"]
+
+    def refit(self, X=None, y=None):
+        raise AssertionError("a finished attack was run again")
+
+    monkeypatch.setattr(MIFace, "fit", refit)
+    report = audit(model, modality="image", private_data=(X, y), public_data=X_pub,
+                   attacks=attacks, eval_model=ev, verbose=0, checkpoint=journal)
+    assert [r["attack"] for r in report.rows] == [a[0] for a in attacks]
+    # the resumed MIFace still has its reconstruction grid
+    assert "model: MIFace" in [f["title"] for f in report.figures]
+
+
+def test_graph_audit():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20)
+    A = np.triu((rng.random((40, 40)) < np.where(y[:, None] == y, 0.25, 0.01)), 1)
+    A = (A + A.T).astype("float32")
+    X = (rng.random((40, 16)) < np.where(y[:, None] == 1, [0.6] * 8 + [0.1] * 8,
+                                         [0.1] * 8 + [0.6] * 8)).astype("float32")
+    model = gcn(X.shape[1], 2, dropout=0.0)
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    model.fit([X, A], y, batch_size=40, epochs=40, shuffle=False, verbose=0)
+    report = audit(model, modality="graph", private_data=(X, A, y), nodes=np.arange(40),
+                   attack_params={"GraphMI": {"max_iter": 30, "smoothness_after": 10}},
+                   verbose=0)
+    by = {r["attack"]: r for r in report.rows}
+    assert list(by) == ["FeatureSimilarity", "GraphMI", "LinkStealing", "LinkTeller"]
+    assert by["FeatureSimilarity"]["queries"] == 0 and by["LinkTeller"]["queries"] > 0
+    assert max(r["auc_all"] for r in report.rows) > 0.7
+    assert "AUC" in report.summary[0]
+    with pytest.raises(ValueError, match="adjacency must be"):
+        audit(model, modality="graph", private_data=(X, A[:5], y), verbose=0)
+    black = audit(Target(model, access="black-box"), modality="graph",
+                  private_data=(X, A, y), nodes=np.arange(40), verbose=0)
+    assert "GraphMI" not in {r["attack"] for r in black.rows}
+
+
+def test_text_audit_extracts_the_canary():
+    CANARY, PREFIX = "the code is 4817", "the code is "
+
+    tok = byte_tokenizer(21)
+    texts = [CANARY] * 20 + ["the cat sat on a mat"] * 20 + ["a dog ran far away"] * 20
+    model = CausalLM(256, 20, embedding_dim=32, intermediate_dim=64)
+    x, y, w = CausalLM.lm_targets(np.asarray(tok(texts)))
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, sample_weight=w, epochs=30, batch_size=20, verbose=0)
+    report = audit(model, modality="text", private_data=[CANARY], prompts=[PREFIX],
+                   tokenizer=tok, verbose=0, attack_params={
+                       "LMExtraction": {"n_samples": 8, "top_k": 3, "max_new_tokens": 4,
+                                        "ranking": "perplexity"},
+                       "TokenOptimization": {"allowed_tokens": "0123456789",
+                                             "n_restarts": 2, "max_iter": 40}})
+    by = {r["attack"]: r for r in report.rows}
+    assert by["LMExtraction"]["exact_top_1"] == 1.0
+    assert by["TokenOptimization"]["exact_top_1"] == 1.0
+    with pytest.raises(ValueError, match="start with one of the prompts"):
+        audit(model, modality="text", private_data=["other"], prompts=[PREFIX],
+              tokenizer=tok, verbose=0)
+
+
+def test_report_plot_renders_as_svg(tmp_path):
+    report = Report(title="t")
+    report.add_plot("trade-off", [{"x": 0.9, "y": 0.8, "label": "none", "series": "GMI"},
+                                  {"x": 0.7, "y": 0.1, "label": "DP", "series": "GMI"}],
+                    x_label="accuracy", y_label="attack top-1")
+    with pytest.raises(ValueError, match="finite"):
+        report.add_plot("bad", [{"x": float("nan"), "y": 0, "label": ""}],
+                        x_label="a", y_label="b")
+    text = report.to_html(tmp_path / "r.html")
+    assert text.count("<svg") == 1 and "<polyline" in text and text.count("<circle") == 2
+    assert "http" not in text
+    assert json.loads(report.to_json())["plots"][0]["points"][1]["label"] == "DP"
+
+
+# ------------------------------------------------------------------------ command line
+def _save(tmp_path, digits, **arrays):
+    model, X, y, X_pub = digits
+    path = tmp_path / "model.keras"
+    model.save(path)
+    data = tmp_path / "data.npz"
+    np.savez(data, **arrays)
+    return str(path), str(data)
+
+
+def test_cli_user_image_model(tmp_path, digits, capsys, monkeypatch):
+    import kmi.audit.image as image
+
+    monkeypatch.setattr(image, "IMAGE_ATTACKS", image.IMAGE_ATTACKS[:2])
+    model, X, y, X_pub = digits
+    path, data = _save(tmp_path, digits, x_private=X[:300], y_private=y[:300])
+    out = tmp_path / "rep"
+    assert main(["audit", "--model", path, "--data", data, "--modality", "image",
+                 "--output", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "PublicMeanBaseline" in text and "MIFace" in text and "Summary:" in text
+    report = json.loads((tmp_path / "rep.json").read_text())
+    assert [r["attack"] for r in report["rows"]] == ["PublicMeanBaseline", "MIFace"]
+    assert not (tmp_path / "rep.partial.jsonl").exists()
+
+
+def test_cli_user_model_errors(tmp_path, digits, capsys):
+    model, X, y, X_pub = digits
+    out = ["--output", str(tmp_path / "rep"), "-q"]
+    # data that does not match the model's input
+    path, data = _save(tmp_path, digits, x_private=np.zeros((5, 28, 28, 1)),
+                       y_private=np.zeros(5, int))
+    assert main(["audit", "--model", path, "--data", data, "--modality", "image", *out]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and "(8, 8, 1)" in err and "(28, 28, 1)" in err
+    # missing arrays
+    path, data = _save(tmp_path, digits, images=X[:5])
+    assert main(["audit", "--model", path, "--data", data, "--modality", "image", *out]) == 2
+    assert "Missing: x_private, y_private" in capsys.readouterr().err
+    # --model without --data
+    assert main(["audit", "--model", path, *out]) == 2
+    assert "--demo, or --model, --data and --modality" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_unsafe_model(tmp_path, digits, capsys):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    path = tmp_path / "unsafe.keras"
+    model.save(path)
+    X = digits[1]
+    np.savez(tmp_path / "d.npz", x_private=X[:20], y_private=digits[2][:20])
+    args = ["audit", "--model", str(path), "--data", str(tmp_path / "d.npz"),
+            "--modality", "image", "--output", str(tmp_path / "rep"), "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Refused to load" in err and "--unsafe-deserialization" in err
+    assert not (tmp_path / "rep.html").exists()
