@@ -275,12 +275,13 @@ def mnist_audit(
     X = np.pad(X, ((0, 0), (2, 2), (2, 2), (0, 0)))
     order = np.random.default_rng(random_state).permutation(len(X))
     if quick:
-        private, test, public = order[:600], order[600:800], order[800:1200]
-        epochs, eval_epochs = 3, 3
+        private, test, public = order[:300], order[300:400], order[400:600]
+        epochs, eval_epochs = 2, 2
         params = {
-            "MIFace": {"max_iter": 50},
-            "InversionModel": {"epochs": 5},
-            "GMI": {"gan_steps": 30, "max_iter": 20, "n_restarts": 1},
+            "MIFace": {"max_iter": 30},
+            "InversionModel": {"epochs": 3},
+            "GMI": {"gan_steps": 10, "gan_batch_size": 32, "max_iter": 10,
+                    "n_restarts": 1},
         }
     else:
         private, test, public = order[:3000], order[3000:4000], order[4000:]

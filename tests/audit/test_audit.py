@@ -247,3 +247,40 @@ def test_cli_refuses_an_unsafe_model(tmp_path, digits, capsys):
     err = capsys.readouterr().err
     assert "Refused to load" in err and "--unsafe-deserialization" in err
     assert not (tmp_path / "rep.html").exists()
+
+
+def test_cli_mnist_demo_quick_resumes_after_interruption(tmp_path, capsys, monkeypatch):
+    from kmi.attacks import GMI
+
+    args = ["audit", "--demo", "--quick", "--output", str(tmp_path / "rep"), "-q"]
+
+    def interrupt(self, y):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(GMI, "invert", interrupt)
+        assert main(args) == 130
+    assert "--resume" in capsys.readouterr().err
+    journal = tmp_path / "rep.partial.jsonl"
+    done = [json.loads(line)["attack"] for line in journal.read_text().splitlines()]
+    assert done == ["PublicMeanBaseline", "MIFace", "InversionModel"]
+    assert (tmp_path / "rep.partial" / "no_defense.keras").exists()  # not trained again
+    assert not (tmp_path / "rep.html").exists()
+
+    first = json.loads(journal.read_text().splitlines()[1])
+    assert main([*args, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "Trade-off:" in out and "kmi-report" not in out
+    report = json.loads((tmp_path / "rep.json").read_text())
+    targets = list(dict.fromkeys(r["target"] for r in report["rows"]))
+    assert targets[0] == "no defense" and targets[1].startswith("DP-SGD (epsilon")
+    assert targets[2].startswith("MID (beta")
+    assert len(report["rows"]) == 12 and len(report["plots"]) == 1
+    # the journaled MIFace result is the one reported: it was not run again
+    again = next(r for r in report["rows"]
+                 if r["target"] == "no defense" and r["attack"] == "MIFace")
+    assert again["invert_s"] == first["invert_s"] and again["top_1"] == first["top_1"]
+    html = (tmp_path / "rep.html").read_text()
+    # real examples, then one grid of 10 classes per (model, attack)
+    assert html.count("<svg") == 1 and html.count("data:image/png") == 10 + 12 * 10
+    assert not journal.exists() and not (tmp_path / "rep.partial").exists()
