@@ -57,3 +57,21 @@ def test_backend_specific_imports_stay_in_kmi_backend():
 def test_version_and_lazy_namespaces():
     assert kmi.__version__
     assert kmi.attacks.CSMIA.__name__ == "CSMIA"
+
+
+def test_run_all_rebuilds_results_md(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    out = run_all.write_results(tmp_path / "RESULTS.md", status={"graph_cora": (0, 1.0)})
+    text = out.read_text()
+    for name in run_all.BENCHMARKS:
+        assert f"## {name}" in text
+    assert "Last run by run_all.py: exit 0, 1.0 s." in text
+    # every results file in the repository is rendered
+    for path in (ROOT / "benchmarks" / "results").glob("*.json"):
+        if any(path.name in files for _, files, *_ in run_all.BENCHMARKS.values()):
+            assert f"### {path.name}" in text
+    assert "| a | b |" in "\n".join(run_all._table([{"a": 1, "b": 2.5}]))

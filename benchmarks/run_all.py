@@ -1,0 +1,164 @@
+"""Run every benchmark, then write ``benchmarks/RESULTS.md`` from their JSON files.
+
+Each benchmark is a script of this folder that prints its figures and saves JSON under
+``benchmarks/results/``. RESULTS.md is rebuilt from whatever JSON is there, so it
+only ever shows measured figures, each with the command that produced it.
+
+Usage::
+
+    python benchmarks/run_all.py                 # every benchmark (hours on a 2-core CPU)
+    python benchmarks/run_all.py --only audit_demo graph_cora
+    python benchmarks/run_all.py --collect       # no run: rebuild RESULTS.md only
+    python benchmarks/run_all.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+#: name -> (arguments of the script, JSON files it writes, what it measures,
+#: rough wall time on a quiet 2-core CPU)
+BENCHMARKS = {
+    "audit_demo": (["audit_demo.py"], ["audit_demo.json"],
+                   "the README's main job: kmi audit --demo (MNIST, no defense / DP-SGD / MID)",
+                   "10 min"),
+    "tabular_adult": (["tabular_adult.py"], ["tabular_adult.json"],
+                      "attribute inference on UCI Adult, every tabular attack", "3 min"),
+    "image_att_faces": (["image_att_faces.py", "--setting", "a"], ["image_att_faces_a.json"],
+                        "MIFace on AT&T faces (Fredrikson's setting), kmi against IBM ART",
+                        "30 min"),
+    "image_gan": (["image_gan.py"], ["image_gan.json"],
+                  "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on digits", "30 min"),
+    "graph_cora": (["graph_cora.py"], ["graph_cora.json"],
+                   "GCN on Cora; GraphMI, LinkStealing, LinkTeller; EdgeRand and LapGraph",
+                   "15 min"),
+    "text_canary": (["text_canary.py"], ["text_canary.json", "text_canary_dp.json"],
+                    "canary exposure and extraction from a small LM, with and without DP-SGD",
+                    "30 min"),
+    "text_embedding": (["text_embedding.py"], ["text_embedding.json"],
+                       "sentence-embedding inversion", "10 min"),
+    "dp_sgd_utility": (["dp_sgd.py", "utility"], ["dp_sgd_utility_tensorflow.json"],
+                       "DP-SGD utility on Fashion-MNIST at epsilon 1, 3, 8", "2 h"),
+    "dp_sgd_speed": (["dp_sgd.py", "speed"], ["dp_sgd_speed.json"],
+                     "DP-SGD step time against plain training, both backends", "20 min"),
+}
+
+
+def run(names) -> dict:
+    """Run the named benchmarks one after another; return name -> (exit code, seconds)."""
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
+    env.setdefault("KERAS_BACKEND", "tensorflow")
+    status = {}
+    for name in names:
+        args = BENCHMARKS[name][0]
+        print(f"\n=== {name}: python benchmarks/{' '.join(args)}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.call([sys.executable, str(HERE / args[0]), *args[1:]], env=env)
+        status[name] = (code, round(time.perf_counter() - start, 1))
+        print(f"=== {name}: exit {code} after {status[name][1]} s", flush=True)
+    return status
+
+
+def _scalar(v):
+    return isinstance(v, (str, int, float, bool)) or v is None
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "/").replace("\n", " ")
+
+
+def _table(rows, limit=40):
+    rows = [r for r in rows if isinstance(r, dict)]
+    cols = [c for c in dict.fromkeys(k for r in rows for k in r)
+            if all(_scalar(r.get(c)) for r in rows)]
+    if not rows or not cols:
+        return []
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows[:limit]:
+        out.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+    if len(rows) > limit:
+        out.append(f"\n({len(rows) - limit} more rows in the JSON)")
+    return out
+
+
+def render(data) -> list[str]:
+    """Markdown for one results JSON: scalars as a list, lists of rows as tables,
+    dicts of rows as tables keyed by name."""
+    lines = []
+    scalars = {k: v for k, v in data.items() if _scalar(v)}
+    lines += [f"- {k}: {_fmt(v)}" for k, v in scalars.items()]
+    for key, value in data.items():
+        if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+            lines += ["", f"**{key}**", ""] + _table(value)
+        elif isinstance(value, list) and value and all(_scalar(r) for r in value):
+            lines += ["", f"**{key}**", ""] + [f"- {_fmt(r)}" for r in value]
+        elif isinstance(value, dict) and value:
+            if all(_scalar(v) for v in value.values()):
+                lines += ["", f"**{key}**: " + "; ".join(f"{k} {_fmt(v)}"
+                                                        for k, v in value.items())]
+            elif all(isinstance(v, dict) for v in value.values()):
+                rows = [{"name": k, **{kk: vv for kk, vv in v.items() if _scalar(vv)}}
+                        for k, v in value.items()]
+                lines += ["", f"**{key}**", ""] + _table(rows)
+    return lines
+
+
+def write_results(path=HERE / "RESULTS.md", status=None) -> Path:
+    """Rebuild RESULTS.md from the JSON files in benchmarks/results."""
+    lines = [
+        "# kmi benchmark results",
+        "",
+        "Measured figures only, rebuilt by `python benchmarks/run_all.py --collect` from the",
+        "JSON files in `benchmarks/results/`. Each section names the script that wrote it;",
+        "machine and backend are in the JSON. CPU figures come from a shared 2-core machine",
+        "unless stated otherwise.",
+        "",
+    ]
+    for name, (args, files, what, eta) in BENCHMARKS.items():
+        lines += [f"## {name}", "", f"{what}. Command: `python benchmarks/{' '.join(args)}` "
+                  f"(about {eta}).", ""]
+        if status and name in status:
+            code, seconds = status[name]
+            lines += [f"Last run by run_all.py: exit {code}, {seconds} s.", ""]
+        found = False
+        for file in files:
+            p = RESULTS / file
+            if not p.exists():
+                continue
+            found = True
+            lines += [f"### {file}", ""] + render(json.loads(p.read_text())) + [""]
+        if not found:
+            lines += ["Not run yet: no results file.", ""]
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=None)
+    parser.add_argument("--collect", action="store_true", help="rebuild RESULTS.md only")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks")
+    args = parser.parse_args()
+    if args.list:
+        for name, (a, _, what, eta) in BENCHMARKS.items():
+            print(f"{name:16s} {eta:>7s}  python benchmarks/{' '.join(a)}: {what}")
+        return 0
+    status = None if args.collect else run(args.only or list(BENCHMARKS))
+    print(f"wrote {write_results(status=status)}")
+    return 0 if not status or all(c == 0 for c, _ in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
