@@ -252,9 +252,9 @@ def gcn(
 ) -> keras.Model:
     """The two-layer GCN node classifier of Kipf and Welling (2017).
 
-    ``softmax(Â · dropout(relu(Â · dropout(X) W1)) W2)`` with ``Â`` the normalised
-    adjacency with self-loops. The model's inputs are ``[features, adjacency]``
-    (one row per node: train it full-batch with ``batch_size=n_nodes`` and
+    ``softmax(Â · dropout(relu(Â · dropout(X) W1 + b1)) W2 + b2)`` with ``Â`` the
+    normalised adjacency with self-loops. The model's inputs are ``[features,
+    adjacency]`` (one row per node: train it full-batch with ``batch_size=n_nodes`` and
     ``shuffle=False``, masking the loss with ``sample_weight``); it outputs class
     probabilities.
 
@@ -286,6 +286,20 @@ def gcn(
     ------
     ValueError
         On non-positive sizes or a dropout rate outside [0, 1).
+
+    Notes
+    -----
+    Kipf and Welling's recipe, with which it reaches 80-82% test accuracy on Cora on
+    both backends (they report 81.5%; ``benchmarks/graph_cora.py``): features divided
+    by their row sums (``load_planetoid(..., row_normalize=True)``; on Cora's raw
+    binary features it stays near 79%), Adam with learning rate 0.01, at most 200
+    full-batch epochs, and early stopping on the validation loss with a window of 10.
+    Their layers have no bias; these have one, as in PyTorch Geometric's ``GCNConv``.
+
+    References
+    ----------
+    T. N. Kipf and M. Welling. "Semi-Supervised Classification with Graph
+    Convolutional Networks." ICLR 2017.
 
     Examples
     --------
