@@ -12,7 +12,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em a
 max-width:1100px;padding:0 1em;color:#1d1d1f;line-height:1.45}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
-th,td{border:1px solid #d0d0d0;padding:.25em .55em;text-align:right}
+th,td{border:1px solid #d0d0d0;padding:.25em .55em;text-align:right;white-space:nowrap}
+.scroll{overflow-x:auto}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 tr.baseline td{background:#f7f7ff}.pos{color:#b00020;font-weight:600}.neg{color:#2e7d32}
 #summary li{margin:.3em 0}.grid{display:flex;flex-wrap:wrap;gap:6px}
@@ -42,7 +43,8 @@ def _table(rows, columns):
     for row in rows:
         cls = ' class="baseline"' if "Baseline" in str(row.get("attack", "")) else ""
         body.append(f"<tr{cls}>" + "".join(_cell(c, row.get(c, "")) for c in columns) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 _GROUP_KEYS = ("target", "sensitive", "task", "split")
@@ -56,16 +58,18 @@ def _ticks(lo, hi, n=5):
     return [lo + i * step for i in range(n)]
 
 
-def render_svg_plot(plot, width=560, height=360) -> str:
+def render_svg_plot(plot, width=720, height=380) -> str:
     """A scatter plot as inline SVG: labelled points, series joined by lines."""
     pts = plot["points"]
-    left, right, top, bottom = 60, 170, 20, 50
+    left, right, top, bottom = 60, 190, 20, 50
     xs = [p["x"] for p in pts] or [0.0]
     ys = [p["y"] for p in pts] or [0.0]
     pad_x = (max(xs) - min(xs)) * 0.1 or 0.05
     pad_y = (max(ys) - min(ys)) * 0.1 or 0.05
     x0, x1 = min(xs) - pad_x, max(xs) + pad_x
     y0, y1 = max(0.0, min(ys) - pad_y), max(ys) + pad_y
+    if max(ys) <= 1.0 and min(ys) >= 0.0:  # rates: keep the axis within [0, 1]
+        y1 = min(y1, 1.0)
     w, h = width - left - right, height - top - bottom
 
     def sx(v):
@@ -92,17 +96,24 @@ def render_svg_plot(plot, width=560, height=360) -> str:
     series: dict = {}
     for p in pts:
         series.setdefault(p.get("series", p["label"]), []).append(p)
-    for i, group in enumerate(series.values()):
+    for i, (name, group) in enumerate(series.items()):
         color = _COLORS[i % len(_COLORS)]
+        if len(series) > 1:  # legend, right of the plot
+            ly = top + 14 + 18 * i
+            out.append(f'<circle cx="{left + w + 16}" cy="{ly - 4}" r="5" fill="{color}"/>'
+                       f'<text x="{left + w + 26}" y="{ly}">{html.escape(str(name))}</text>')
+        group = sorted(group, key=lambda p: p["x"])
         if len(group) > 1:
             path = " ".join(f"{sx(p['x']):.1f},{sy(p['y']):.1f}" for p in group)
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}"/>')
-        for p in group:
+        for j, p in enumerate(group):
             out.append(f'<circle cx="{sx(p["x"]):.1f}" cy="{sy(p["y"]):.1f}" r="5" '
                        f'fill="{color}"><title>{html.escape(p["label"])}: '
                        f'({p["x"]:.3f}, {p["y"]:.3f})</title></circle>')
-            out.append(f'<text x="{sx(p["x"]) + 8:.1f}" y="{sy(p["y"]) - 6:.1f}">'
-                       f'{html.escape(p["label"])}</text>')
+            if i == 0 or len(series) == 1:  # name each x once: the first series
+                dy = -8 if j % 2 == 0 else 16  # alternate above and below: close x's
+                out.append(f'<text x="{sx(p["x"]) + 6:.1f}" y="{sy(p["y"]) + dy:.1f}">'
+                           f'{html.escape(p["label"])}</text>')
     out.append("</svg>")
     return "".join(out)
 

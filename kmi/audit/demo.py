@@ -359,20 +359,18 @@ def _add_tradeoff(report, utility) -> None:
     for row in report.rows:
         if row["target"] in utility and row["attack"] != "PublicMeanBaseline":
             points.append({"x": utility[row["target"]], "y": row["top_1"],
-                           "label": f"{row['attack']}, {row['target']}",
-                           "series": row["attack"]})
+                           "label": row["target"], "series": row["attack"]})
     if points:
         report.add_plot(
             "Test accuracy against attack success (evaluation top-1 of reconstructions)",
             points, x_label="test accuracy of the model (utility)",
             y_label="attack top-1 accuracy",
-            note="Each point is one model attacked by one attack; lower is more private, "
-                 "further right is more useful. Lines join the same attack across models.")
+            note="Each point is one model attacked by one attack (colour: the attack); "
+                 "lower is more private, further right is more useful.")
         best = {}
         for p in points:
-            name = p["label"].split(", ", 1)[1]
-            best[name] = max(best.get(name, 0.0), p["y"])
-        report.summary.append(
+            best[p["label"]] = max(best.get(p["label"], 0.0), p["y"])
+        report.summary.insert(0, 
             "Trade-off: " + "; ".join(
                 f"{name}: test accuracy {utility[name]:.1%}, best attack top-1 {best[name]:.0%}"
                 for name in utility if name in best) + ".")

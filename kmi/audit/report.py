@@ -141,7 +141,8 @@ class Report:
         """Rows as a Markdown table (one table per value of ``group``)."""
         if not self.rows:
             return "(no results)"
-        columns = columns or [k for k in self.rows[0] if k != group]
+        columns = columns or [k for k in dict.fromkeys(k for r in self.rows for k in r)
+                              if k != group and not k.startswith("_")]
         groups: dict[Any, list] = {}
         for row in self.rows:
             groups.setdefault(row.get(group) if group else None, []).append(row)
