@@ -370,7 +370,7 @@ def _add_tradeoff(report, utility) -> None:
         best = {}
         for p in points:
             best[p["label"]] = max(best.get(p["label"], 0.0), p["y"])
-        report.summary.insert(0, 
+        report.summary.insert(0,
             "Trade-off: " + "; ".join(
                 f"{name}: test accuracy {utility[name]:.1%}, best attack top-1 {best[name]:.0%}"
                 for name in utility if name in best) + ".")

@@ -115,8 +115,8 @@ def report_html(tmp_path_factory):
     rng = np.random.default_rng(0)
     report.add_figure("model: GMI", [rng.random((16, 16)) for _ in range(4)],
                       [f"class {i}" for i in range(4)])
-    report.add_plot("trade-off", [{"x": 0.96, "y": 0.7, "label": "no defense"},
-                                  {"x": 0.80, "y": 0.2, "label": "DP-SGD"}],
+    report.add_plot("trade-off", [{"x": 0.96, "y": 0.7, "label": "no defense", "series": "GMI"},
+                                  {"x": 0.80, "y": 0.2, "label": "DP-SGD", "series": "GMI"}],
                     x_label="test accuracy", y_label="attack top-1")
     path = tmp / "report.html"
     report.to_html(path)
