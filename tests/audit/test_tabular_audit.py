@@ -75,7 +75,7 @@ def test_demo_audit_small():
 
 def test_cli_demo(tmp_path, capsys, monkeypatch):
     _small_demo(monkeypatch)
-    assert main(["audit", "--demo", "--max-records", "100", "--n-records", "1000",
+    assert main(["audit", "--demo", "adult", "--max-records", "100", "--n-records", "1000",
                  "--output", str(tmp_path / "rep"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "decision_tree: inferring 'sex' of training members" in out
@@ -87,7 +87,7 @@ def test_cli_demo(tmp_path, capsys, monkeypatch):
 
 def test_cli_without_demo_explains(capsys):
     assert main(["audit"]) == 2
-    assert "kmi audit --demo" in capsys.readouterr().err
+    assert "needs --demo, or --model, --data and --modality" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["audit", "--demo", "nope"])
 
@@ -106,7 +106,7 @@ def test_cli_resume_after_interruption(tmp_path, capsys, monkeypatch):
     from kmi.attacks import CSMIA, ImputationBaseline
 
     _small_demo(monkeypatch)
-    args = ["audit", "--demo", "--max-records", "100", "--n-records", "800",
+    args = ["audit", "--demo", "adult", "--max-records", "100", "--n-records", "800",
             "--output", str(tmp_path / "rep"), "-q"]
 
     def interrupt(self, X, y):
