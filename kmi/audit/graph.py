@@ -85,6 +85,8 @@ def audit_graph(report, target, private_data, *, attacks="auto", attack_params=N
             if verbose:
                 print(f"  skip {attack_name}: {skipped[attack_name]}", flush=True)
             continue
+        if "verbose" in cls().get_params():
+            params.setdefault("verbose", verbose)
         q0 = served.n_queries_
         t0 = time.perf_counter()
         if cls is gr.FeatureSimilarity:
