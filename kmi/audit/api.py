@@ -195,10 +195,9 @@ def _audit_image(report, target, private_data, public_data, attacks, attack_para
     if eval_model is None:
         if verbose:
             print("Training the evaluation classifier on the private images...", flush=True)
-        try:
-            n_classes = max(n_classes, int(target.scores(X[:1]).shape[-1]))
-        except Exception:  # a label-only target cannot tell its number of classes
-            pass
+        shape = getattr(target.model, "output_shape", None)  # no query spent on this
+        if isinstance(shape, tuple) and shape and isinstance(shape[-1], int):
+            n_classes = max(n_classes, shape[-1])
         eval_model, eval_acc = train_evaluation_model(X, columns, n_classes,
                                                       random_state=random_state)
         report.settings["evaluation classifier held-out accuracy"] = round(eval_acc, 3)
