@@ -16,8 +16,9 @@ The utility defaults are the tanh-CNN setting of the literature for Fashion-MNIS
 (Papernot et al. 2021; Tramer & Boneh 2021): expected batch 2048, SGD with learning
 rate 4 and momentum 0.9, clip 0.1, 40 epochs; only the noise changes with epsilon.
 
-Results go to benchmarks/results/dp_sgd_speed.json and dp_sgd_utility.json (the
-utility file is rewritten after every finished run, so partial results survive).
+Results go to benchmarks/results/dp_sgd_speed.json and dp_sgd_utility_<backend>.json
+(the utility file is rewritten after every finished run, so partial results survive;
+``--append`` adds to it instead of starting it afresh).
 """
 
 from __future__ import annotations
