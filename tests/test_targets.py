@@ -63,7 +63,9 @@ def test_keras_target_with_logits_and_softmax():
         [keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]
     )
     assert not Target(softmax_model).from_logits
-    sigmoid_model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    sigmoid_model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")]
+    )
     assert Target(sigmoid_model).query(X).shape == (20, 2)
 
 

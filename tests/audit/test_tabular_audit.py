@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -50,6 +51,9 @@ def test_report_json_and_markdown_are_written_atomically(tmp_path):
     text = report.to_markdown(tmp_path / "r.md")
     assert "| A | 0.500 | n/a |" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]  # no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not 0600
 
 
 def test_adult_tasks_drop_relationship_for_married():
