@@ -82,7 +82,8 @@ def audit(
     sensitive_feature : int or str
         Tabular: the attacked column.
     nodes : array of int, default=None
-        Graph: the attacked nodes; None draws 10 % of them (at most 300).
+        Graph: the attacked nodes; None attacks every node of a graph of up to 100
+        nodes, else draws 10 % of them (at least 100, at most 300).
     tokenizer, prompts
         Text: the model's tokenizer and the known prefixes of the secrets.
     name : str, default="model"

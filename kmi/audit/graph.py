@@ -62,7 +62,7 @@ def audit_graph(report, target, private_data, *, attacks="auto", attack_params=N
     X, A, y = _graph_data(target, private_data)
     n = len(X)
     if nodes is None:
-        k = min(300, max(2, n // 10))
+        k = n if n <= 100 else min(300, max(100, n // 10))
         nodes = np.sort(np.random.default_rng(random_state).choice(n, k, replace=False))
     nodes = np.asarray(nodes, dtype=int)
     if nodes.ndim != 1 or nodes.min() < 0 or nodes.max() >= n:

@@ -284,3 +284,48 @@ def test_cli_mnist_demo_quick_resumes_after_interruption(tmp_path, capsys, monke
     # real examples, then one grid of 10 classes per (model, attack)
     assert html.count("<svg") == 1 and html.count("data:image/png") == 10 + 12 * 10
     assert not journal.exists() and not (tmp_path / "rep.partial").exists()
+
+
+def test_cli_user_tabular_and_graph_models(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    # tabular: column 0 is a binary sensitive attribute the label depends on
+    X = rng.normal(size=(300, 4)).astype("float32")
+    X[:, 0] = rng.integers(0, 2, 300)
+    y = ((X[:, 0] + X[:, 1]) > 0.5).astype(int)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(X, y, epochs=5, verbose=0)
+    model.save(tmp_path / "tab.keras")
+    np.savez(tmp_path / "tab.npz", x_private=X[:150], y_private=y[:150],
+             x_public=X[150:], y_public=y[150:])
+    args = ["audit", "--model", str(tmp_path / "tab.keras"), "--data",
+            str(tmp_path / "tab.npz"), "--modality", "tabular", "--output",
+            str(tmp_path / "tab"), "-q"]
+    assert main(args) == 2
+    assert "--sensitive-feature" in capsys.readouterr().err
+    assert main([*args, "--sensitive-feature", "0"]) == 0
+    rows = json.loads((tmp_path / "tab.json").read_text())["rows"]
+    assert rows[0]["attack"] == "ImputationBaseline" and len(rows) >= 4
+
+    # graph: a GCN on [features, adjacency]
+    y = np.repeat([0, 1], 10)
+    A = np.triu(rng.random((20, 20)) < np.where(y[:, None] == y, 0.4, 0.02), 1)
+    A = (A + A.T).astype("float32")
+    F = (rng.random((20, 6)) < 0.5).astype("float32")
+    gnn = gcn(6, 2, dropout=0.0)
+    gnn.compile("adam", "sparse_categorical_crossentropy")
+    gnn.fit([F, A], y, batch_size=20, epochs=5, shuffle=False, verbose=0)
+    gnn.save(tmp_path / "g.keras")
+    np.savez(tmp_path / "g.npz", features=F, adjacency=A, labels=y)
+    assert main(["audit", "--model", str(tmp_path / "g.keras"), "--data",
+                 str(tmp_path / "g.npz"), "--modality", "graph", "--access", "black-box",
+                 "--output", str(tmp_path / "g"), "-q"]) == 0
+    rows = json.loads((tmp_path / "g.json").read_text())["rows"]
+    assert [r["attack"] for r in rows] == ["FeatureSimilarity", "LinkStealing", "LinkTeller"]
+    # features that do not match the model
+    np.savez(tmp_path / "bad.npz", features=F[:, :3], adjacency=A, labels=y)
+    assert main(["audit", "--model", str(tmp_path / "g.keras"), "--data",
+                 str(tmp_path / "bad.npz"), "--modality", "graph",
+                 "--output", str(tmp_path / "g"), "-q"]) == 2
+    assert "takes 6 features per node" in capsys.readouterr().err
