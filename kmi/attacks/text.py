@@ -468,6 +468,8 @@ class TokenOptimization(BaseAttack):
         V = int(model.vocabulary_size)
         if self.allowed_tokens is None:
             vocab = tok.get_vocabulary() if hasattr(tok, "get_vocabulary") else None
+            if isinstance(vocab, dict):  # ByteTokenizer: token -> id
+                vocab = sorted(vocab, key=vocab.get)
             first = len(SPECIAL_TOKENS) if vocab and tuple(vocab[:4]) == SPECIAL_TOKENS else 1
             return np.arange(first, V)
         items = self.allowed_tokens

@@ -178,10 +178,14 @@ def _audit_user_model(args, checkpoint, verbose):
                          nodes=data.get("nodes"), **common)
         from kmi.models import byte_tokenizer
 
-        length = int(model.input_shape[-1])
+        length = getattr(model, "sequence_length", None)
+        if length is None:
+            raise UsageError("--modality text needs a kmi text model (kmi.models.CausalLM "
+                             "or TextClassifier), which knows its sequence_length.")
+        # the convention of CausalLM.lm_targets: tokenize to length + 1, shift by one
         return audit(target, modality="text", private_data=[str(s) for s in data["secrets"]],
                      prompts=[str(p) for p in data["prompts"]],
-                     tokenizer=byte_tokenizer(length), **common)
+                     tokenizer=byte_tokenizer(int(length) + 1), **common)
     except ValueError as exc:
         raise UsageError(f"The data does not fit the model: {exc}") from exc
 

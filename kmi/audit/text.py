@@ -81,7 +81,9 @@ def audit_text(report, target, secrets, *, tokenizer, prompts, attacks="auto",
             params.setdefault("n_tokens", n_tokens)
             try:
                 attack = cls(target, tokenizer=tokenizer, **params).fit()
-            except TypeError as exc:
+            except TypeError as exc:  # a model without an embedding path
+                if attacks != "auto" or "embed_probabilities" not in str(exc):
+                    raise
                 skipped[attack_name] = str(exc).split(". ")[0]
                 continue
             guesses = attack.invert([p for p, _ in pairs])

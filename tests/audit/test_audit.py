@@ -329,3 +329,23 @@ def test_cli_user_tabular_and_graph_models(tmp_path, capsys):
                  str(tmp_path / "bad.npz"), "--modality", "graph",
                  "--output", str(tmp_path / "g"), "-q"]) == 2
     assert "takes 6 features per node" in capsys.readouterr().err
+
+
+def test_cli_user_text_model(tmp_path, capsys):
+    canary, prefix = "the code is 4817", "the code is "
+    tok = byte_tokenizer(21)
+    texts = [canary] * 20 + ["the cat sat on a mat"] * 20 + ["a dog ran far away"] * 20
+    model = CausalLM(256, 20, embedding_dim=32, intermediate_dim=64)
+    x, y, w = CausalLM.lm_targets(np.asarray(tok(texts)))
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, sample_weight=w, epochs=30, batch_size=20, verbose=0)
+    model.save(tmp_path / "lm.keras")
+    np.savez(tmp_path / "t.npz", secrets=np.array([canary]), prompts=np.array([prefix]))
+    assert main(["audit", "--model", str(tmp_path / "lm.keras"), "--data",
+                 str(tmp_path / "t.npz"), "--modality", "text", "--output",
+                 str(tmp_path / "t"), "-q"]) == 0
+    rows = {r["attack"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert rows["LMExtraction"]["exact_top_1"] == 1.0
+    # the white-box attack runs too (every byte allowed, so it is harder)
+    assert rows["TokenOptimization"]["character_accuracy"] > 0.25
