@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from kmi.audit.report import _json_default
+
 #: Row fields that identify one measured result.
 KEY_FIELDS = ("target", "task", "attack", "split")
 
@@ -49,16 +51,6 @@ def append_checkpoint(path, rows) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(json.dumps(row, default=_default) + "\n")
+            fh.write(json.dumps(row, default=_json_default) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _default(obj):
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)

@@ -150,9 +150,13 @@ def test_graph_audit():
     assert "GraphMI" not in {r["attack"] for r in black.rows}
 
 
-def test_text_audit_extracts_the_canary():
-    CANARY, PREFIX = "the code is 4817", "the code is "
+CANARY, PREFIX = "the code is 4817", "the code is "
 
+
+@pytest.fixture(scope="module")
+def canary_lm():
+    """A byte-level LM that has seen the canary 20 times among two other texts."""
+    keras.utils.set_random_seed(0)
     tok = byte_tokenizer(21)
     texts = [CANARY] * 20 + ["the cat sat on a mat"] * 20 + ["a dog ran far away"] * 20
     model = CausalLM(256, 20, embedding_dim=32, intermediate_dim=64)
@@ -160,6 +164,11 @@ def test_text_audit_extracts_the_canary():
     model.compile(keras.optimizers.Adam(1e-2),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, sample_weight=w, epochs=30, batch_size=20, verbose=0)
+    return model, tok
+
+
+def test_text_audit_extracts_the_canary(canary_lm):
+    model, tok = canary_lm
     report = audit(model, modality="text", private_data=[CANARY], prompts=[PREFIX],
                    tokenizer=tok, verbose=0, attack_params={
                        "LMExtraction": {"n_samples": 8, "top_k": 3, "max_new_tokens": 4,
@@ -331,17 +340,10 @@ def test_cli_user_tabular_and_graph_models(tmp_path, capsys):
     assert "takes 6 features per node" in capsys.readouterr().err
 
 
-def test_cli_user_text_model(tmp_path, capsys):
-    canary, prefix = "the code is 4817", "the code is "
-    tok = byte_tokenizer(21)
-    texts = [canary] * 20 + ["the cat sat on a mat"] * 20 + ["a dog ran far away"] * 20
-    model = CausalLM(256, 20, embedding_dim=32, intermediate_dim=64)
-    x, y, w = CausalLM.lm_targets(np.asarray(tok(texts)))
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, sample_weight=w, epochs=30, batch_size=20, verbose=0)
+def test_cli_user_text_model(tmp_path, canary_lm):
+    model, _ = canary_lm
     model.save(tmp_path / "lm.keras")
-    np.savez(tmp_path / "t.npz", secrets=np.array([canary]), prompts=np.array([prefix]))
+    np.savez(tmp_path / "t.npz", secrets=np.array([CANARY]), prompts=np.array([PREFIX]))
     assert main(["audit", "--model", str(tmp_path / "lm.keras"), "--data",
                  str(tmp_path / "t.npz"), "--modality", "text", "--output",
                  str(tmp_path / "t"), "-q"]) == 0
