@@ -168,7 +168,7 @@ SUMMARY_COLUMNS = [
 
 
 # ============================================================== the MNIST image demo
-#: Defenses compared by the image demo: name -> description.
+#: The models the image demo trains and audits.
 MNIST_DEFENSES = ("no defense", "DP-SGD", "MID")
 
 
@@ -196,7 +196,7 @@ def mnist_model(defense: str = "no defense", *, mid_beta: float = 0.01, seed: in
     return keras.Model(inputs, outputs, name=f"mnist_cnn_{defense.split()[0].lower()}")
 
 
-def _train_mnist_target(defense, X, y, *, epochs, dp_epsilon, mid_beta, seed, verbose):
+def _train_mnist_target(defense, X, y, *, epochs, dp_epsilon, mid_beta, seed):
     import keras
 
     from kmi.defenses import DPSGD, PoissonSampler
@@ -210,6 +210,7 @@ def _train_mnist_target(defense, X, y, *, epochs, dp_epsilon, mid_beta, seed, ve
         batches = PoissonSampler(X, y, batch_size=128, seed=seed)
         dp = DPSGD(l2_norm_clip=1.0, target_epsilon=dp_epsilon, delta=1e-5,
                    sampling=batches, seed=seed)
+        # noisy steps: twice the epochs, with the noise calibrated for all of them
         model.fit(batches, epochs=epochs * 2, callbacks=[dp], verbose=0)
         info = {"epsilon": round(float(dp.epsilon_), 2), "delta": 1e-5,
                 "noise_multiplier": round(float(dp.noise_multiplier_), 3)}
@@ -270,6 +271,11 @@ def mnist_audit(
     from kmi.audit.image import train_evaluation_model
     from kmi.datasets import load_mnist_5k
 
+    unknown = [d for d in defenses if d not in MNIST_DEFENSES]
+    if unknown:
+        raise ValueError(
+            f"defenses must be among {MNIST_DEFENSES}. Received: defenses={tuple(defenses)!r}"
+        )
     started = time.perf_counter()
     X, y = load_mnist_5k(data_home=data_home, return_X_y=True)
     X = np.pad(X, ((0, 0), (2, 2), (2, 2), (0, 0)))
@@ -321,7 +327,7 @@ def mnist_audit(
                 print(f"\nTraining the target with {defense}...", flush=True)
             model, info = _train_mnist_target(
                 defense, X[private], y[private], epochs=epochs, dp_epsilon=dp_epsilon,
-                mid_beta=mid_beta, seed=random_state, verbose=verbose)
+                mid_beta=mid_beta, seed=random_state)
             if path is not None:
                 import json
 
