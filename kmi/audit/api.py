@@ -145,24 +145,12 @@ def audit(
 
 def check_image_data(target, X, y=None, name="private_data"):
     """Images of the model's input shape, finite; labels among its classes."""
-    X = np.asarray(X, dtype="float32")
-    model = target.model
-    expected = getattr(model, "input_shape", None)
+    from kmi.attacks.image import _check_images
+
+    expected = getattr(target.model, "input_shape", None)
     if isinstance(expected, list):
         expected = expected[0]
-    if X.ndim != 4:
-        raise ValueError(
-            f"{name} must hold images of shape (n, height, width, channels). "
-            f"Received: images of shape {X.shape}"
-        )
-    if expected is not None and tuple(expected[1:]) != X.shape[1:]:
-        raise ValueError(
-            f"The model takes images of shape {tuple(expected[1:])}, and {name} holds images "
-            f"of shape {X.shape[1:]}. Resize or pad the images to the model's input. "
-            f"Received: {name} images of shape {X.shape}"
-        )
-    if not np.isfinite(X).all():
-        raise ValueError(f"{name} contains NaN or infinite pixels. Received: {name} with NaN")
+    X = _check_images(X, None if expected is None else tuple(expected[1:]), name)
     if y is not None:
         y = np.asarray(y)
         if y.shape != (len(X),):

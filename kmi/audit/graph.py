@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from kmi.attacks import graph as gr
+from kmi.attacks._graph import check_adjacency, check_features, check_nodes
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
 from kmi.metrics.graph import edge_metrics
 from kmi.targets import Target
@@ -31,15 +32,9 @@ def _graph_data(target, private_data):
             f"Received: private_data of type {type(private_data).__name__}"
         )
     X, A, y = private_data
-    X = np.asarray(X, dtype="float32")
+    X = check_features(X, "features")
+    A = check_adjacency(A, len(X))
     y = np.asarray(y)
-    if X.ndim != 2:
-        raise ValueError(f"features must be (n_nodes, n_features). Received: shape {X.shape}")
-    if A.shape != (len(X), len(X)):
-        raise ValueError(
-            f"adjacency must be (n_nodes, n_nodes) = ({len(X)}, {len(X)}) for {len(X)} nodes. "
-            f"Received: adjacency shape {A.shape}"
-        )
     if y.shape != (len(X),):
         raise ValueError(f"labels must hold one label per node ({len(X)}). "
                          f"Received: labels shape {y.shape}")
@@ -64,9 +59,7 @@ def audit_graph(report, target, private_data, *, attacks="auto", attack_params=N
     if nodes is None:
         k = n if n <= 100 else min(300, max(100, n // 10))
         nodes = np.sort(np.random.default_rng(random_state).choice(n, k, replace=False))
-    nodes = np.asarray(nodes, dtype=int)
-    if nodes.ndim != 1 or nodes.min() < 0 or nodes.max() >= n:
-        raise ValueError(f"nodes must be indices in [0, {n}). Received: nodes={nodes!r}")
+    nodes = check_nodes(nodes, n)
     served = Target(GraphPredictor(target.model, A.toarray()), access=target.access,
                     batch_size=None)
     specs = GRAPH_ATTACKS if attacks == "auto" else attacks

@@ -80,7 +80,7 @@ def _eval(X, y):
 
 def test_image_audit_bad_input(digits):
     model, X, y, X_pub = digits
-    with pytest.raises(ValueError, match=r"takes images of shape \(8, 8, 1\)"):
+    with pytest.raises(ValueError, match=r"images of shape \(8, 8, 1\), the target's input"):
         audit(model, modality="image", private_data=(X[:, :4], y), verbose=0)
     with pytest.raises(ValueError, match="one label per image"):
         audit(model, modality="image", private_data=(X, y[:5]), verbose=0)
@@ -231,7 +231,7 @@ def test_cli_user_model_errors(tmp_path, digits, capsys):
                        y_private=np.zeros(5, int))
     assert main(["audit", "--model", path, "--data", data, "--modality", "image", *out]) == 2
     err = capsys.readouterr().err
-    assert "does not fit the model" in err and "(8, 8, 1)" in err and "(28, 28, 1)" in err
+    assert "does not fit the model" in err and "(8, 8, 1)" in err and "28, 28, 1)" in err
     # missing arrays
     path, data = _save(tmp_path, digits, images=X[:5])
     assert main(["audit", "--model", path, "--data", data, "--modality", "image", *out]) == 2
