@@ -39,3 +39,48 @@ def test_value_and_grad_rejects_non_scalar():
 
 def test_backend_module_matches_keras_backend():
     assert get_backend_module().__name__ == f"kmi.backend.{keras.backend.backend()}"
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, strides, padding",
+    [
+        ((2, 9, 9, 3), (4, 4), (2, 2), "same"),
+        ((2, 9, 8, 3), (3, 2), (1, 2), "valid"),
+        ((2, 11, 3), (3,), (2,), "same"),
+    ],
+)
+def test_conv_patches_reproduce_the_convolution(shape, kernel, strides, padding):
+    from kmi.backend import conv_patches, sliced_conv_patches
+
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    conv = (keras.layers.Conv2D if len(kernel) == 2 else keras.layers.Conv1D)(
+        5, kernel, strides=strides, padding=padding, use_bias=False
+    )
+    out = keras.ops.convert_to_numpy(conv(x))
+    patches = keras.ops.convert_to_numpy(conv_patches(x, kernel, strides, padding))
+    flat_kernel = keras.ops.convert_to_numpy(conv.kernel).reshape(-1, 5)
+    np.testing.assert_allclose(patches @ flat_kernel, out.reshape(2, -1, 5), atol=1e-5)
+    sliced = keras.ops.convert_to_numpy(sliced_conv_patches(x, kernel, strides, padding))
+    np.testing.assert_allclose(sliced, patches, atol=1e-6)
+
+
+def test_value_and_tap_grads_inside_a_compiled_function():
+    from kmi.backend import jit, value_and_tap_grads
+
+    @jit
+    def f(w, x):
+        def fn(tap):
+            h = tap("h", keras.ops.matmul(x, w))
+            return keras.ops.sum(keras.ops.tanh(h)), h
+
+        return value_and_tap_grads(fn)
+
+    w = np.random.default_rng(1).normal(size=(3, 2)).astype("float32")
+    x = np.random.default_rng(2).normal(size=(4, 3)).astype("float32")
+    value, h, grads = f(w, x)
+    expected_h = x @ w
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(h), expected_h, rtol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(grads["h"]), 1 - np.tanh(expected_h) ** 2, rtol=1e-5
+    )
+    assert float(value) == pytest.approx(np.tanh(expected_h).sum(), rel=1e-5)

@@ -13,12 +13,14 @@ SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
 __all__ = [
     "SUPPORTED_BACKENDS",
+    "conv_patches",
     "custom_train_step",
     "get_backend_module",
     "jit",
     "per_example_value_and_grad",
     "value_and_grad",
     "value_and_grad_with_aux",
+    "value_and_tap_grads",
 ]
 
 
@@ -163,6 +165,113 @@ def per_example_value_and_grad(fn, params, batch):
     ([1.0, 6.0], [[1.0, 0.0], [0.0, 3.0]])
     """
     return get_backend_module().per_example_value_and_grad(fn, list(params), batch)
+
+
+def value_and_tap_grads(fn):
+    """Value of ``fn`` and its gradients with respect to tapped intermediate tensors.
+
+    ``fn(tap) -> (value, aux)`` computes a scalar; wherever it calls
+    ``z = tap(key, z)`` the gradient ``d value / d z`` is returned under ``key``.
+    ``tap`` returns a tensor equal to ``z`` (``z`` plus a zero "probe" that is
+    differentiated). This is what ghost clipping needs: the gradient of the loss
+    with respect to each layer's pre-activation output, for every example at once,
+    from one ordinary backward pass.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(tap) -> (value, aux)``; ``value`` a scalar tensor, ``aux`` any
+        structure of tensors (returned, not differentiated). ``fn`` may be called
+        more than once (JAX first traces it for the probes' shapes) and must call
+        ``tap`` with the same keys each time, each key once.
+
+    Returns
+    -------
+    value : tensor
+    aux : structure of tensors
+    tap_grads : dict
+        ``{key: d value / d z}``, each shaped like the tapped ``z``.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.backend import value_and_tap_grads
+    >>> x = keras.ops.convert_to_tensor(np.array([1.0, 2.0], dtype="float32"))
+    >>> fn = lambda tap: (keras.ops.sum(tap("h", 3.0 * x) ** 2), ())
+    >>> value, _, grads = value_and_tap_grads(fn)
+    >>> float(value), keras.ops.convert_to_numpy(grads["h"]).tolist()
+    (45.0, [6.0, 12.0])
+    """
+    return get_backend_module().value_and_tap_grads(fn)
+
+
+def conv_patches(x, kernel_size, strides, padding):
+    """The input windows a convolution sees ("im2col"), one row per output position.
+
+    Parameters
+    ----------
+    x : tensor of shape (batch, *spatial, channels)
+        Channels-last input of a 1-D or 2-D convolution.
+    kernel_size, strides : tuple of int
+        One entry per spatial axis.
+    padding : {"valid", "same"}
+        As in ``keras.layers.Conv2D`` (``"same"`` pads like TensorFlow and XLA:
+        the extra row or column, if any, goes after).
+
+    Returns
+    -------
+    tensor of shape (batch, output_positions, prod(kernel_size) * channels)
+        Window entries in the order of a Keras convolution kernel
+        ``(*kernel_size, channels)``, so that ``patches @ kernel.reshape(-1,
+        filters)`` is the convolution.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.backend import conv_patches
+    >>> x = np.arange(5, dtype="float32").reshape(1, 5, 1)
+    >>> keras.ops.convert_to_numpy(conv_patches(x, (3,), (2,), "valid"))[0].tolist()
+    [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]]
+    """
+    x = keras.ops.convert_to_tensor(x)
+    if len(x.shape) != len(kernel_size) + 2 or len(kernel_size) not in (1, 2):
+        raise ValueError(
+            "conv_patches takes (batch, *spatial, channels) inputs of 1-D or 2-D "
+            f"convolutions. Received: x.shape={tuple(x.shape)}, kernel_size={kernel_size}"
+        )
+    if padding not in ("valid", "same"):
+        raise ValueError(f"padding must be 'valid' or 'same'. Received: padding={padding!r}")
+    return get_backend_module().conv_patches(x, tuple(kernel_size), tuple(strides), padding)
+
+
+def _output_size(size, k, s, padding):
+    return -(-size // s) if padding == "same" else (size - k) // s + 1
+
+
+def sliced_conv_patches(x, kernel_size, strides, padding):
+    """:func:`conv_patches` by strided slicing, in ``keras.ops`` (any backend)."""
+    import itertools
+    import math
+
+    ops = keras.ops
+    in_spatial = x.shape[1:-1]
+    out_spatial = [
+        _output_size(n, k, s, padding) for n, k, s in zip(in_spatial, kernel_size, strides)
+    ]
+    if padding == "same":
+        pads = []
+        for size, out, k, s in zip(in_spatial, out_spatial, kernel_size, strides):
+            total = max((out - 1) * s + k - size, 0)
+            pads.append([total // 2, total - total // 2])
+        x = ops.pad(x, [[0, 0], *pads, [0, 0]])
+    columns = []
+    for offsets in itertools.product(*[range(k) for k in kernel_size]):
+        index = (slice(None),)
+        for o, out, s in zip(offsets, out_spatial, strides):
+            index += (slice(o, o + (out - 1) * s + 1, s),)
+        columns.append(x[index + (slice(None),)])
+    stacked = ops.stack(columns, axis=-2)  # (n, *out, kernel positions, channels)
+    return ops.reshape(stacked, (-1, math.prod(out_spatial), len(columns) * x.shape[-1]))
 
 
 def custom_train_step(model, grad_fn):

@@ -37,6 +37,35 @@ def per_example_value_and_grad(fn, params, batch):
     return values, aux, list(grads)
 
 
+def value_and_tap_grads(fn):
+    from kmi.backend import _check_scalar
+
+    shapes = {}
+
+    def record(key, z):
+        shapes[key] = jax.ShapeDtypeStruct(z.shape, z.dtype)
+        return z
+
+    # Shapes of the tapped tensors, from an abstract evaluation (no computation).
+    jax.eval_shape(lambda: fn(record))
+    probes = {key: jax.numpy.zeros(s.shape, s.dtype) for key, s in shapes.items()}
+
+    def probed(p):
+        value, aux = fn(lambda key, z: z + p[key])
+        _check_scalar(value)
+        return value, aux
+
+    (value, aux), grads = jax.value_and_grad(probed, has_aux=True)(probes)
+    return value, aux, grads
+
+
+def conv_patches(x, kernel_size, strides, padding):
+    # strided slices fuse well under XLA (faster here than conv_general_dilated_patches)
+    from kmi.backend import sliced_conv_patches
+
+    return sliced_conv_patches(x, kernel_size, strides, padding)
+
+
 def custom_train_step(model, grad_fn):
     import keras
 

@@ -34,12 +34,48 @@ def per_example_value_and_grad(fn, params, batch):
             tape.watch(params)
             value, aux = fn(params, example)
         grads = tape.gradient(value, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return value, aux, grads
+        # pfor cannot return variables or tensors it did not compute (inputs passed through)
+        return value, tf.nest.map_structure(tf.identity, aux), grads
 
     # Ops without a vectorisation rule (rare: some random ops) fall back to a
     # while loop for that op alone; everything else is vectorised by pfor.
     values, aux, grads = tf.vectorized_map(one_example, batch, fallback_to_while_loop=True)
     return values, aux, list(grads)
+
+
+def value_and_tap_grads(fn):
+    from kmi.backend import _check_scalar
+
+    probes = {}
+    with tf.GradientTape() as tape:
+
+        def tap(key, z):
+            probe = tf.zeros_like(z)
+            tape.watch(probe)
+            probes[key] = probe
+            return z + probe
+
+        value, aux = fn(tap)
+    _check_scalar(value)
+    grads = tape.gradient(value, probes, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return value, aux, grads
+
+
+def conv_patches(x, kernel_size, strides, padding):
+    # tf.image.extract_patches is one kernel (64 strided slices cost 3x more here)
+    one_d = len(kernel_size) == 1
+    if one_d:
+        x = x[:, None]
+        kernel_size, strides = (1, *kernel_size), (1, *strides)
+    patches = tf.image.extract_patches(
+        x,
+        sizes=[1, *kernel_size, 1],
+        strides=[1, *strides, 1],
+        rates=[1, 1, 1, 1],
+        padding=padding.upper(),
+    )
+    shape = tf.shape(patches)
+    return tf.reshape(patches, [shape[0], -1, patches.shape[-1]])
 
 
 def custom_train_step(model, grad_fn):
