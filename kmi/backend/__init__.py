@@ -15,6 +15,7 @@ __all__ = [
     "SUPPORTED_BACKENDS",
     "conv_patches",
     "custom_train_step",
+    "per_example_conv_kernel_grads",
     "get_backend_module",
     "jit",
     "per_example_value_and_grad",
@@ -248,30 +249,80 @@ def _output_size(size, k, s, padding):
     return -(-size // s) if padding == "same" else (size - k) // s + 1
 
 
-def sliced_conv_patches(x, kernel_size, strides, padding):
-    """:func:`conv_patches` by strided slicing, in ``keras.ops`` (any backend)."""
-    import itertools
-    import math
+def _same_padding(x, out_spatial, kernel_size, strides):
+    pads = []
+    for size, out, k, s in zip(x.shape[1:-1], out_spatial, kernel_size, strides):
+        total = max((out - 1) * s + k - size, 0)
+        pads.append([total // 2, total - total // 2])
+    return keras.ops.pad(x, [[0, 0], *pads, [0, 0]])
 
-    ops = keras.ops
-    in_spatial = x.shape[1:-1]
-    out_spatial = [
-        _output_size(n, k, s, padding) for n, k, s in zip(in_spatial, kernel_size, strides)
-    ]
+
+def _windows(x, kernel_size, strides, padding, out_spatial):
+    """For each kernel offset, the strided slice of ``x`` it multiplies."""
+    import itertools
+
     if padding == "same":
-        pads = []
-        for size, out, k, s in zip(in_spatial, out_spatial, kernel_size, strides):
-            total = max((out - 1) * s + k - size, 0)
-            pads.append([total // 2, total - total // 2])
-        x = ops.pad(x, [[0, 0], *pads, [0, 0]])
-    columns = []
+        x = _same_padding(x, out_spatial, kernel_size, strides)
     for offsets in itertools.product(*[range(k) for k in kernel_size]):
         index = (slice(None),)
         for o, out, s in zip(offsets, out_spatial, strides):
             index += (slice(o, o + (out - 1) * s + 1, s),)
-        columns.append(x[index + (slice(None),)])
-    stacked = ops.stack(columns, axis=-2)  # (n, *out, kernel positions, channels)
-    return ops.reshape(stacked, (-1, math.prod(out_spatial), len(columns) * x.shape[-1]))
+        yield x[index + (slice(None),)]
+
+
+def sliced_conv_patches(x, kernel_size, strides, padding):
+    """:func:`conv_patches` by strided slicing, in ``keras.ops`` (any backend)."""
+    import math
+
+    out_spatial = [
+        _output_size(n, k, s, padding) for n, k, s in zip(x.shape[1:-1], kernel_size, strides)
+    ]
+    columns = list(_windows(x, kernel_size, strides, padding, out_spatial))
+    stacked = keras.ops.stack(columns, axis=-2)  # (n, *out, kernel positions, channels)
+    return keras.ops.reshape(
+        stacked, (-1, math.prod(out_spatial), len(columns) * x.shape[-1])
+    )
+
+
+def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
+    """Each example's gradient of a convolution kernel, from the layer's input and output gradient.
+
+    Parameters
+    ----------
+    x : tensor of shape (batch, *spatial, in_channels)
+        The convolution's (channels-last) input.
+    grads : tensor of shape (batch, *output_spatial, filters)
+        Gradient of the loss with respect to the convolution's output
+        (before bias and activation), each example's own.
+    kernel_size, strides, padding
+        As in :func:`conv_patches`.
+
+    Returns
+    -------
+    tensor of shape (batch, prod(kernel_size) * in_channels, filters)
+        Example ``i``'s kernel gradient, flattened like
+        ``kernel.reshape(-1, filters)``.
+    """
+    return get_backend_module().per_example_conv_kernel_grads(
+        keras.ops.convert_to_tensor(x),
+        keras.ops.convert_to_tensor(grads),
+        tuple(kernel_size),
+        tuple(strides),
+        padding,
+    )
+
+
+def sliced_per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
+    """:func:`per_example_conv_kernel_grads` as one batched product per kernel offset."""
+    out_spatial = tuple(grads.shape[1:-1])
+    letters = "hwd"[: len(out_spatial)]
+    spec = f"n{letters}c,n{letters}o->nco"
+    blocks = [
+        keras.ops.einsum(spec, window, grads)
+        for window in _windows(x, kernel_size, strides, padding, out_spatial)
+    ]
+    stacked = keras.ops.stack(blocks, axis=1)  # (n, kernel positions, channels, filters)
+    return keras.ops.reshape(stacked, (-1, len(blocks) * x.shape[-1], grads.shape[-1]))
 
 
 def custom_train_step(model, grad_fn):

@@ -66,6 +66,14 @@ def conv_patches(x, kernel_size, strides, padding):
     return sliced_conv_patches(x, kernel_size, strides, padding)
 
 
+def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
+    # one small product per kernel offset: about 2x faster under XLA on CPU than
+    # forming the patches and one batched product
+    from kmi.backend import sliced_per_example_conv_kernel_grads
+
+    return sliced_per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding)
+
+
 def custom_train_step(model, grad_fn):
     import keras
 

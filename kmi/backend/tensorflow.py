@@ -74,8 +74,18 @@ def conv_patches(x, kernel_size, strides, padding):
         rates=[1, 1, 1, 1],
         padding=padding.upper(),
     )
-    shape = tf.shape(patches)
-    return tf.reshape(patches, [shape[0], -1, patches.shape[-1]])
+    rows, cols = patches.shape[1], patches.shape[2]
+    if rows is None or cols is None:
+        return tf.reshape(patches, [tf.shape(patches)[0], -1, patches.shape[-1]])
+    # static positions (the batch axis may be unknown when fit traces the step)
+    return tf.reshape(patches, [-1, rows * cols, patches.shape[-1]])
+
+
+def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
+    # extract_patches and one batched product (per-offset products are 2-3x slower here)
+    patches = conv_patches(x, kernel_size, strides, padding)
+    flat = tf.reshape(grads, [-1, patches.shape[1], grads.shape[-1]])
+    return tf.einsum("npk,npo->nko", patches, flat)
 
 
 def custom_train_step(model, grad_fn):

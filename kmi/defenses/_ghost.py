@@ -185,6 +185,17 @@ class _Tapping:
         return call
 
 
+def _materialize(positions, width, units):
+    """Whether to form per-example weight gradients rather than ghost norms.
+
+    Forming ``a_i^T g_i`` costs no more arithmetic than the ghost norm, and the
+    clipped sum then comes from it for free; only memory limits it.
+    """
+    if positions is None:
+        return False
+    return width * units <= max(4 * positions * positions, _MATERIALIZE)
+
+
 def _flat(a, last):
     """``(n, ..., last) -> (n, positions, last)``."""
     middle = a.shape[1:-1]
@@ -217,30 +228,40 @@ def _layer_terms(layer, inputs, grads, roles):
         return squares, sums
 
     kernel_shape = tuple(layer.kernel.shape)
-    if isinstance(layer, keras.layers.Dense):
-        a = ops.concatenate([_flat(x, kernel_shape[0]) for x in inputs], axis=1)
-    else:
-        a = ops.concatenate(
-            [
-                kmi_backend.conv_patches(x, layer.kernel_size, layer.strides, layer.padding)
-                for x in inputs
-            ],
-            axis=1,
-        )
     units = kernel_shape[-1]
+    width = math.prod(kernel_shape[:-1])
+    conv = not isinstance(layer, keras.layers.Dense)
     g = ops.concatenate([_flat(x, units) for x in grads], axis=1)
-    positions, width = a.shape[1], a.shape[2]
-    per_example = None
+    positions = g.shape[1]
+
+    def layer_inputs():  # (n, positions, width): the rows the kernel multiplies
+        if not conv:
+            return ops.concatenate([_flat(x, width) for x in inputs], axis=1)
+        windows = [
+            kmi_backend.conv_patches(x, layer.kernel_size, layer.strides, layer.padding)
+            for x in inputs
+        ]
+        return ops.concatenate(windows, axis=1)
+
+    a = per_example = None
     if "kernel" not in roles:
         squares = ops.zeros((ops.shape(g)[0],), g.dtype)
     elif positions == 1:
+        a = layer_inputs()
         squares = ops.sum(ops.square(a), axis=(1, 2)) * ops.sum(ops.square(g), axis=(1, 2))
-    elif positions is not None and width * units <= max(4 * positions * positions, _MATERIALIZE):
-        # Forming a_i^T g_i costs no more arithmetic than the ghost norm, and the
-        # clipped sum then comes from it for free; only memory limits it.
-        per_example = ops.einsum("npk,npo->nko", a, g)
+    elif _materialize(positions, width, units):
+        if conv:
+            per_example = sum(
+                kmi_backend.per_example_conv_kernel_grads(
+                    x, gx, layer.kernel_size, layer.strides, layer.padding
+                )
+                for x, gx in zip(inputs, grads)
+            )
+        else:
+            per_example = ops.einsum("npk,npo->nko", layer_inputs(), g)
         squares = ops.sum(ops.square(per_example), axis=(1, 2))
     else:
+        a = layer_inputs()
         gram_a = ops.einsum("npk,nqk->npq", a, a)
         gram_g = ops.einsum("npo,nqo->npq", g, g)
         squares = ops.sum(gram_a * gram_g, axis=(1, 2))
