@@ -85,6 +85,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     result = {
         "setting": name,
         "backend": keras.backend.backend(),
+        "device": _device(),
         "n_private": int(len(Xp)),
         "n_public": int(len(Xpub)),
         "evaluator_train_accuracy": float((pred == yp).mean()),
@@ -124,7 +125,8 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             generator=generator,
             critic=critic,
             max_iter=args.max_iter,
-            n_restarts=5,
+            n_restarts=args.restarts,
+            learning_rate=args.gmi_lr,
             random_state=seed,
         ).fit(),
         "GMI+LOMMA(logit)": lambda seed: GMI(
@@ -132,8 +134,20 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             generator=generator,
             critic=critic,
             max_iter=args.max_iter,
-            n_restarts=5,
+            n_restarts=args.restarts,
+            learning_rate=args.gmi_lr,
             identity_loss="logit",
+            random_state=seed,
+        ).fit(Xpub),
+        "GMI+LOMMA(logit+aug)": lambda seed: GMI(
+            target,
+            generator=generator,
+            critic=critic,
+            max_iter=args.max_iter,
+            n_restarts=args.restarts,
+            learning_rate=args.gmi_lr,
+            identity_loss="logit",
+            augmentation_models=args.lomma_aug,
             random_state=seed,
         ).fit(Xpub),
         "KEDMI": lambda seed: KEDMI(
@@ -143,6 +157,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             gan_width=args.gan_width,
             gan_learning_rate=args.gan_lr,
             max_iter=args.max_iter,
+            learning_rate=args.kedmi_lr,
             random_state=seed,
         ).fit(Xpub),
         "BREPMI (label-only)": lambda seed: BREPMI(
@@ -162,10 +177,14 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         ).fit(),
         "InversionModel (one-hot)": lambda seed: InversionModel(
             Target(target, access="black-box"),
-            epochs=50,
+            epochs=args.inv_epochs,
             random_state=seed,
         ).fit(Xpub),
     }
+    if not args.lomma_aug:
+        del attacks["GMI+LOMMA(logit+aug)"]
+    if args.attacks:
+        attacks = {k: v for k, v in attacks.items() if k.split(" ")[0] in args.attacks.split(",")}
     grid_rows = [[Xp[yp == c].mean(axis=0) for c in labels]]
     for attack_name, make in attacks.items():
         rows = []
@@ -186,6 +205,21 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         save(result, name)
     write_png(RESULTS / f"{name}.png", grid(grid_rows))
     return result
+
+
+def _device():
+    """The machine the figures were measured on, in words."""
+    import platform
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        if dev.platform != "cpu":
+            return f"{dev.platform}: {dev.device_kind}"
+    import os
+
+    return f"cpu: {platform.machine()}, {os.cpu_count()} cores"
 
 
 def save(result, name):
@@ -219,6 +253,12 @@ def add_arguments(parser):
         ("--target-epochs", int, 10),
         ("--eval-epochs", int, 15),
         ("--repeats", int, 1),
+        ("--restarts", int, 5),
+        ("--gmi-lr", float, 0.02),
+        ("--lomma-aug", int, 0),
+        ("--kedmi-lr", float, 0.02),
+        ("--inv-epochs", int, 50),
+        ("--attacks", str, ""),
     ]
     for flag, kind, default in options:
         if flag not in parser._option_string_actions:

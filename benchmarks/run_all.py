@@ -36,6 +36,13 @@ BENCHMARKS = {
     "image_att_faces": (["image_att_faces.py", "--setting", "a"], ["image_att_faces_a.json"],
                         "MIFace on AT&T faces (Fredrikson's setting), kmi against IBM ART",
                         "30 min"),
+    "image_att_faces_b": (["image_att_faces.py", "--setting", "b", "--target-epochs", "60",
+                           "--eval-epochs", "150", "--gan-steps", "3000", "--restarts", "20",
+                           "--max-iter", "1500", "--brep-iter", "120", "--inv-epochs", "200"],
+                          ["image_att_faces_b_32.json"],
+                          "GAN-prior attacks on AT&T faces: target on subjects 1-20, public "
+                          "data subjects 21-40 + scikit-image's LFW subset (32x32)",
+                          "6 min on one H100 with JAX; hours on a 2-core CPU"),
     "image_gan": (["image_gan.py"], ["image_gan.json"],
                   "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on digits", "30 min"),
     "graph_cora": (["graph_cora.py"], ["graph_cora.json"],
