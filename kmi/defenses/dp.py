@@ -1,9 +1,10 @@
 """DP-SGD that drops into ``model.fit``: per-example clipping, Gaussian noise, accounting.
 
 :class:`DPSGD` is a Keras callback. For the duration of a ``fit`` it replaces the
-model's train step by one that computes each example's gradient (vectorised by
-:func:`kmi.backend.per_example_value_and_grad`: ``jax.vmap`` or
-``tf.vectorized_map``), clips it to ``l2_norm_clip``, sums, adds Gaussian noise of
+model's train step by one that clips each example's gradient to ``l2_norm_clip``
+(by ghost clipping, :mod:`kmi.defenses._ghost`, for Dense/Conv/Embedding models; else
+from per-example gradients vectorised by :func:`kmi.backend.per_example_value_and_grad`:
+``jax.vmap`` or ``tf.vectorized_map``), sums, adds Gaussian noise of
 standard deviation ``noise_multiplier * l2_norm_clip`` and divides by the batch size
 before handing the result to the compiled optimizer. Everything else ``fit`` does (the
 compiled loss and metrics, ``add_loss`` terms, the optimizer, other callbacks) is
@@ -516,7 +517,10 @@ class DPSGD(keras.callbacks.Callback):
     per-example gradients of the whole model and is the faster route on both
     backends (``benchmarks/dp_sgd.py speed``). It needs the compiled loss to be a
     mean over the batch (the default reduction) and no weight or activity
-    regularizers; ``clipping="auto"`` otherwise uses the vectorised route.
+    regularizers; ``clipping="auto"`` otherwise uses the vectorised route. Loss
+    terms a layer adds with ``add_loss`` are taken to be means over the batch,
+    as kmi's own are (:class:`~kmi.defenses.InformationBottleneck`); a layer
+    adding a batch *sum* needs ``clipping="vectorized"``.
 
     Vectorised per-example gradients are computed by
     :func:`kmi.backend.per_example_value_and_grad` (``jax.vmap`` on JAX,
