@@ -1,4 +1,7 @@
-"""Run by test_data_parallel.py in a subprocess (XLA_FLAGS must be set before JAX starts)."""
+"""Run by test_data_parallel.py in a subprocess (XLA_FLAGS must be set before JAX starts).
+
+Arguments: the DPSGD clipping method, and "conv" or "mlp" (the model).
+"""
 
 import json
 import sys
@@ -16,8 +19,18 @@ def run(distributed):
         keras.distribution.DataParallel(devices=jax.devices()) if distributed else None
     )
     keras.utils.set_random_seed(0)
+    conv = [
+        keras.layers.Reshape((6, 1)),
+        keras.layers.Conv1D(2, 3, activation="tanh"),
+        keras.layers.Flatten(),
+    ]
     model = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3)]
+        [
+            keras.Input((6,)),
+            *(conv if sys.argv[2] == "conv" else []),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(3),
+        ]
     )
     model.compile(
         keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -25,18 +38,25 @@ def run(distributed):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 6)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
-    dp = DPSGD(l2_norm_clip=1.0, noise_multiplier=0.7, num_examples=64, seed=3)
+    dp = DPSGD(
+        l2_norm_clip=1.0, noise_multiplier=0.7, num_examples=64, seed=3, clipping=sys.argv[1]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         history = model.fit(
             x, y, batch_size=16, epochs=2, callbacks=[dp], verbose=0, shuffle=False
         )
     sharding = str(model.trainable_variables[0].value.sharding)
+    assert dp.clipping_ == sys.argv[1]
     return [w.tolist() for w in model.get_weights()], history.history, sharding
 
 
 single = run(False)
-multi = run(True)
+try:
+    multi = run(True)
+except ValueError as error:
+    json.dump({"error": str(error)}, sys.stdout)
+    sys.exit(0)
 json.dump(
     {
         "devices": len(jax.devices()),
