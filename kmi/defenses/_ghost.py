@@ -98,12 +98,12 @@ def ghost_unsupported(model):
     """Why ghost clipping cannot train ``model`` (a message), or ``None`` if it can."""
     if type(model).compute_loss is not keras.Model.compute_loss:
         return f"{type(model).__name__} overrides compute_loss"
-    losses = model.loss if isinstance(model.loss, list | tuple | dict) else [model.loss]
-    if isinstance(losses, dict):
-        losses = list(losses.values())
+    if model.loss is None:
+        return "the model has no compiled loss (only add_loss terms)"
+    losses = model.loss if isinstance(model.loss, list | tuple) else [model.loss]
+    if isinstance(model.loss, dict):
+        losses = list(model.loss.values())
     for loss in losses:
-        if loss is None and model.loss is None:
-            return "the model has no compiled loss"
         reduction = getattr(loss, "reduction", "sum_over_batch_size")
         if reduction != "sum_over_batch_size":
             return (
