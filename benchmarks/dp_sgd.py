@@ -349,6 +349,7 @@ def utility(args):
             "l2_norm_clip": args.clip,
             "epsilon": history.history["epsilon"][-1],
             "noise_multiplier": dp.noise_multiplier_,
+            "clipping": dp.clipping_,
             "test_accuracy": float(acc),
             "train_accuracy_last_epoch": history.history["accuracy"][-1],
             "epsilon_per_epoch": history.history["epsilon"],
