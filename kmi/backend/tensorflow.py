@@ -46,18 +46,19 @@ def per_example_value_and_grad(fn, params, batch):
 def value_and_tap_grads(fn):
     from kmi.backend import _check_scalar
 
-    probes = {}
+    tapped = {}
     with tf.GradientTape() as tape:
 
         def tap(key, z):
-            probe = tf.zeros_like(z)
-            tape.watch(probe)
-            probes[key] = probe
-            return z + probe
+            # a tape differentiates with respect to any tensor it recorded: no probe
+            z = tf.convert_to_tensor(z)
+            tape.watch(z)
+            tapped[key] = z
+            return z
 
         value, aux = fn(tap)
     _check_scalar(value)
-    grads = tape.gradient(value, probes, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = tape.gradient(value, tapped, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return value, aux, grads
 
 
