@@ -41,10 +41,11 @@ BENCHMARKS = {
                            "--max-iter", "1500", "--brep-iter", "120", "--inv-epochs", "200"],
                           ["image_att_faces_b_32.json"],
                           "GAN-prior attacks on AT&T faces: target on subjects 1-20, public "
-                          "data subjects 21-40 + scikit-image's LFW subset (32x32)",
-                          "6 min on one H100 with JAX; hours on a 2-core CPU"),
+                          "data subjects 21-40 + scikit-image's LFW subset (32x32); measured "
+                          "with JAX on one H100, hours on a 2-core CPU",
+                          "6 min"),
     "image_gan": (["image_gan.py"], ["image_gan.json"],
-                  "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on digits", "30 min"),
+                  "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST", "30 min"),
     "graph_cora": (["graph_cora.py"], ["graph_cora.json"],
                    "GCN on Cora; GraphMI, LinkStealing, LinkTeller; EdgeRand and LapGraph",
                    "15 min"),
