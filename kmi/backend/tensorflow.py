@@ -83,10 +83,20 @@ def conv_patches(x, kernel_size, strides, padding):
 
 
 def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
-    # extract_patches and one batched product (per-offset products are 2-3x slower here)
-    patches = conv_patches(x, kernel_size, strides, padding)
-    flat = tf.reshape(grads, [-1, patches.shape[1], grads.shape[-1]])
-    return tf.einsum("npk,npo->nko", patches, flat)
+    # One product per kernel offset, compiled by XLA on its own (the rest of the
+    # step stays in the ordinary graph): 3x faster here than extract_patches and
+    # one batched product, which is 3x faster than the same slices without XLA.
+    global _xla_conv_kernel_grads
+    if _xla_conv_kernel_grads is None:
+        from kmi.backend import sliced_per_example_conv_kernel_grads
+
+        _xla_conv_kernel_grads = tf.function(
+            sliced_per_example_conv_kernel_grads, jit_compile=True, reduce_retracing=True
+        )
+    return _xla_conv_kernel_grads(x, grads, kernel_size, strides, padding)
+
+
+_xla_conv_kernel_grads = None
 
 
 def custom_train_step(model, grad_fn):
