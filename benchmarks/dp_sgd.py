@@ -1,7 +1,11 @@
 """DP-SGD on Fashion-MNIST with the TF Privacy tutorial CNN (tanh): speed and utility.
 
 1. speed: epoch time (and peak memory) of the same model and data with and without
-   ``kmi.defenses.DPSGD``, on each backend, each configuration in its own process.
+   ``kmi.defenses.DPSGD``, on each backend, each configuration in its own process,
+   for both clipping routes: ghost clipping (what ``DPSGD`` picks for this CNN) and
+   vectorised per-example gradients (``clipping="vectorized"``). Peak memory is the
+   process's resident set, so it includes the compilers' own memory (XLA's, for
+   the ghost route on TensorFlow).
 2. utility: test accuracy of DP-SGD on full Fashion-MNIST (60k/10k) at several
    target epsilons (delta = 1e-5), with Poisson-sampled batches
    (``kmi.defenses.PoissonSampler``), so the epsilon reported is that of what ran.
