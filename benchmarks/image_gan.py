@@ -124,36 +124,23 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         row["knn_distance"] = knn_distance(images, labels, Xp, yp, feature_model=feats)
         return row
 
+    def gmi(seed, **lomma):
+        return GMI(
+            target,
+            generator=generator,
+            critic=critic,
+            max_iter=args.max_iter,
+            n_restarts=args.restarts,
+            learning_rate=args.gmi_lr,
+            random_state=seed,
+            **lomma,
+        )
+
     attacks = {
-        "GMI": lambda seed: GMI(
-            target,
-            generator=generator,
-            critic=critic,
-            max_iter=args.max_iter,
-            n_restarts=args.restarts,
-            learning_rate=args.gmi_lr,
-            random_state=seed,
-        ).fit(),
-        "GMI+LOMMA(logit)": lambda seed: GMI(
-            target,
-            generator=generator,
-            critic=critic,
-            max_iter=args.max_iter,
-            n_restarts=args.restarts,
-            learning_rate=args.gmi_lr,
-            identity_loss="logit",
-            random_state=seed,
-        ).fit(Xpub),
-        "GMI+LOMMA(logit+aug)": lambda seed: GMI(
-            target,
-            generator=generator,
-            critic=critic,
-            max_iter=args.max_iter,
-            n_restarts=args.restarts,
-            learning_rate=args.gmi_lr,
-            identity_loss="logit",
-            augmentation_models=args.lomma_aug,
-            random_state=seed,
+        "GMI": lambda seed: gmi(seed).fit(),
+        "GMI+LOMMA(logit)": lambda seed: gmi(seed, identity_loss="logit").fit(Xpub),
+        "GMI+LOMMA(logit+aug)": lambda seed: gmi(
+            seed, identity_loss="logit", augmentation_models=args.lomma_aug
         ).fit(Xpub),
         "KEDMI": lambda seed: KEDMI(
             target,
