@@ -7,10 +7,12 @@ One ordinary forward and backward pass of the batch yields every ``a_i`` and
 ``g_i`` (the gradient of the summed loss with respect to ``z_i`` is example
 ``i``'s own). From them:
 
-- the squared norm of each example's gradient, either as ``sum (a_i a_i^T) *
-  (g_i g_i^T)`` over positions ("ghost norm", Goodfellow 2015; Li et al. 2022),
-  or by forming ``a_i^T g_i`` when that is smaller (Bu et al. 2023's mixed
-  choice);
+- the squared norm of each example's gradient: by forming ``a_i^T g_i`` when the
+  per-example weight gradients fit the memory budget (no more arithmetic than
+  the alternative, and the clipped sum then comes from them), else as
+  ``sum (a_i a_i^T) * (g_i g_i^T)`` over positions ("ghost norm", Goodfellow
+  2015; Li et al. 2022; the choice per layer is Bu et al. 2023's mixed one);
+  for a Dense layer applied once per example it is ``|a_i|^2 |g_i|^2``;
 - the clipped sum ``sum_i c_i a_i^T g_i = a^T (c * g)`` with one batched product
   ("book-keeping", Bu et al. 2023), so no second backward pass is needed.
 

@@ -548,9 +548,9 @@ class DPSGD(keras.callbacks.Callback):
     Ghost clipping (Li et al. 2022; Bu et al. 2023) runs the batch forward and
     backward once, taps each Dense/Conv/Embedding layer's input ``a`` and the
     gradient ``g`` of the loss with respect to its pre-activation output, and
-    gets each example's gradient norm from them (``||a_i^T g_i||``, as
-    ``sum (a_i a_i^T) * (g_i g_i^T)`` or by forming ``a_i^T g_i``, whichever is
-    smaller) and the clipped sum as ``a^T (c * g)``. It never forms the
+    gets each example's gradient norm from them (``||a_i^T g_i||``, by forming
+    ``a_i^T g_i`` where that fits in memory, else as ``sum (a_i a_i^T) *
+    (g_i g_i^T)``) and the clipped sum as ``a^T (c * g)``. It never forms the
     per-example gradients of the whole model and is the faster route on both
     backends (``benchmarks/dp_sgd.py speed``). It needs the compiled loss to be a
     mean over the batch (the default reduction) and no weight or activity
