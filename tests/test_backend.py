@@ -84,3 +84,54 @@ def test_value_and_tap_grads_inside_a_compiled_function():
         keras.ops.convert_to_numpy(grads["h"]), 1 - np.tanh(expected_h) ** 2, rtol=1e-5
     )
     assert float(value) == pytest.approx(np.tanh(expected_h).sum(), rel=1e-5)
+
+
+def test_per_example_conv_kernel_grads_across_many_shapes():
+    # one compiled function serves every layer: shapes must not be relaxed away
+    from kmi.backend import conv_patches, jit, per_example_conv_kernel_grads
+
+    rng = np.random.default_rng(0)
+    configs = [
+        ((3, 9, 9, 2), (3, 3), (2, 2), "same"),
+        ((4, 7, 6, 1), (2, 2), (1, 1), "valid"),
+        ((2, 12, 12, 2), (3, 3), (2, 2), "same"),  # same layer settings, other sizes
+        ((3, 10, 10, 2), (3, 3), (2, 2), "same"),
+        ((5, 8, 2), (3,), (1,), "valid"),
+    ]
+    for _ in range(2):
+        for shape, kernel, strides, padding in configs:
+            x = rng.normal(size=shape).astype("float32")
+            patches = keras.ops.convert_to_numpy(conv_patches(x, kernel, strides, padding))
+            g = rng.normal(size=(shape[0], patches.shape[1], 3)).astype("float32")
+            out_spatial = keras.ops.convert_to_numpy(
+                keras.layers.Conv1D(3, kernel, strides=strides, padding=padding)(x)
+                if len(kernel) == 1
+                else keras.layers.Conv2D(3, kernel, strides=strides, padding=padding)(x)
+            ).shape[1:-1]
+            g_map = g.reshape(shape[0], *out_spatial, 3)
+            compiled = jit(
+                lambda a, b, k=kernel, s=strides, p=padding: per_example_conv_kernel_grads(
+                    a, b, k, s, p
+                )
+            )
+            got = compiled(x, g_map)
+            want = np.einsum("npk,npo->nko", patches, g)
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, atol=1e-4)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TF graphs of unknown size")
+def test_per_example_conv_kernel_grads_of_unknown_spatial_size():
+    import tensorflow as tf
+
+    from kmi.backend import conv_patches, per_example_conv_kernel_grads
+
+    spec = [tf.TensorSpec((None, None, None, 2)), tf.TensorSpec((None, None, None, 3))]
+    compiled = tf.function(
+        lambda a, b: per_example_conv_kernel_grads(a, b, (3, 3), (2, 2), "same"),
+        input_signature=spec,
+    )
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 2)).astype("float32")
+    g = np.random.default_rng(1).normal(size=(2, 5, 5, 3)).astype("float32")
+    patches = keras.ops.convert_to_numpy(conv_patches(x, (3, 3), (2, 2), "same"))
+    want = np.einsum("npk,npo->nko", patches, g.reshape(2, 25, 3))
+    np.testing.assert_allclose(compiled(x, g).numpy(), want, atol=1e-4)
