@@ -286,18 +286,18 @@ def _layer_terms(layer, inputs, grads, roles):
     return squares, sums
 
 
-def ghost_clipped_sum(model, layers, slots, trainable, non_trainable, x, y, sample_weight, clip):
-    """Per-example-clipped gradient sum by ghost clipping, in one forward/backward pass.
+def ghost_norms(model, layers, slots, trainable, non_trainable, x, y, sample_weight):
+    """Per-example gradient norms by ghost clipping, from one forward/backward pass.
 
     Returns
     -------
-    summed : list of tensors
-        ``sum_i c_i * grad_i`` for each trainable variable, ``c_i = min(1, clip /
-        ||grad_i||)`` (0 for examples of sample weight 0).
+    norms : tensor of shape (batch_size,)
+        Each example's gradient norm (all trainable variables together).
+    clipped_sum : callable
+        ``clipped_sum(factors)`` gives ``sum_i factors_i * grad_i`` for each
+        trainable variable, in the order of ``model.trainable_variables``.
     loss_sum : tensor
         The sum of the examples' losses (the batch loss times the batch size).
-    norms : tensor of shape (batch_size,)
-        Each example's gradient norm before clipping.
     y_pred, non_trainable : the forward pass's predictions and state updates.
     """
     call_kwargs = {"training": True} if model._call_has_training_arg else {}
@@ -335,13 +335,13 @@ def ghost_clipped_sum(model, layers, slots, trainable, non_trainable, x, y, samp
         squares.append(sq)
         summers.append(summer)
     norms = ops.sqrt(ops.sum(ops.stack(squares, axis=0), axis=0))
-    factors = ops.minimum(1.0, clip / ops.maximum(norms, 1e-12))
-    if sample_weight is not None:
-        w = ops.reshape(ops.convert_to_tensor(sample_weight), (ops.shape(factors)[0], -1))
-        factors = factors * ops.cast(ops.any(ops.not_equal(w, 0), axis=1), factors.dtype)
-    per_layer = [None if s is None else s(factors) for s in summers]
-    summed = []
-    for (index, role), value in zip(slots, trainable):
-        grads = per_layer[index]
-        summed.append(ops.zeros_like(value) if grads is None else grads[role])
-    return summed, loss * n, norms, y_pred, new_non_trainable
+
+    def clipped_sum(factors):
+        per_layer = [None if s is None else s(factors) for s in summers]
+        summed = []
+        for (index, role), value in zip(slots, trainable):
+            grads = per_layer[index]
+            summed.append(ops.zeros_like(value) if grads is None else grads[role])
+        return summed
+
+    return norms, clipped_sum, loss * n, y_pred, new_non_trainable

@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from kmi import backend as kmi_backend
-from kmi.defenses._ghost import ghost_clipped_sum, ghost_layers, ghost_unsupported
+from kmi.defenses._ghost import ghost_layers, ghost_norms, ghost_unsupported
 from kmi.defenses.accounting import (
     ACCOUNTANTS,
     calibrate_noise,
@@ -231,11 +231,16 @@ def _clip(grads, l2_norm_clip, sample_weight=None):
         size = int(np.prod(g.shape[1:]))
         squares.append(ops.sum(ops.square(ops.reshape(g, (-1, size))), axis=1))
     norms = ops.sqrt(ops.sum(ops.stack(squares, axis=0), axis=0))
+    return _clip_factors(norms, l2_norm_clip, sample_weight), norms
+
+
+def _clip_factors(norms, l2_norm_clip, sample_weight=None):
+    """``min(1, clip / norm)`` per example; examples with zero weight get factor 0."""
     factors = ops.minimum(1.0, l2_norm_clip / ops.maximum(norms, 1e-12))
     if sample_weight is not None:
         w = ops.reshape(ops.convert_to_tensor(sample_weight), (ops.shape(factors)[0], -1))
         factors = factors * ops.cast(ops.any(ops.not_equal(w, 0), axis=1), factors.dtype)
-    return factors, norms
+    return factors
 
 
 def _noise(shapes, stddev, seed_generator, base_seed, iterations):
@@ -261,10 +266,11 @@ def _make_grad_fn(
 
     def clipped_sum(trainable, non_trainable, x, y, sample_weight):
         if ghost is not None:
-            summed, loss_sum, _, y_pred, non_trainable = ghost_clipped_sum(
-                model, *ghost, trainable, non_trainable, x, y, sample_weight, l2_norm_clip
+            norms, weighted_sum, loss_sum, y_pred, non_trainable = ghost_norms(
+                model, *ghost, trainable, non_trainable, x, y, sample_weight
             )
-            return summed, loss_sum, y_pred, non_trainable
+            factors = _clip_factors(norms, l2_norm_clip, sample_weight)
+            return weighted_sum(factors), loss_sum, y_pred, non_trainable
         losses, y_pred, grads, non_trainable = _per_example(
             model, trainable, non_trainable, x, y, sample_weight
         )

@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 from kmi.defenses import DPSGD, _ghost, per_example_gradients
-from kmi.defenses._ghost import ghost_clipped_sum, ghost_layers, ghost_unsupported
+from kmi.defenses._ghost import ghost_layers, ghost_norms, ghost_unsupported
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -88,11 +88,12 @@ def test_ghost_norms_and_clipped_sum_match_per_example_gradients(name, route, mo
     layers, slots = ghost_layers(model)
     trainable = [ops.convert_to_tensor(v.value) for v in model.trainable_variables]
     non_trainable = [ops.convert_to_tensor(v.value) for v in model.non_trainable_variables]
-    summed, loss_sum, ghost_norms, _, _ = ghost_clipped_sum(
+    got_norms, clipped_sum, loss_sum, _, _ = ghost_norms(
         model, layers, slots, trainable, non_trainable,
-        ops.convert_to_tensor(x), ops.convert_to_tensor(y), ops.convert_to_tensor(weight), clip,
+        ops.convert_to_tensor(x), ops.convert_to_tensor(y), ops.convert_to_tensor(weight),
     )  # fmt: skip
-    np.testing.assert_allclose(ops.convert_to_numpy(ghost_norms), norms, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(got_norms), norms, rtol=1e-4, atol=1e-6)
+    summed = clipped_sum(ops.convert_to_tensor(factors.astype("float32")))
     for got, want in zip(summed, expected):
         np.testing.assert_allclose(ops.convert_to_numpy(got), want, rtol=1e-4, atol=1e-6)
     batch_loss = model.compute_loss(
