@@ -96,7 +96,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             (np.asarray(target.predict(Xp, verbose=0)).argmax(1) == yp).mean()
         ),
         "params": vars(args),
-        "runs": {},
+        "runs": _earlier_runs(name, args),
         **timings,
     }
     keras.utils.set_random_seed(3)
@@ -139,6 +139,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     attacks = {
         "GMI": lambda seed: gmi(seed).fit(),
         "GMI+LOMMA(logit)": lambda seed: gmi(seed, identity_loss="logit").fit(Xpub),
+        "GMI+LOMMA(aug)": lambda seed: gmi(seed, augmentation_models=args.lomma_aug).fit(Xpub),
         "GMI+LOMMA(logit+aug)": lambda seed: gmi(
             seed, identity_loss="logit", augmentation_models=args.lomma_aug
         ).fit(Xpub),
@@ -175,7 +176,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         ).fit(Xpub),
     }
     if not args.lomma_aug:
-        del attacks["GMI+LOMMA(logit+aug)"]
+        del attacks["GMI+LOMMA(aug)"], attacks["GMI+LOMMA(logit+aug)"]
     if args.attacks:
         attacks = {k: v for k, v in attacks.items() if k.split(" ")[0] in args.attacks.split(",")}
     grid_rows = [[Xp[yp == c].mean(axis=0) for c in labels]]
@@ -193,11 +194,20 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
                 grid_rows.append(list(images))
         summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         summary["repeats"] = len(rows)
+        summary["params"] = dict(vars(args))
         result["runs"][attack_name] = summary
         print(f"{name}: {attack_name:26s} {summary}", flush=True)
         save(result, name)
     write_png(RESULTS / f"{name}.png", grid(grid_rows))
     return result
+
+
+def _earlier_runs(name, args):
+    """With ``--attacks``, keep the other attacks' rows of the last result file."""
+    path = RESULTS / f"{name}.json"
+    if not args.attacks or not path.exists():
+        return {}
+    return json.loads(path.read_text()).get("runs", {})
 
 
 def _device():
@@ -252,7 +262,7 @@ def add_arguments(parser):
         ("--kedmi-lr", float, 0.02),
         ("--kedmi-entropy", float, 1e-4),
         ("--inv-epochs", int, 50),
-        ("--attacks", str, ""),
+        ("--attacks", str, ""),  # a subset (GMI,KEDMI,...); other rows of the file are kept
     ]
     for flag, kind, default in options:
         if flag not in parser._option_string_actions:
