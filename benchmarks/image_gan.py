@@ -194,9 +194,9 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
                 grid_rows.append(list(images))
         summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         summary["repeats"] = len(rows)
-        summary["params"] = dict(vars(args))
         result["runs"][attack_name] = summary
         print(f"{name}: {attack_name:26s} {summary}", flush=True)
+        summary["params"] = dict(vars(args))
         save(result, name)
     write_png(RESULTS / f"{name}.png", grid(grid_rows))
     return result
