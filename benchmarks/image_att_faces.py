@@ -22,10 +22,10 @@ Run (ART in its own environment, never a kmi dependency):
     KERAS_BACKEND=jax python benchmarks/image_att_faces.py --setting b \\
         --data-home ../shared/data --target-epochs 60 --eval-epochs 150 \\
         --gan-steps 3000 --restarts 20 --max-iter 1500 --brep-iter 120 --inv-epochs 200
-    # on a 2-core CPU (about an hour; TensorFlow, whose CPU convolutions ran 3-5x
-    # faster here than JAX's), with LOMMA's model augmentation (5 surrogates):
-    python benchmarks/image_att_faces.py --setting b --data-home ../shared/data \
-        --target-epochs 60 --eval-epochs 150 --gan-steps 2000 --restarts 20 \
+    # on a 2-core CPU (37 min; TensorFlow, whose CPU convolutions ran 3-5x faster
+    # here than JAX's), with LOMMA's model augmentation (5 surrogates):
+    python benchmarks/image_att_faces.py --setting b --data-home ../shared/data \\
+        --target-epochs 60 --eval-epochs 150 --gan-steps 2000 --restarts 20 \\
         --max-iter 300 --brep-iter 120 --inv-epochs 200 --lomma-aug 5 --tag _cpu
 Writes benchmarks/results/image_att_faces_a.json and image_att_faces_b_<side>.json,
 PNG grids, and prints Markdown tables.

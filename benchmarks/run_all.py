@@ -44,7 +44,7 @@ BENCHMARKS = {
                           "data subjects 21-40 + scikit-image's LFW subset (32x32); the first "
                           "file measured with JAX on one H100 (these arguments), the _cpu one "
                           "with TensorFlow on this 2-core CPU (--gan-steps 2000 --max-iter 300 "
-                          "--lomma-aug 5 --tag _cpu, about an hour)",
+                          "--lomma-aug 5 --tag _cpu, 37 min)",
                           "6 min"),
     "image_gan": (["image_gan.py"], ["image_gan.json"],
                   "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST", "30 min"),
