@@ -203,11 +203,17 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
 
 
 def _earlier_runs(name, args):
-    """With ``--attacks``, keep the other attacks' rows of the last result file."""
+    """With ``--attacks``, keep the other attacks' rows of the last result file.
+
+    Only rows measured on the same backend and device are kept: the file's header
+    (device, timings) describes this run, and its rows must too.
+    """
     path = RESULTS / f"{name}.json"
     if not args.attacks or not path.exists():
         return {}
-    return json.loads(path.read_text()).get("runs", {})
+    earlier = json.loads(path.read_text())
+    same = (earlier.get("backend"), earlier.get("device")) == (keras.backend.backend(), _device())
+    return earlier.get("runs", {}) if same else {}
 
 
 def _device():
