@@ -11,7 +11,7 @@ threshold=1.0) when ART is importable, and to what priors and processing add.
 
 Setting (b), the GAN-prior one (``--setting b``): a CNN target trained on 7 of the 10
 images of subjects 1-20, an evaluation CNN on all 10; public data are subjects 21-40
-and, when scikit-image is installed (benchmark-only, optional), its 200 LFW faces
+and, when scikit-image is installed (benchmark-only, optional), its 100 LFW faces
 (``skimage.data.lfw_subset``). GMI, GMI+LOMMA, KEDMI, BREPMI, MIFace and
 InversionModel are run by ``image_gan.gan_benchmark``.
 
@@ -270,16 +270,18 @@ def setting_a(args):
 
 # ----------------------------------------------------------------------------- setting (b)
 def lfw_faces(side):
-    """scikit-image's 200 LFW faces (25x25 greyscale), resized; None when not installed.
+    """scikit-image's 100 LFW faces (25x25 greyscale), resized; None when not installed.
 
     Extra public data for setting (b): faces of people outside AT&T. scikit-image is
     a benchmark-only, optional dependency (``pip install scikit-image``).
+    ``lfw_subset()`` holds 200 crops: the first 100 are faces, the other 100 are
+    background patches (non-faces), which are left out here.
     """
     try:
         from skimage.data import lfw_subset
     except ImportError:
         return None
-    faces = np.asarray(lfw_subset(), dtype="float32")[..., None]
+    faces = np.asarray(lfw_subset()[:100], dtype="float32")[..., None]
     faces = (faces - faces.min()) / max(float(faces.max() - faces.min()), 1e-12)
     return keras.ops.convert_to_numpy(
         keras.ops.image.resize(faces, (side, side), antialias=True)
