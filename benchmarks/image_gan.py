@@ -106,6 +106,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     d_loss, g_loss = wgan_gp_losses()
     chosen = [a for a in args.attacks.split(",") if a]
     if not chosen or any(a.startswith(("GMI", "BREPMI")) for a in chosen):  # shared prior
+        print(f"{name}: training the shared WGAN-GP prior ({args.gan_steps} steps)", flush=True)
         history = train_gan(
             generator,
             critic,
@@ -115,6 +116,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             steps=args.gan_steps,
             learning_rate=args.gan_lr,
             rng=0,
+            verbose=args.verbose,
         )
         result["gan_train_s"] = time.perf_counter() - t
         result["gan_final_d_loss"] = history["d_loss"][-1]
@@ -133,6 +135,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             n_restarts=args.restarts,
             learning_rate=args.gmi_lr,
             random_state=seed,
+            verbose=args.verbose,
             **lomma,
         )
 
@@ -153,6 +156,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             learning_rate=args.kedmi_lr,
             entropy_weight=args.kedmi_entropy,
             random_state=seed,
+            verbose=args.verbose,
         ).fit(Xpub),
         "BREPMI (label-only)": lambda seed: BREPMI(
             Target(target, access="label-only"),
@@ -160,6 +164,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             max_iter=args.brep_iter,
             n_directions=32,
             random_state=seed,
+            verbose=args.verbose,
         ).fit(),
         "MIFace": lambda seed: MIFace(
             target,
@@ -168,11 +173,13 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             learning_rate=0.05,
             tv_weight=0.05,
             contrast="stretch",
+            verbose=args.verbose,
         ).fit(),
         "InversionModel (one-hot)": lambda seed: InversionModel(
             Target(target, access="black-box"),
             epochs=args.inv_epochs,
             random_state=seed,
+            verbose=args.verbose,
         ).fit(Xpub),
     }
     if not args.lomma_aug:
@@ -183,6 +190,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     for attack_name, make in attacks.items():
         rows = []
         for seed in range(args.repeats):
+            print(f"{name}: running {attack_name} (seed {seed})", flush=True)
             start = time.perf_counter()
             attack = make(seed)
             images = attack.invert(labels)
@@ -269,6 +277,7 @@ def add_arguments(parser):
         ("--kedmi-entropy", float, 1e-4),
         ("--inv-epochs", int, 50),
         ("--attacks", str, ""),  # a subset (GMI,KEDMI,...); other rows of the file are kept
+        ("--verbose", int, 0),  # 1: progress bars of GAN training and of each attack
     ]
     for flag, kind, default in options:
         if flag not in parser._option_string_actions:
