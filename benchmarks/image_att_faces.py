@@ -22,7 +22,7 @@ Run (ART in its own environment, never a kmi dependency):
     KERAS_BACKEND=jax python benchmarks/image_att_faces.py --setting b \\
         --data-home ../shared/data --target-epochs 60 --eval-epochs 150 \\
         --gan-steps 3000 --restarts 20 --max-iter 1500 --brep-iter 120 --inv-epochs 200
-    # on a 2-core CPU (37 min; TensorFlow, whose CPU convolutions ran 3-5x faster
+    # on a 2-core CPU (39 min; TensorFlow, whose CPU convolutions ran 3-5x faster
     # here than JAX's), with LOMMA's model augmentation (5 surrogates):
     python benchmarks/image_att_faces.py --setting b --data-home ../shared/data \\
         --target-epochs 60 --eval-epochs 150 --gan-steps 2000 --restarts 20 \\
