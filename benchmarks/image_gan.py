@@ -202,6 +202,9 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
                 grid_rows.append(list(images))
         summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         summary["repeats"] = len(rows)
+        if len(rows) > 1:  # the spread over seeds, and each seed's top-1
+            summary.update({f"{k}_std": float(np.std([r[k] for r in rows])) for k in rows[0]})
+            summary["top_1_per_seed"] = [r["top_1"] for r in rows]
         result["runs"][attack_name] = summary
         print(f"{name}: {attack_name:26s} {summary}", flush=True)
         summary["params"] = dict(vars(args))
