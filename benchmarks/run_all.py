@@ -39,13 +39,16 @@ BENCHMARKS = {
     "image_att_faces_b": (["image_att_faces.py", "--setting", "b", "--target-epochs", "60",
                            "--eval-epochs", "150", "--gan-steps", "3000", "--restarts", "20",
                            "--max-iter", "1500", "--brep-iter", "120", "--inv-epochs", "200"],
-                          ["image_att_faces_b_32.json", "image_att_faces_b_32_cpu.json"],
+                          ["image_att_faces_b_32.json", "image_att_faces_b_32_cpu.json",
+                           "image_att_faces_b_32_cpu_seeds.json"],
                           "GAN-prior attacks on AT&T faces: target on subjects 1-20, public "
                           "data subjects 21-40 + the 100 faces of scikit-image's LFW subset "
                           "(32x32); the first file measured with JAX on one H100 (these "
                           "arguments) when the public data still held the subset's 100 "
                           "non-face crops too, the _cpu one with TensorFlow on this 2-core CPU "
-                          "(--gan-steps 2000 --max-iter 300 --lomma-aug 5 --tag _cpu, 39 min)",
+                          "(--gan-steps 2000 --max-iter 300 --lomma-aug 5 --tag _cpu, 39 min), "
+                          "and its three best rows with 5 seeds each (the same with --repeats 5 "
+                          "--attacks GMI,GMI+LOMMA(aug),InversionModel --tag _cpu_seeds, 34 min)",
                           "6 min"),
     "image_gan": (["image_gan.py"], ["image_gan.json"],
                   "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST", "30 min"),
