@@ -55,77 +55,9 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     The evaluator is trained on all private images ``Xp``; the target on the rows
     ``target_rows`` of them (all when None).
     """
-    shape = Xp.shape[1:]
-    rows_t = np.arange(len(Xp)) if target_rows is None else np.asarray(target_rows)
-    labels = np.arange(n_classes)
-    timings = {}
-    t = time.perf_counter()
-    target = train(
-        cnn_classifier(shape, n_classes, filters=(32, 64), dense_units=128, batch_norm=False),
-        Xp[rows_t],
-        yp[rows_t],
-        args.target_epochs,
-        lr=1e-3,
-        batch_size=64,
-        from_logits=True,
-        seed=1,
-    )
-    timings["target_train_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    evaluator = train(
-        evaluation_classifier(shape, n_classes, width=16, augment=False, seed=2),
-        Xp,
-        yp,
-        args.eval_epochs,
-        lr=2e-3,
-        batch_size=64,
-        from_logits=True,
-        seed=2,
-    )
-    timings["eval_train_s"] = time.perf_counter() - t
-    feats = feature_extractor(evaluator)
-    pred = np.asarray(evaluator.predict(Xp, verbose=0)).argmax(1)
-    result = {
-        "setting": name,
-        "backend": keras.backend.backend(),
-        "device": _device(),
-        "n_private": int(len(Xp)),
-        "n_public": int(len(Xpub)),
-        "evaluator_train_accuracy": float((pred == yp).mean()),
-        "target_train_accuracy": float(
-            (np.asarray(target.predict(Xp, verbose=0)).argmax(1) == yp).mean()
-        ),
-        "params": vars(args),
-        "runs": _earlier_runs(name, args),
-        **timings,
-    }
-    keras.utils.set_random_seed(3)
-    t = time.perf_counter()
-    generator = dcgan_generator(args.latent_dim, shape, width=args.gan_width)
-    critic = dcgan_critic(shape, width=args.gan_width)
-    d_loss, g_loss = wgan_gp_losses()
-    chosen = [a for a in args.attacks.split(",") if a]
-    if not chosen or any(a.startswith(("GMI", "BREPMI")) for a in chosen):  # shared prior
-        print(f"{name}: training the shared WGAN-GP prior ({args.gan_steps} steps)", flush=True)
-        history = train_gan(
-            generator,
-            critic,
-            Xpub,
-            d_loss=d_loss,
-            g_loss=g_loss,
-            steps=args.gan_steps,
-            learning_rate=args.gan_lr,
-            rng=0,
-            verbose=args.verbose,
-        )
-        result["gan_train_s"] = time.perf_counter() - t
-        result["gan_final_d_loss"] = history["d_loss"][-1]
 
-    def measure(images):
-        row = attack_accuracy(evaluator, images, labels, top_k=(1, min(5, n_classes)))
-        row["knn_distance"] = knn_distance(images, labels, Xp, yp, feature_model=feats)
-        return row
-
+    # The rows, chosen first so that a bad --attacks fails before any training; the
+    # lambdas read target, generator, critic and Xpub when they run.
     def gmi(seed, **lomma):
         return GMI(
             target,
@@ -182,10 +114,78 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             verbose=args.verbose,
         ).fit(Xpub),
     }
-    if not args.lomma_aug:
-        del attacks["GMI+LOMMA(aug)"], attacks["GMI+LOMMA(logit+aug)"]
-    if args.attacks:
-        attacks = {k: v for k, v in attacks.items() if k.split(" ")[0] in args.attacks.split(",")}
+    attacks = select_attacks(attacks, args.attacks, args.lomma_aug)
+
+    shape = Xp.shape[1:]
+    rows_t = np.arange(len(Xp)) if target_rows is None else np.asarray(target_rows)
+    labels = np.arange(n_classes)
+    timings = {}
+    t = time.perf_counter()
+    target = train(
+        cnn_classifier(shape, n_classes, filters=(32, 64), dense_units=128, batch_norm=False),
+        Xp[rows_t],
+        yp[rows_t],
+        args.target_epochs,
+        lr=1e-3,
+        batch_size=64,
+        from_logits=True,
+        seed=1,
+    )
+    timings["target_train_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    evaluator = train(
+        evaluation_classifier(shape, n_classes, width=16, augment=False, seed=2),
+        Xp,
+        yp,
+        args.eval_epochs,
+        lr=2e-3,
+        batch_size=64,
+        from_logits=True,
+        seed=2,
+    )
+    timings["eval_train_s"] = time.perf_counter() - t
+    feats = feature_extractor(evaluator)
+    pred = np.asarray(evaluator.predict(Xp, verbose=0)).argmax(1)
+    result = {
+        "setting": name,
+        "backend": keras.backend.backend(),
+        "device": _device(),
+        "n_private": int(len(Xp)),
+        "n_public": int(len(Xpub)),
+        "evaluator_train_accuracy": float((pred == yp).mean()),
+        "target_train_accuracy": float(
+            (np.asarray(target.predict(Xp, verbose=0)).argmax(1) == yp).mean()
+        ),
+        "params": vars(args),
+        "runs": _earlier_runs(name, args),
+        **timings,
+    }
+    keras.utils.set_random_seed(3)
+    t = time.perf_counter()
+    generator = dcgan_generator(args.latent_dim, shape, width=args.gan_width)
+    critic = dcgan_critic(shape, width=args.gan_width)
+    d_loss, g_loss = wgan_gp_losses()
+    if any(k.startswith(("GMI", "BREPMI")) for k in attacks):  # the shared prior
+        print(f"{name}: training the shared WGAN-GP prior ({args.gan_steps} steps)", flush=True)
+        history = train_gan(
+            generator,
+            critic,
+            Xpub,
+            d_loss=d_loss,
+            g_loss=g_loss,
+            steps=args.gan_steps,
+            learning_rate=args.gan_lr,
+            rng=0,
+            verbose=args.verbose,
+        )
+        result["gan_train_s"] = time.perf_counter() - t
+        result["gan_final_d_loss"] = history["d_loss"][-1]
+
+    def measure(images):
+        row = attack_accuracy(evaluator, images, labels, top_k=(1, min(5, n_classes)))
+        row["knn_distance"] = knn_distance(images, labels, Xp, yp, feature_model=feats)
+        return row
+
     grid_rows = [[Xp[yp == c].mean(axis=0) for c in labels]]
     for attack_name, make in attacks.items():
         rows = []
@@ -211,6 +211,26 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         save(result, name)
     write_png(RESULTS / f"{name}.png", grid(grid_rows))
     return result
+
+
+def select_attacks(attacks, names, lomma_aug):
+    """The rows to run: all, or those whose name's first word is in ``names`` (a,b,...).
+
+    The model-augmentation rows (names ending in ``aug)``) need ``lomma_aug``
+    surrogates and are left out without them. An unknown name, or an augmentation
+    row asked for without surrogates, exits with the choices rather than running
+    nothing.
+    """
+    first = {k.split(" ")[0]: k for k in attacks}
+    chosen = [n for n in names.split(",") if n]
+    unknown = [n for n in chosen if n not in first]
+    if unknown:
+        raise SystemExit(f"--attacks: unknown {unknown}; choose among {sorted(first)}")
+    if not lomma_aug:
+        if any(n.endswith("aug)") for n in chosen):
+            raise SystemExit("--attacks: the (aug) rows need surrogates; add --lomma-aug N > 0")
+        first = {n: k for n, k in first.items() if not n.endswith("aug)")}
+    return {k: attacks[k] for n, k in first.items() if not chosen or n in chosen}
 
 
 def _earlier_runs(name, args):

@@ -75,3 +75,22 @@ def test_run_all_rebuilds_results_md(tmp_path):
         if any(path.name in files for _, files, *_ in run_all.BENCHMARKS.values()):
             assert f"### {path.name}" in text
     assert "| a | b |" in "\n".join(run_all._table([{"a": 1, "b": 2.5}]))
+
+
+def test_gan_benchmark_attack_selection_fails_loudly():
+    import importlib.util
+
+    import pytest
+
+    spec = importlib.util.spec_from_file_location("image_gan", ROOT / "benchmarks" / "image_gan.py")
+    image_gan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(image_gan)
+    rows = dict.fromkeys(["GMI", "GMI+LOMMA(aug)", "BREPMI (label-only)", "MIFace"])
+    select = image_gan.select_attacks
+    assert list(select(rows, "", 5)) == list(rows)
+    assert list(select(rows, "", 0)) == ["GMI", "BREPMI (label-only)", "MIFace"]
+    assert list(select(rows, "MIFace,BREPMI", 0)) == ["BREPMI (label-only)", "MIFace"]
+    with pytest.raises(SystemExit, match="unknown \\['LOMMA'\\]"):
+        select(rows, "GMI,LOMMA", 5)
+    with pytest.raises(SystemExit, match="--lomma-aug"):
+        select(rows, "GMI+LOMMA(aug)", 0)
