@@ -82,7 +82,8 @@ def test_gan_benchmark_attack_selection_fails_loudly():
 
     import pytest
 
-    spec = importlib.util.spec_from_file_location("image_gan", ROOT / "benchmarks" / "image_gan.py")
+    path = ROOT / "benchmarks" / "image_gan.py"
+    spec = importlib.util.spec_from_file_location("image_gan", path)
     image_gan = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(image_gan)
     rows = dict.fromkeys(["GMI", "GMI+LOMMA(aug)", "BREPMI (label-only)", "MIFace"])

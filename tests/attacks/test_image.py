@@ -15,6 +15,7 @@ from kmi.models import (
     dcgan_critic,
     dcgan_generator,
     evaluation_classifier,
+    pca_prior,
     softmax_regression,
 )
 from kmi.targets import AccessError, Target
@@ -249,6 +250,32 @@ def test_gmi_trains_prior_and_lomma_options(gan_setting):
     assert np.isfinite(attack.loss_).all()
 
 
+def test_gmi_pca_prior_with_latent_noise_beats_chance(gan_setting):
+    g = gan_setting
+    Xpub = g["Xpub"]
+    generator, critic = pca_prior(np.concatenate([Xpub, Xpub[:, :, ::-1]]), 10)
+    kwargs = dict(
+        generator=generator,
+        critic=critic,
+        optimizer="adam",
+        learning_rate=0.05,
+        latent_clip=3.0,
+        latent_noise=0.5,
+        max_iter=60,
+        n_restarts=3,
+        eval_model=g["eval"],
+    )
+    attack = GMI(g["target"], random_state=0, **kwargs).fit()
+    images = attack.invert(np.arange(5))
+    assert images.shape == (5, 8, 8, 1) and attack.latents_.shape == (5, 10)
+    assert attack.score(g["Xp"], g["yp"]) > 0.2  # chance is 0.2
+    # The noise is drawn from random_state: the same seed gives the same images.
+    again = GMI(g["target"], random_state=0, **kwargs).fit().invert(np.arange(5))
+    np.testing.assert_array_equal(images, again)
+    other = GMI(g["target"], random_state=1, **kwargs).fit().invert(np.arange(5))
+    assert not np.array_equal(images, other)
+
+
 def test_gmi_errors(gan_setting):
     g = gan_setting
     with pytest.raises(AccessError):
@@ -261,6 +288,10 @@ def test_gmi_errors(gan_setting):
         GMI(g["target"], gan_steps=1).fit(g["Xpub"][..., 0])
     with pytest.raises(ValueError, match="Received: identity_loss"):
         GMI(g["target"], generator=g["generator"], critic=g["critic"], identity_loss="x").fit()
+    with pytest.raises(ValueError, match="Received: optimizer='rmsprop'"):
+        GMI(g["target"], generator=g["generator"], critic=g["critic"], optimizer="rmsprop").fit()
+    with pytest.raises(ValueError, match="Received: latent_noise=-0.1"):
+        GMI(g["target"], generator=g["generator"], critic=g["critic"], latent_noise=-0.1).fit()
     wrong = dcgan_generator(16, (16, 16, 1), width=8)
     with pytest.raises(ValueError, match="generator output shape"):
         GMI(g["target"], generator=wrong, critic=g["critic"]).fit()

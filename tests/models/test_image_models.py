@@ -11,6 +11,7 @@ from kmi.models import (
     evaluation_classifier,
     feature_extractor,
     mlp_classifier,
+    pca_prior,
     softmax_regression,
 )
 
@@ -22,6 +23,8 @@ BUILDERS = [
     lambda: dcgan_generator(8, (16, 16, 1), width=8),
     lambda: dcgan_critic((16, 16, 1), width=8),
     lambda: dcgan_critic((16, 16, 1), width=8, n_classes=3),
+    lambda: pca_prior(np.random.default_rng(0).random((12, 8, 8, 1)), 4)[0],
+    lambda: pca_prior(np.random.default_rng(0).random((12, 8, 8, 1)), 4)[1],
 ]
 
 
@@ -65,3 +68,39 @@ def test_errors():
         mlp_classifier((8, 8, 1), 3, hidden_units=())
     with pytest.raises(ValueError, match="Received: layer='nope'"):
         feature_extractor(softmax_regression((8, 8, 1), 3), "nope")
+
+
+def test_pca_prior_generator_and_critic():
+    X = np.random.default_rng(0).random((30, 8, 8, 1)).astype("float32")
+    generator, critic = pca_prior(X, 5, prior_weight=2.0)
+    assert generator.output_shape == (None, 8, 8, 1) and critic.output_shape == (None, 1)
+    assert not generator.trainable_weights and not critic.trainable_weights
+    mean = keras.ops.convert_to_numpy(generator(np.zeros((1, 5), "float32")))[0]
+    np.testing.assert_allclose(mean, X.mean(0), atol=1e-5)
+    # Small codes stay inside [0, 1], so the critic reads the code back exactly.
+    codes = 0.1 * np.random.default_rng(1).standard_normal((4, 5)).astype("float32")
+    images = keras.ops.convert_to_numpy(generator(codes))
+    assert images.min() >= 0 and images.max() <= 1
+    scores = keras.ops.convert_to_numpy(critic(images))[:, 0]
+    np.testing.assert_allclose(scores, -2.0 * (codes**2).sum(1), rtol=1e-3, atol=1e-5)
+    # Codes are in standard-deviation units: the public images' codes have unit variance.
+    c = -keras.ops.convert_to_numpy(pca_prior(X, 5, prior_weight=1.0)[1](X))[:, 0]
+    np.testing.assert_allclose(c.mean(), 5.0, rtol=1e-3)
+    # Big codes are clipped to valid images.
+    big = keras.ops.convert_to_numpy(generator(100 * codes))
+    assert big.min() == 0 and big.max() == 1
+
+
+def test_pca_prior_errors():
+    X = np.random.default_rng(0).random((6, 4, 4, 1))
+    with pytest.raises(ValueError, match="Received: n_components=7"):
+        pca_prior(X, 7)
+    with pytest.raises(ValueError, match="Received: n_components=0"):
+        pca_prior(X, 0)
+    with pytest.raises(ValueError, match="Received: X.shape=.6, 4, 4."):
+        pca_prior(X[..., 0], 2)
+    with pytest.raises(ValueError, match="Received: prior_weight=-1"):
+        pca_prior(X, 2, prior_weight=-1)
+    X[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pca_prior(X, 2)
