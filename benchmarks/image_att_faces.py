@@ -13,7 +13,12 @@ Setting (b), the GAN-prior one (``--setting b``): a CNN target trained on 7 of t
 images of subjects 1-20, an evaluation CNN on all 10; public data are subjects 21-40
 and, when scikit-image is installed (benchmark-only, optional), its 100 LFW faces
 (``skimage.data.lfw_subset``). GMI, GMI+LOMMA, KEDMI, BREPMI, MIFace and
-InversionModel are run by ``image_gan.gan_benchmark``.
+InversionModel are run by ``image_gan.gan_benchmark``, and so are the GMI-PCA rows:
+GMI over a linear prior (``kmi.models.pca_prior``, 40 principal components of the
+public faces and their mirror images) instead of the GAN, without and with
+``latent_noise`` 0.5. With 300 public faces a GAN has little to learn from, and 40
+components already span the private subjects: their projections onto them are
+classified correctly by the evaluator for 0.915 of the images.
 
 Run (ART in its own environment, never a kmi dependency):
     pip install --target /tmp/artpkgs --no-deps adversarial-robustness-toolbox tqdm six
@@ -371,6 +376,13 @@ def main(argv=None):
         dest="lfw",
         action="store_false",
         help="setting b: public data without scikit-image's LFW faces",
+    )
+    parser.add_argument(
+        "--pca-mirror",
+        type=int,
+        default=1,
+        help="setting b: the PCA prior of the GMI-PCA rows also takes the public faces' "
+        "mirror images (1, the default) or not (0)",
     )
     import image_gan
 

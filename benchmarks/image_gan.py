@@ -5,7 +5,10 @@ package ``dataset-fashion-mnist``): the target (a CNN) is trained on classes 0-4
 public data are images of classes 5-9; the evaluation model, of another architecture,
 is trained on classes 0-4. Images are padded to 32x32 for the DCGAN prior. One
 WGAN-GP prior is trained (``kmi.attacks._gan.train_gan``) and shared by GMI and
-BREPMI; KEDMI trains its own inversion-specific GAN. Reported per attack: top-1 /
+BREPMI; KEDMI trains its own inversion-specific GAN. The GMI-PCA rows run GMI's
+search over a linear prior instead (``kmi.models.pca_prior``: ``--pca-components``
+principal components of the public images, Adam), without and with
+``latent_noise``. Reported per attack: top-1 /
 top-5 accuracy of the evaluator on one reconstruction per class (x ``--repeats``
 seeds), KNN distance in the evaluator's feature space, and wall time on this machine.
 
@@ -45,6 +48,7 @@ from kmi.models import (  # noqa: E402
     dcgan_generator,
     evaluation_classifier,
     feature_extractor,
+    pca_prior,
 )
 from kmi.targets import Target  # noqa: E402
 
@@ -70,6 +74,23 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             verbose=args.verbose,
             **lomma,
         )
+
+    def gmi_pca(seed, noise):
+        public = np.concatenate([Xpub, Xpub[:, :, ::-1]]) if args.pca_mirror else Xpub
+        pca_gen, pca_critic = pca_prior(public, args.pca_components)
+        return GMI(
+            target,
+            generator=pca_gen,
+            critic=pca_critic,
+            max_iter=args.max_iter,
+            n_restarts=args.restarts,
+            optimizer="adam",
+            learning_rate=args.pca_lr,
+            latent_clip=3.0,
+            latent_noise=noise,
+            random_state=seed,
+            verbose=args.verbose,
+        ).fit()
 
     attacks = {
         "GMI": lambda seed: gmi(seed).fit(),
@@ -114,6 +135,9 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             verbose=args.verbose,
         ).fit(Xpub),
     }
+    if args.pca_components:  # GMI's search over a linear (PCA) prior instead of the GAN
+        attacks["GMI-PCA"] = lambda seed: gmi_pca(seed, 0.0)
+        attacks["GMI-PCA+noise"] = lambda seed: gmi_pca(seed, args.pca_noise)
     attacks = select_attacks(attacks, args.attacks, args.lomma_aug)
 
     shape = Xp.shape[1:]
@@ -165,7 +189,8 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     generator = dcgan_generator(args.latent_dim, shape, width=args.gan_width)
     critic = dcgan_critic(shape, width=args.gan_width)
     d_loss, g_loss = wgan_gp_losses()
-    if any(k.startswith(("GMI", "BREPMI")) for k in attacks):  # the shared prior
+    uses_gan = [k for k in attacks if k.startswith(("GMI", "BREPMI")) and "PCA" not in k]
+    if uses_gan:  # the shared prior
         print(f"{name}: training the shared WGAN-GP prior ({args.gan_steps} steps)", flush=True)
         history = train_gan(
             generator,
@@ -209,7 +234,10 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         print(f"{name}: {attack_name:26s} {summary}", flush=True)
         summary["params"] = dict(vars(args))
         save(result, name)
-    write_png(RESULTS / f"{name}.png", grid(grid_rows))
+    # With --attacks, the grid shows only the rows run now: its own file, so that the
+    # full grid of the last complete run is kept.
+    slug = "".join(c if c.isalnum() else "-" for c in args.attacks.lower()).strip("-")
+    write_png(RESULTS / (f"{name}.{slug}.png" if slug else f"{name}.png"), grid(grid_rows))
     return result
 
 
@@ -299,6 +327,10 @@ def add_arguments(parser):
         ("--kedmi-lr", float, 0.02),
         ("--kedmi-entropy", float, 1e-4),
         ("--inv-epochs", int, 50),
+        ("--pca-components", int, 40),  # 0 leaves out the GMI-PCA rows
+        ("--pca-mirror", int, 0),  # 1: add the public images' mirror images (faces)
+        ("--pca-noise", float, 0.5),  # latent_noise of the GMI-PCA+noise row
+        ("--pca-lr", float, 0.05),  # Adam's learning rate in the GMI-PCA rows
         ("--attacks", str, ""),  # a subset (GMI,KEDMI,...); other rows of the file are kept
         ("--verbose", int, 0),  # 1: progress bars of GAN training and of each attack
     ]

@@ -48,7 +48,11 @@ BENCHMARKS = {
                           "non-face crops too, the _cpu one with TensorFlow on this 2-core CPU "
                           "(--gan-steps 2000 --max-iter 300 --lomma-aug 5 --tag _cpu, 39 min), "
                           "and its three best rows with 5 seeds each (the same with --repeats 5 "
-                          "--attacks GMI,GMI+LOMMA(aug),InversionModel --tag _cpu_seeds, 34 min)",
+                          "--attacks GMI,GMI+LOMMA(aug),InversionModel --tag _cpu_seeds, 34 min); "
+                          "the GMI-PCA rows of both CPU files were added later with --attacks "
+                          "GMI-PCA,GMI-PCA+noise (4 and 7 min), against a new training of the "
+                          "same target and evaluator recipe (their images: the "
+                          "*.gmi-pca-gmi-pca-noise.png files)",
                           "6 min"),
     "image_gan": (["image_gan.py"], ["image_gan.json"],
                   "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST", "30 min"),
