@@ -62,34 +62,29 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
 
     # The rows, chosen first so that a bad --attacks fails before any training; the
     # lambdas read target, generator, critic and Xpub when they run.
-    def gmi(seed, **lomma):
+    def gmi(seed, **options):
+        params = dict(generator=generator, critic=critic, learning_rate=args.gmi_lr)
+        params.update(options)  # LOMMA's options, or another prior and its search
         return GMI(
             target,
-            generator=generator,
-            critic=critic,
             max_iter=args.max_iter,
             n_restarts=args.restarts,
-            learning_rate=args.gmi_lr,
             random_state=seed,
             verbose=args.verbose,
-            **lomma,
+            **params,
         )
 
     def gmi_pca(seed, noise):
         public = np.concatenate([Xpub, Xpub[:, :, ::-1]]) if args.pca_mirror else Xpub
         pca_gen, pca_critic = pca_prior(public, args.pca_components)
-        return GMI(
-            target,
+        return gmi(
+            seed,
             generator=pca_gen,
             critic=pca_critic,
-            max_iter=args.max_iter,
-            n_restarts=args.restarts,
             optimizer="adam",
             learning_rate=args.pca_lr,
             latent_clip=3.0,
             latent_noise=noise,
-            random_state=seed,
-            verbose=args.verbose,
         ).fit()
 
     attacks = {

@@ -382,7 +382,7 @@ def pca_prior(X, n_components: int = 40, *, prior_weight: float = 1.0):
     X : array of shape (n, height, width, channels)
         Public images in [0, 1]; add mirror images (``X[:, :, ::-1]``) for more.
     n_components : int, default=40
-        At most ``min(n, height * width * channels)``.
+        At most ``min(n - 1, height * width * channels)``.
     prior_weight : float, default=1.0
         Scale of the critic's score. With GMI's ``identity_weight=100``, 1.0 weighs
         the prior as ``0.01 * ||c||^2`` against a cross-entropy of 1.
@@ -402,11 +402,11 @@ def pca_prior(X, n_components: int = 40, *, prior_weight: float = 1.0):
     if not np.isfinite(X).all():
         raise ValueError("X contains NaN or infinite values; remove or impute them first.")
     flat = X.reshape(len(X), -1)
-    max_k = min(flat.shape)
+    max_k = min(len(flat) - 1, flat.shape[1])  # centred images span at most n - 1 directions
     if not isinstance(n_components, numbers.Integral) or not 1 <= n_components <= max_k:
         raise ValueError(
-            f"n_components must be an integer from 1 to {max_k} (the number of images or "
-            f"of pixels). Received: n_components={n_components!r}"
+            f"n_components must be an integer from 1 to {max_k} (one less than the number "
+            f"of images, or the number of pixels). Received: n_components={n_components!r}"
         )
     if not isinstance(prior_weight, numbers.Real) or not prior_weight >= 0:
         raise ValueError(

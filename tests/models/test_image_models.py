@@ -93,8 +93,8 @@ def test_pca_prior_generator_and_critic():
 
 def test_pca_prior_errors():
     X = np.random.default_rng(0).random((6, 4, 4, 1))
-    with pytest.raises(ValueError, match="Received: n_components=7"):
-        pca_prior(X, 7)
+    with pytest.raises(ValueError, match="from 1 to 5 .*Received: n_components=6"):
+        pca_prior(X, 6)  # 6 centred images span 5 directions
     with pytest.raises(ValueError, match="Received: n_components=0"):
         pca_prior(X, 0)
     with pytest.raises(ValueError, match="Received: X.shape=.6, 4, 4."):
