@@ -274,6 +274,10 @@ def test_gmi_pca_prior_with_latent_noise_beats_chance(gan_setting):
     np.testing.assert_array_equal(images, again)
     other = GMI(g["target"], random_state=1, **kwargs).fit().invert(np.arange(5))
     assert not np.array_equal(images, other)
+    # Both options reach the search: no noise, or SGD, gives other images from the same start.
+    for change in ({"latent_noise": 0.0}, {"optimizer": "sgd"}):
+        changed = GMI(g["target"], random_state=0, **{**kwargs, **change}).fit()
+        assert not np.allclose(images, changed.invert(np.arange(5))), change
 
 
 def test_gmi_errors(gan_setting):
