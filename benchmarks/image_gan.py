@@ -184,8 +184,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     generator = dcgan_generator(args.latent_dim, shape, width=args.gan_width)
     critic = dcgan_critic(shape, width=args.gan_width)
     d_loss, g_loss = wgan_gp_losses()
-    uses_gan = [k for k in attacks if k.startswith(("GMI", "BREPMI")) and "PCA" not in k]
-    if uses_gan:  # the shared prior
+    if set(attacks) & GAN_ROWS:  # the shared prior
         print(f"{name}: training the shared WGAN-GP prior ({args.gan_steps} steps)", flush=True)
         history = train_gan(
             generator,
@@ -234,6 +233,16 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     slug = "".join(c if c.isalnum() else "-" for c in args.attacks.lower()).strip("-")
     write_png(RESULTS / (f"{name}.{slug}.png" if slug else f"{name}.png"), grid(grid_rows))
     return result
+
+
+# The rows that search the shared WGAN-GP prior (trained only when one of them runs).
+GAN_ROWS = {
+    "GMI",
+    "GMI+LOMMA(logit)",
+    "GMI+LOMMA(aug)",
+    "GMI+LOMMA(logit+aug)",
+    "BREPMI (label-only)",
+}
 
 
 def select_attacks(attacks, names, lomma_aug):
