@@ -115,6 +115,27 @@ def measure(images, labels, eval_model, feats, private, private_labels, svm_scor
     return row
 
 
+def pca_svm(X, y, n_components=100):
+    """The issue's reference evaluator: PCA(100, whitened) + linear SVM on pixels.
+
+    Returns the fitted pipeline and a callable from images to its decision scores,
+    which ``attack_accuracy`` reads like a model's logits.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+
+    flat = np.asarray(X).reshape(len(X), -1)
+    n_components = min(n_components, len(flat) - 1, flat.shape[1])
+    svm = make_pipeline(PCA(n_components, whiten=True, random_state=0), SVC(kernel="linear"))
+    svm.fit(flat, y)
+
+    def scores(images):
+        return svm.decision_function(np.asarray(images).reshape(len(images), -1))
+
+    return svm, scores
+
+
 def run_art(model, n_classes, input_shape, max_iter, learning_rate):
     """IBM ART's MIFace on the same Keras model; None when ART is not importable."""
     try:
@@ -154,15 +175,7 @@ def setting_a(args):
     labels = np.arange(k)
 
     # the issue's reference evaluator: PCA + SVM on pixels, trained on all 10 images
-    from sklearn.decomposition import PCA
-    from sklearn.pipeline import make_pipeline
-    from sklearn.svm import SVC
-
-    svm = make_pipeline(PCA(100, whiten=True, random_state=0), SVC(kernel="linear"))
-    svm.fit(X.reshape(len(X), -1), y)
-
-    def svm_scores(images):
-        return svm.decision_function(np.asarray(images).reshape(len(images), -1))
+    svm, svm_scores = pca_svm(X, y)
 
     t = time.perf_counter()
     if args.evaluator == "cnn":  # failed to train on 92x112 (train accuracy 0.21 at 40 epochs)
