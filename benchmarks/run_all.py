@@ -46,13 +46,12 @@ BENCHMARKS = {
                           "(32x32); the first file measured with JAX on one H100 (these "
                           "arguments) when the public data still held the subset's 100 "
                           "non-face crops too, the _cpu one with TensorFlow on this 2-core CPU "
-                          "(--gan-steps 2000 --max-iter 300 --lomma-aug 5 --tag _cpu, 39 min), "
-                          "and its three best rows with 5 seeds each (the same with --repeats 5 "
-                          "--attacks GMI,GMI+LOMMA(aug),InversionModel --tag _cpu_seeds, 34 min); "
-                          "the GMI-PCA rows of both CPU files were added later with --attacks "
-                          "GMI-PCA,GMI-PCA+noise (4 and 7 min), against a new training of the "
-                          "same target and evaluator recipe (their images: the "
-                          "*.gmi-pca-gmi-pca-noise.png files)",
+                          "(--gan-steps 2000 --max-iter 300 --lomma-aug 5 --tag _cpu, 47 min, "
+                          "every row, each read by the evaluator, a copy of it from another "
+                          "seed and PCA+SVM), and its best rows with 5 seeds each (the same "
+                          "with --repeats 5 --attacks GMI,InversionModel,GMI-PCA,GMI-PCA+noise "
+                          "--tag _cpu_seeds, 25 min; its GMI+LOMMA(aug) row is from an earlier "
+                          "run, before the extra judges)",
                           "6 min"),
     "image_gan": (["image_gan.py"], ["image_gan.json"],
                   "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST", "30 min"),
