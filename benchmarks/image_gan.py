@@ -155,32 +155,27 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         seed=1,
     )
     timings["target_train_s"] = time.perf_counter() - t
+
+    def train_evaluator(seed):
+        return train(
+            evaluation_classifier(shape, n_classes, width=16, augment=False, seed=seed),
+            Xp,
+            yp,
+            args.eval_epochs,
+            lr=2e-3,
+            batch_size=64,
+            from_logits=True,
+            seed=seed,
+        )
+
     t = time.perf_counter()
-    evaluator = train(
-        evaluation_classifier(shape, n_classes, width=16, augment=False, seed=2),
-        Xp,
-        yp,
-        args.eval_epochs,
-        lr=2e-3,
-        batch_size=64,
-        from_logits=True,
-        seed=2,
-    )
+    evaluator = train_evaluator(2)
     timings["eval_train_s"] = time.perf_counter() - t
     feats = feature_extractor(evaluator)
     # Two more judges, to tell the attack's success from the evaluator's whims: a copy
     # of the evaluator trained from another seed (the rows report how often the two
     # agree on the reconstructions), and setting (a)'s PCA + SVM on pixels.
-    evaluator_copy = train(
-        evaluation_classifier(shape, n_classes, width=16, augment=False, seed=3),
-        Xp,
-        yp,
-        args.eval_epochs,
-        lr=2e-3,
-        batch_size=64,
-        from_logits=True,
-        seed=3,
-    )
+    evaluator_copy = train_evaluator(3)
     _, svm_scores = pca_svm(Xp, yp)
     pred = np.asarray(evaluator.predict(Xp, verbose=0)).argmax(1)
     result = {
