@@ -729,6 +729,13 @@ class GMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
         latents_ : ndarray of shape (n_labels, latent_dim)
             The chosen latent code of each label in the last :meth:`invert`.
         loss_ : ndarray of shape (n_labels,)
+        restart_latents_ : ndarray of shape (n_labels, n_restarts, latent_dim)
+            Every restart's final latent code in the last :meth:`invert`
+            (``generator_`` maps them to images): the candidates the chosen ones
+            were picked from, to inspect or to select by another rule.
+        restart_losses_ : ndarray of shape (n_labels, n_restarts)
+            The target's identity loss (cross-entropy of the label) of each restart's
+            image; ``invert`` returns the restart with the lowest.
         n_iter_ : int
         interrupted_ : bool
 
@@ -964,6 +971,8 @@ class GMI(_GANPriorMixin, _ClassInversionMixin, BaseAttack):
         pick = np.arange(len(idx)) * r + best
         self.latents_ = result.x[pick]
         self.loss_ = ident[np.arange(len(idx)), best]
+        self.restart_latents_ = result.x.reshape(len(idx), r, -1)
+        self.restart_losses_ = ident
         self.n_iter_ = result.n_iter
         self.interrupted_ = result.interrupted
         return images[pick]

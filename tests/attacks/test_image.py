@@ -229,6 +229,12 @@ def test_gmi_end_to_end_beats_chance(gan_setting):
     images = attack.fit().invert(np.arange(5))
     assert images.shape == (5, 8, 8, 1) and attack.latents_.shape == (5, 16)
     assert attack.score(g["Xp"], g["yp"]) > 0.2
+    # every restart is kept; the returned one is the restart the target finds likeliest
+    assert attack.restart_latents_.shape == (5, 3, 16)
+    assert attack.restart_losses_.shape == (5, 3)
+    best = attack.restart_losses_.argmin(axis=1)
+    np.testing.assert_array_equal(attack.latents_, attack.restart_latents_[np.arange(5), best])
+    np.testing.assert_allclose(attack.loss_, attack.restart_losses_.min(axis=1))
     np.testing.assert_array_equal(images, attack.invert(np.arange(5)))
 
 
