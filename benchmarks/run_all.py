@@ -50,8 +50,9 @@ BENCHMARKS = {
                           "every row, each read by the evaluator, a copy of it from another "
                           "seed and PCA+SVM), and its best rows with 5 seeds each (the same "
                           "with --repeats 5 --attacks GMI,InversionModel,GMI-PCA,GMI-PCA+noise "
-                          "--tag _cpu_seeds, 28 min, the GMI rows also read over all 20 restarts; its "
-                          "GMI+LOMMA(aug) row is from an earlier run, before the extra judges)",
+                          "--tag _cpu_seeds, 28 min, the GMI rows also read over all 20 "
+                          "restarts; its GMI+LOMMA(aug) row is from an earlier run, before the "
+                          "extra judges)",
                           "6 min"),
     "image_gan": (["image_gan.py"], ["image_gan.json"],
                   "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST", "30 min"),
