@@ -54,8 +54,11 @@ BENCHMARKS = {
                           "restarts; its GMI+LOMMA(aug) row is from an earlier run, before the "
                           "extra judges)",
                           "6 min"),
-    "image_gan": (["image_gan.py"], ["image_gan.json"],
-                  "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST", "30 min"),
+    "image_gan": (["image_gan.py", "--per-class", "300", "--n-public", "2000", "--gan-steps",
+                   "300", "--gan-lr", "1e-3", "--gan-width", "16", "--latent-dim", "32",
+                   "--max-iter", "200", "--brep-iter", "40", "--target-epochs", "6",
+                   "--eval-epochs", "8", "--repeats", "3"], ["image_gan.json"],
+                  "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST", "10 min"),
     "graph_cora": (["graph_cora.py"], ["graph_cora.json"],
                    "GCN on Cora; GraphMI, LinkStealing, LinkTeller; EdgeRand and LapGraph",
                    "15 min"),
