@@ -11,10 +11,16 @@ principal components of the public images, Adam), without and with
 ``latent_noise``. Reported per attack: top-1 /
 top-5 accuracy of the evaluator on one reconstruction per class (x ``--repeats``
 seeds), KNN distance in the evaluator's feature space, and wall time on this machine.
-Two more judges read the same images: a copy of the evaluator trained from another
+Three more judges read the same images: a copy of the evaluator trained from another
 seed (its top-1, and how often it agrees with the evaluator: a measure of how much
-of a top-1 figure is the evaluator's own noise), and setting (a)'s PCA(100, whitened)
-+ linear SVM on pixels. For the GMI rows, the evaluator also reads every restart, not
+of a top-1 figure is the evaluator's own noise), the evaluator's recipe with each
+image standardised first (``evaluation_classifier(standardize=True)``, blind to
+global brightness and contrast), and setting (a)'s PCA(100, whitened) + linear SVM
+on pixels. Before any attack, ``judge_checks`` records how every judge (and the
+target) reads the private images themselves and copies of them 0.1 darker or
+brighter, at 0.7 of their contrast, blended with 0.3 of the public mean image, and
+projected onto the GMI-PCA rows' prior: a judge that fails these reads intensities,
+not classes. For the GMI rows, the evaluator also reads every restart, not
 only the one GMI returns (``restart_columns``): its top-1 over all restarts, and the
 share of classes for which some restart is right; the gap between the two bounds
 what a better choice among the restarts could add.
@@ -81,9 +87,11 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             **params,
         )
 
-    def gmi_pca(seed, noise):
+    if args.pca_components:  # the linear prior of the GMI-PCA rows, built once
         public = np.concatenate([Xpub, Xpub[:, :, ::-1]]) if args.pca_mirror else Xpub
         pca_gen, pca_critic = pca_prior(public, args.pca_components)
+
+    def gmi_pca(seed, noise):
         return gmi(
             seed,
             generator=pca_gen,
@@ -159,9 +167,11 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     )
     timings["target_train_s"] = time.perf_counter() - t
 
-    def train_evaluator(seed):
+    def train_evaluator(seed, standardize=False):
         return train(
-            evaluation_classifier(shape, n_classes, width=16, augment=False, seed=seed),
+            evaluation_classifier(
+                shape, n_classes, width=16, augment=False, standardize=standardize, seed=seed
+            ),
             Xp,
             yp,
             args.eval_epochs,
@@ -175,10 +185,13 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     evaluator = train_evaluator(2)
     timings["eval_train_s"] = time.perf_counter() - t
     feats = feature_extractor(evaluator)
-    # Two more judges, to tell the attack's success from the evaluator's whims: a copy
+    # Three more judges, to tell the attack's success from the evaluator's whims: a copy
     # of the evaluator trained from another seed (the rows report how often the two
-    # agree on the reconstructions), and setting (a)'s PCA + SVM on pixels.
+    # agree on the reconstructions), the evaluator's recipe with each image standardised
+    # first (blind to global brightness and contrast, which the evaluator is not: see
+    # judge_checks), and setting (a)'s PCA + SVM on pixels.
     evaluator_copy = train_evaluator(3)
+    evaluator_std = train_evaluator(2, standardize=True)
     _, svm_scores = pca_svm(Xp, yp)
     pred = np.asarray(evaluator.predict(Xp, verbose=0)).argmax(1)
     result = {
@@ -192,9 +205,25 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             (np.asarray(target.predict(Xp, verbose=0)).argmax(1) == yp).mean()
         ),
         "params": vars(args),
+        "judge_checks": judge_checks(
+            {
+                "evaluator": evaluator,
+                "evaluator_copy": evaluator_copy,
+                "evaluator_std": evaluator_std,
+                "pca_svm": svm_scores,
+                "target": target,
+            },
+            Xp,
+            yp,
+            Xpub.mean(axis=0),
+            project=_projector(pca_gen, pca_critic) if args.pca_components else None,
+        ),
         "runs": _earlier_runs(name, args),
         **timings,
     }
+    print(f"{name}: judge checks (top-1 on the private images, changed)", flush=True)
+    for judge, row in result["judge_checks"].items():
+        print(f"  {judge:15s} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
     keras.utils.set_random_seed(3)
     t = time.perf_counter()
     generator = dcgan_generator(args.latent_dim, shape, width=args.gan_width)
@@ -226,6 +255,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             np.asarray(m.predict(images, verbose=0)).argmax(1) for m in (evaluator, evaluator_copy)
         ]
         row["evaluator_copy_top_1"] = copy
+        row["evaluator_std_top_1"] = attack_accuracy(evaluator_std, images, labels, top_k=1)
         row["evaluator_copy_agreement"] = float((votes[0] == votes[1]).mean())
         svm = attack_accuracy(svm_scores, images, labels, top_k=top_k)
         row["pca_svm_top_1"], row[f"pca_svm_top_{top_k[1]}"] = svm["top_1"], svm[f"top_{top_k[1]}"]
@@ -260,6 +290,42 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     slug = "".join(c if c.isalnum() else "-" for c in args.attacks.lower()).strip("-")
     write_png(RESULTS / (f"{name}.{slug}.png" if slug else f"{name}.png"), grid(grid_rows))
     return result
+
+
+def judge_checks(judges, X, y, reference, project=None):
+    """Each judge's top-1 on the private images, and on copies that show the same faces.
+
+    A judge of reconstructions should name the right class for the private images
+    themselves and for copies of them that differ only in ways a reconstruction
+    also differs: global brightness (+-0.1), contrast (0.7 of it, about each image's
+    mean), a blend with 0.3 of ``reference`` (the public images' mean), and, with
+    ``project``, the projections onto the attack's linear prior. A judge that fails
+    these reads a reconstruction's intensities, not who it shows.
+    """
+    mean = X.mean(axis=(1, 2, 3), keepdims=True)
+    variants = {
+        "private": X,
+        "brightness_-0.1": np.clip(X - 0.1, 0, 1),
+        "brightness_+0.1": np.clip(X + 0.1, 0, 1),
+        "contrast_0.7": mean + 0.7 * (X - mean),
+        "blend_0.3_public_mean": reference + 0.7 * (X - reference),
+    }
+    if project is not None:
+        variants["pca_projection"] = project(X)
+    return {
+        name: {v: attack_accuracy(judge, images, y, top_k=1) for v, images in variants.items()}
+        for name, judge in judges.items()
+    }
+
+
+def _projector(generator, critic):
+    """Images to their projections onto a ``pca_prior``: the generator of their codes."""
+    codes = keras.Model(critic.inputs, critic.get_layer("codes").output)
+
+    def project(images):
+        return np.asarray(generator.predict(codes.predict(images, verbose=0), verbose=0))
+
+    return project
 
 
 def restart_columns(attack, evaluator, labels):
@@ -349,9 +415,9 @@ def save(result, name):
 def table(result):
     lines = [
         "| attack | top-1 | top-5 | KNN dist | seconds (fit+invert) "
-        "| top-1, evaluator copy | evaluator-copy agreement | top-1, PCA+SVM "
-        "| top-1, all restarts | any restart right |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| top-1, evaluator copy | evaluator-copy agreement | top-1, standardised evaluator "
+        "| top-1, PCA+SVM | top-1, all restarts | any restart right |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(row, key):
@@ -362,7 +428,8 @@ def table(result):
         lines.append(
             f"| {name} | {row['top_1']:.3f} | {top5[0]:.3f} | {row['knn_distance']:.2f} | "
             f"{row['seconds_fit_and_invert']:.1f} | {cell(row, 'evaluator_copy_top_1')} | "
-            f"{cell(row, 'evaluator_copy_agreement')} | {cell(row, 'pca_svm_top_1')} | "
+            f"{cell(row, 'evaluator_copy_agreement')} | {cell(row, 'evaluator_std_top_1')} | "
+            f"{cell(row, 'pca_svm_top_1')} | "
             f"{cell(row, 'restart_top_1')} | {cell(row, 'restart_any_top_1')} |"
         )
     return "\n".join(lines)

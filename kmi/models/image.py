@@ -193,6 +193,7 @@ def evaluation_classifier(
     width: int = 32,
     dropout: float = 0.3,
     augment: bool = True,
+    standardize: bool = False,
     output_activation: str | None = None,
     seed: int | None = None,
 ) -> keras.Model:
@@ -213,6 +214,15 @@ def evaluation_classifier(
     dropout : float, default=0.3
     augment : bool, default=True
         Random translation (10 %) and zoom (10 %) while training.
+    standardize : bool, default=False
+        Standardise each image first (subtract its mean pixel, divide by its pixel
+        standard deviation), so that the classifier reads the same class whatever the
+        image's global brightness and contrast. Reconstructions rarely have the
+        private images' exact intensities: on AT&T faces (20 subjects, 32x32, trained
+        150 epochs without augmentation), the classifier without standardisation read
+        its own training faces made 0.1 darker as the right subject for only 0.09-0.33
+        of them (three seeds), and at 0.7 of their contrast for 0.21-0.23; with it,
+        1.00 for both.
     output_activation : {None, "softmax"}, default=None
     seed : int, default=None
         Seed of the augmentation and dropout layers.
@@ -226,6 +236,10 @@ def evaluation_classifier(
     shape = _check_shape(input_shape)
     inputs = keras.Input(shape)
     x = inputs
+    if standardize:  # per-image: zero mean, unit variance over all its pixels
+        x = layers.LayerNormalization(
+            axis=[1, 2, 3], center=False, scale=False, epsilon=1e-6, name="standardize"
+        )(x)
     if augment:
         x = layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed)(x)
         x = layers.RandomZoom(0.1, fill_mode="nearest", seed=seed)(x)

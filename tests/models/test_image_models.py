@@ -20,6 +20,7 @@ BUILDERS = [
     lambda: mlp_classifier((8, 8, 1), 10, hidden_units=(16,)),
     lambda: cnn_classifier((8, 8, 1), 10, filters=(4, 8), dense_units=16),
     lambda: evaluation_classifier((8, 8, 1), 10, width=4),
+    lambda: evaluation_classifier((8, 8, 1), 10, width=4, standardize=True),
     lambda: dcgan_generator(8, (16, 16, 1), width=8),
     lambda: dcgan_critic((16, 16, 1), width=8),
     lambda: dcgan_critic((16, 16, 1), width=8, n_classes=3),
@@ -53,6 +54,21 @@ def test_output_shapes_and_activation():
     assert critic == (None, 1) and logits == (None, 5)
     feats = feature_extractor(evaluation_classifier((8, 8, 1), 10, width=4))
     assert feats.output_shape == (None, 16)
+
+
+def test_standardized_evaluator_ignores_brightness_and_contrast():
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype("float32")
+    shifted = 0.3 * x + 0.5  # lower contrast, brighter
+
+    def logits(model, images):
+        return keras.ops.convert_to_numpy(model(images, training=False))
+
+    keras.utils.set_random_seed(0)
+    model = evaluation_classifier((8, 8, 1), 3, width=4, standardize=True)
+    np.testing.assert_allclose(logits(model, shifted), logits(model, x), atol=1e-4)
+    keras.utils.set_random_seed(0)
+    plain = evaluation_classifier((8, 8, 1), 3, width=4)
+    assert np.abs(logits(plain, shifted) - logits(plain, x)).max() > 1e-2
 
 
 def test_errors():
