@@ -17,14 +17,14 @@ InversionModel are run by ``image_gan.gan_benchmark``, and so are the GMI-PCA ro
 GMI over a linear prior (``kmi.models.pca_prior``, 40 principal components of the
 public faces and their mirror images) instead of the GAN, without and with
 ``latent_noise`` 0.5. With 300 public faces a GAN has little to learn from, and 40
-components already span the private subjects: their projections onto them are
-classified correctly by the evaluator for 0.915 of the images.
+components already span the private subjects: the evaluation CNNs name the right
+subject for 0.81-0.94 of their projections onto them (``judge_checks``).
 
 Each row of setting (b) is read by four judges trained on all 10 images of subjects
 1-20: the evaluation CNN (the headline top-1/top-5 and KNN distance), a copy of it
 trained from another seed, the same CNN standardising each image first, and setting
 (a)'s PCA + SVM. How often the evaluator and its copy agree on a row's images
-(0.15-0.65 in the CPU run) bounds how much of a top-1 figure is the attack rather
+(0.30-0.60 in the CPU run) bounds how much of a top-1 figure is the attack rather
 than the judge; PCA + SVM is the more lenient judge (it read MIFace's blocky,
 non-face patterns as the right subject 0.80 of the time), so its figures are
 context, not the target's measure. The result's ``judge_checks`` show that the
@@ -38,7 +38,7 @@ Run (ART in its own environment, never a kmi dependency):
     KERAS_BACKEND=jax python benchmarks/image_att_faces.py --setting b \\
         --data-home ../shared/data --target-epochs 60 --eval-epochs 150 \\
         --gan-steps 3000 --restarts 20 --max-iter 1500 --brep-iter 120 --inv-epochs 200
-    # on a 2-core CPU (47 min; TensorFlow, whose CPU convolutions ran 3-5x faster
+    # on a 2-core CPU (30 min; TensorFlow, whose CPU convolutions ran 3-5x faster
     # here than JAX's), with LOMMA's model augmentation (5 surrogates):
     python benchmarks/image_att_faces.py --setting b --data-home ../shared/data \\
         --target-epochs 60 --eval-epochs 150 --gan-steps 2000 --restarts 20 \\

@@ -46,13 +46,13 @@ BENCHMARKS = {
                           "(32x32); the first file measured with JAX on one H100 (these "
                           "arguments) when the public data still held the subset's 100 "
                           "non-face crops too, the _cpu one with TensorFlow on this 2-core CPU "
-                          "(--gan-steps 2000 --max-iter 300 --lomma-aug 5 --tag _cpu, 47 min, "
+                          "(--gan-steps 2000 --max-iter 300 --lomma-aug 5 --tag _cpu, 30 min, "
                           "every row, each read by the evaluator, a copy of it from another "
-                          "seed and PCA+SVM), and its best rows with 5 seeds each (the same "
-                          "with --repeats 5 --attacks GMI,InversionModel,GMI-PCA,GMI-PCA+noise "
-                          "--tag _cpu_seeds, 28 min, the GMI rows also read over all 20 "
-                          "restarts; its GMI+LOMMA(aug) row is from an earlier run, before the "
-                          "extra judges)",
+                          "seed, the evaluator standardising each image and PCA+SVM, with "
+                          "every judge's checks on altered private faces), and its best rows "
+                          "with 5 seeds each (the same with --repeats 5 --attacks "
+                          "GMI,InversionModel,GMI-PCA,GMI-PCA+noise,MIFace --tag _cpu_seeds, "
+                          "22 min, the GMI rows also read over all 20 restarts)",
                           "6 min"),
     "image_gan": (["image_gan.py", "--per-class", "300", "--n-public", "2000", "--gan-steps",
                    "300", "--gan-lr", "1e-3", "--gan-width", "16", "--latent-dim", "32",
