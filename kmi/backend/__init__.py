@@ -206,7 +206,7 @@ def value_and_tap_grads(fn):
     return get_backend_module().value_and_tap_grads(fn)
 
 
-def conv_patches(x, kernel_size, strides, padding):
+def conv_patches(x, kernel_size, strides, padding, dilation_rate=None):
     """The input windows a convolution sees ("im2col"), one row per output position.
 
     Parameters
@@ -218,6 +218,8 @@ def conv_patches(x, kernel_size, strides, padding):
     padding : {"valid", "same"}
         As in ``keras.layers.Conv2D`` (``"same"`` pads like TensorFlow and XLA:
         the extra row or column, if any, goes after).
+    dilation_rate : tuple of int, optional
+        One entry per spatial axis (default: no dilation).
 
     Returns
     -------
@@ -242,49 +244,59 @@ def conv_patches(x, kernel_size, strides, padding):
         )
     if padding not in ("valid", "same"):
         raise ValueError(f"padding must be 'valid' or 'same'. Received: padding={padding!r}")
-    return get_backend_module().conv_patches(x, tuple(kernel_size), tuple(strides), padding)
+    dilation_rate = _dilation(dilation_rate, kernel_size)
+    return get_backend_module().conv_patches(
+        x, tuple(kernel_size), tuple(strides), padding, dilation_rate
+    )
 
 
-def _output_size(size, k, s, padding):
-    return -(-size // s) if padding == "same" else (size - k) // s + 1
+def _dilation(dilation_rate, kernel_size):
+    return (1,) * len(kernel_size) if dilation_rate is None else tuple(dilation_rate)
 
 
-def _same_padding(x, out_spatial, kernel_size, strides):
+def _output_size(size, k, s, padding, d=1):
+    span = (k - 1) * d + 1
+    return -(-size // s) if padding == "same" else (size - span) // s + 1
+
+
+def _same_padding(x, out_spatial, kernel_size, strides, dilation_rate):
     pads = []
-    for size, out, k, s in zip(x.shape[1:-1], out_spatial, kernel_size, strides):
-        total = max((out - 1) * s + k - size, 0)
+    for size, out, k, s, d in zip(x.shape[1:-1], out_spatial, kernel_size, strides, dilation_rate):
+        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
         pads.append([total // 2, total - total // 2])
     return keras.ops.pad(x, [[0, 0], *pads, [0, 0]])
 
 
-def _windows(x, kernel_size, strides, padding, out_spatial):
+def _windows(x, kernel_size, strides, padding, out_spatial, dilation_rate):
     """For each kernel offset, the strided slice of ``x`` it multiplies."""
     import itertools
 
     if padding == "same":
-        x = _same_padding(x, out_spatial, kernel_size, strides)
+        x = _same_padding(x, out_spatial, kernel_size, strides, dilation_rate)
     for offsets in itertools.product(*[range(k) for k in kernel_size]):
         index = (slice(None),)
-        for o, out, s in zip(offsets, out_spatial, strides):
-            index += (slice(o, o + (out - 1) * s + 1, s),)
+        for o, out, s, d in zip(offsets, out_spatial, strides, dilation_rate):
+            index += (slice(o * d, o * d + (out - 1) * s + 1, s),)
         yield x[index + (slice(None),)]
 
 
-def sliced_conv_patches(x, kernel_size, strides, padding):
+def sliced_conv_patches(x, kernel_size, strides, padding, dilation_rate=None):
     """:func:`conv_patches` by strided slicing, in ``keras.ops`` (any backend)."""
     import math
 
+    dilation_rate = _dilation(dilation_rate, kernel_size)
     out_spatial = [
-        _output_size(n, k, s, padding) for n, k, s in zip(x.shape[1:-1], kernel_size, strides)
+        _output_size(n, k, s, padding, d)
+        for n, k, s, d in zip(x.shape[1:-1], kernel_size, strides, dilation_rate)
     ]
-    columns = list(_windows(x, kernel_size, strides, padding, out_spatial))
+    columns = list(_windows(x, kernel_size, strides, padding, out_spatial, dilation_rate))
     stacked = keras.ops.stack(columns, axis=-2)  # (n, *out, kernel positions, channels)
     return keras.ops.reshape(
         stacked, (-1, math.prod(out_spatial), len(columns) * x.shape[-1])
     )
 
 
-def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
+def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilation_rate=None):
     """Each example's gradient of a convolution kernel, from the layer's input and output gradient.
 
     Parameters
@@ -294,7 +306,7 @@ def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
     grads : tensor of shape (batch, *output_spatial, filters)
         Gradient of the loss with respect to the convolution's output
         (before bias and activation), each example's own.
-    kernel_size, strides, padding
+    kernel_size, strides, padding, dilation_rate
         As in :func:`conv_patches`.
 
     Returns
@@ -309,17 +321,21 @@ def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
         tuple(kernel_size),
         tuple(strides),
         padding,
+        _dilation(dilation_rate, kernel_size),
     )
 
 
-def sliced_per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
+def sliced_per_example_conv_kernel_grads(
+    x, grads, kernel_size, strides, padding, dilation_rate=None
+):
     """:func:`per_example_conv_kernel_grads` as one batched product per kernel offset."""
+    dilation_rate = _dilation(dilation_rate, kernel_size)
     out_spatial = tuple(grads.shape[1:-1])
     letters = "hwd"[: len(out_spatial)]
     spec = f"n{letters}c,n{letters}o->nco"
     blocks = [
         keras.ops.einsum(spec, window, grads)
-        for window in _windows(x, kernel_size, strides, padding, out_spatial)
+        for window in _windows(x, kernel_size, strides, padding, out_spatial, dilation_rate)
     ]
     stacked = keras.ops.stack(blocks, axis=1)  # (n, kernel positions, channels, filters)
     return keras.ops.reshape(stacked, (-1, len(blocks) * x.shape[-1], grads.shape[-1]))

@@ -62,17 +62,18 @@ def value_and_tap_grads(fn):
     return value, aux, grads
 
 
-def conv_patches(x, kernel_size, strides, padding):
+def conv_patches(x, kernel_size, strides, padding, dilation_rate):
     # tf.image.extract_patches is one kernel (64 strided slices cost 3x more here)
     one_d = len(kernel_size) == 1
     if one_d:
         x = x[:, None]
         kernel_size, strides = (1, *kernel_size), (1, *strides)
+        dilation_rate = (1, *dilation_rate)
     patches = tf.image.extract_patches(
         x,
         sizes=[1, *kernel_size, 1],
         strides=[1, *strides, 1],
-        rates=[1, 1, 1, 1],
+        rates=[1, *dilation_rate, 1],
         padding=padding.upper(),
     )
     rows, cols = patches.shape[1], patches.shape[2]
@@ -82,10 +83,10 @@ def conv_patches(x, kernel_size, strides, padding):
     return tf.reshape(patches, [-1, rows * cols, patches.shape[-1]])
 
 
-def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
+def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilation_rate):
     if None in x.shape[1:] or None in grads.shape[1:]:
         # spatial sizes known only at run time: extract_patches and one product
-        patches = conv_patches(x, kernel_size, strides, padding)
+        patches = conv_patches(x, kernel_size, strides, padding, dilation_rate)
         flat = tf.reshape(grads, [tf.shape(grads)[0], -1, grads.shape[-1]])
         return tf.einsum("npk,npo->nko", patches, flat)
     # One product per kernel offset, compiled by XLA on its own (the rest of the
@@ -100,7 +101,7 @@ def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding):
         _xla_conv_kernel_grads = tf.function(
             sliced_per_example_conv_kernel_grads, jit_compile=True, reduce_retracing=False
         )
-    return _xla_conv_kernel_grads(x, grads, kernel_size, strides, padding)
+    return _xla_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilation_rate)
 
 
 _xla_conv_kernel_grads = None

@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from kmi import backend as kmi_backend
-from kmi.defenses._ghost import ghost_layers, ghost_norms, ghost_unsupported
+from kmi.defenses._ghost import ghost_norms, ghost_unsupported, plan_ghost
 from kmi.defenses.accounting import (
     ACCOUNTANTS,
     calibrate_noise,
@@ -260,14 +260,14 @@ def _make_grad_fn(
 ):
     """The stateless DP gradient function handed to kmi.backend.custom_train_step.
 
-    ``ghost``: ``(layers, slots)`` from :func:`ghost_layers` to clip by ghost
+    ``ghost``: the :class:`~kmi.defenses._ghost.GhostPlan` to clip by ghost
     clipping, or ``None`` for vectorised per-example gradients.
     """
 
     def clipped_sum(trainable, non_trainable, x, y, sample_weight):
         if ghost is not None:
             norms, weighted_sum, loss_sum, y_pred, non_trainable = ghost_norms(
-                model, *ghost, trainable, non_trainable, x, y, sample_weight
+                model, ghost, trainable, non_trainable, x, y, sample_weight
             )
             factors = _clip_factors(norms, l2_norm_clip, sample_weight)
             return weighted_sum(factors), loss_sum, y_pred, non_trainable
@@ -744,17 +744,25 @@ class DPSGD(keras.callbacks.Callback):
         model._kmi_dpsgd = self
 
     def _choose_clipping(self, model):
-        """Set ``clipping_``; return ghost_layers(model) or None (vectorised)."""
+        """Set ``clipping_``; return the ghost plan, or None (vectorised)."""
         self.clipping_reason_ = None
         if self.clipping != "vectorized":
             reason = ghost_unsupported(model)
             if reason is None:
-                self.clipping_ = "ghost"
-                return ghost_layers(model)
+                plan = plan_ghost(model)
+                reason = plan.reason
+                if reason is None:
+                    self.clipping_ = "ghost"
+                    return plan
+                if self.clipping == "auto":
+                    self.clipping_ = "mixed"
+                    self.clipping_reason_ = reason
+                    return plan
             if self.clipping == "ghost":
                 raise ValueError(
                     f"clipping='ghost' cannot train this model: {reason}. Use "
-                    "clipping='vectorized' (per-example gradients, any layer) or 'auto'. "
+                    "clipping='auto' (ghost clipping where it can, per-example gradients "
+                    "elsewhere) or 'vectorized' (per-example gradients, any layer). "
                     "Received: clipping='ghost'"
                 )
             self.clipping_reason_ = reason
