@@ -42,26 +42,34 @@ def test_backend_module_matches_keras_backend():
 
 
 @pytest.mark.parametrize(
-    "shape, kernel, strides, padding",
+    "shape, kernel, strides, padding, dilation",
     [
-        ((2, 9, 9, 3), (4, 4), (2, 2), "same"),
-        ((2, 9, 8, 3), (3, 2), (1, 2), "valid"),
-        ((2, 11, 3), (3,), (2,), "same"),
+        ((2, 9, 9, 3), (4, 4), (2, 2), "same", (1, 1)),
+        ((2, 9, 8, 3), (3, 2), (1, 2), "valid", (1, 1)),
+        ((2, 11, 3), (3,), (2,), "same", (1,)),
+        ((2, 10, 9, 3), (3, 2), (1, 1), "same", (2, 3)),
+        ((2, 11, 3), (3,), (1,), "valid", (2,)),
     ],
 )
-def test_conv_patches_reproduce_the_convolution(shape, kernel, strides, padding):
-    from kmi.backend import conv_patches, sliced_conv_patches
+def test_conv_patches_reproduce_the_convolution(shape, kernel, strides, padding, dilation):
+    from kmi.backend import conv_patches, per_example_conv_kernel_grads, sliced_conv_patches
 
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
     conv = (keras.layers.Conv2D if len(kernel) == 2 else keras.layers.Conv1D)(
-        5, kernel, strides=strides, padding=padding, use_bias=False
+        5, kernel, strides=strides, padding=padding, dilation_rate=dilation, use_bias=False
     )
     out = keras.ops.convert_to_numpy(conv(x))
-    patches = keras.ops.convert_to_numpy(conv_patches(x, kernel, strides, padding))
+    patches = keras.ops.convert_to_numpy(conv_patches(x, kernel, strides, padding, dilation))
     flat_kernel = keras.ops.convert_to_numpy(conv.kernel).reshape(-1, 5)
     np.testing.assert_allclose(patches @ flat_kernel, out.reshape(2, -1, 5), atol=1e-5)
-    sliced = keras.ops.convert_to_numpy(sliced_conv_patches(x, kernel, strides, padding))
+    sliced = keras.ops.convert_to_numpy(
+        sliced_conv_patches(x, kernel, strides, padding, dilation)
+    )
     np.testing.assert_allclose(sliced, patches, atol=1e-6)
+    g = np.random.default_rng(1).normal(size=out.shape).astype("float32")
+    want = np.einsum("npk,npo->nko", patches, g.reshape(2, -1, 5))
+    got = per_example_conv_kernel_grads(x, g, kernel, strides, padding, dilation)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, atol=1e-4)
 
 
 def test_value_and_tap_grads_inside_a_compiled_function():

@@ -291,9 +291,7 @@ def sliced_conv_patches(x, kernel_size, strides, padding, dilation_rate=None):
     ]
     columns = list(_windows(x, kernel_size, strides, padding, out_spatial, dilation_rate))
     stacked = keras.ops.stack(columns, axis=-2)  # (n, *out, kernel positions, channels)
-    return keras.ops.reshape(
-        stacked, (-1, math.prod(out_spatial), len(columns) * x.shape[-1])
-    )
+    return keras.ops.reshape(stacked, (-1, math.prod(out_spatial), len(columns) * x.shape[-1]))
 
 
 def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilation_rate=None):
@@ -370,6 +368,18 @@ def custom_train_step(model, grad_fn):
         train function with ``model.make_train_function(force=True)``.
     """
     return get_backend_module().custom_train_step(model, grad_fn)
+
+
+def update_output_losses(model, y, y_pred, sample_weight):
+    """Update a multi-output model's per-output loss trackers (``digit_loss``...).
+
+    A custom train step computes the loss its own way (per example, or under
+    ghost clipping); the trackers Keras logs for each output are updated here,
+    once per batch, from the predictions, as Keras' own train step does.
+    """
+    compile_loss = getattr(model, "_compile_loss", None)
+    if compile_loss is not None and compile_loss.metrics:
+        compile_loss(y, y_pred, sample_weight)
 
 
 def _check_scalar(value):

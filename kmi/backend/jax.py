@@ -31,9 +31,9 @@ def jit(fn):
 
 
 def per_example_value_and_grad(fn, params, batch):
-    (values, aux), grads = jax.vmap(
-        jax.value_and_grad(fn, has_aux=True), in_axes=(None, 0)
-    )(params, batch)
+    (values, aux), grads = jax.vmap(jax.value_and_grad(fn, has_aux=True), in_axes=(None, 0))(
+        params, batch
+    )
     return values, aux, list(grads)
 
 
@@ -79,6 +79,8 @@ def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilat
 def custom_train_step(model, grad_fn):
     import keras
 
+    from kmi.backend import update_output_losses
+
     optimizer = model.optimizer
     iterations_index = next(
         i for i, v in enumerate(optimizer.variables) if v is optimizer.iterations
@@ -100,6 +102,7 @@ def custom_train_step(model, grad_fn):
         with keras.StatelessScope(state_mapping=mapping) as scope:
             batch_size = next(t for t in keras.tree.flatten(x) if t is not None).shape[0]
             model._loss_tracker.update_state(loss, sample_weight=batch_size)
+            update_output_losses(model, y, y_pred, sample_weight)
             logs = model.compute_metrics(x, y, y_pred, sample_weight)
         metrics_vars = [
             v if (new := scope.get_current_value(ref)) is None else new

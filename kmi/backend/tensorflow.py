@@ -110,6 +110,8 @@ _xla_conv_kernel_grads = None
 def custom_train_step(model, grad_fn):
     import keras
 
+    from kmi.backend import update_output_losses
+
     def train_step(data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         trainable = [tf.convert_to_tensor(v.value) for v in model.trainable_variables]
@@ -127,6 +129,7 @@ def custom_train_step(model, grad_fn):
         model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
         batch_size = tf.shape(next(t for t in keras.tree.flatten(x) if t is not None))[0]
         model._loss_tracker.update_state(loss, sample_weight=batch_size)
+        update_output_losses(model, y, y_pred, sample_weight)
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return train_step

@@ -304,9 +304,10 @@ def ghost_norms(model, plan, trainable, non_trainable, x, y, sample_weight):
     def fn(tap):
         tapping = _Tapping(plan.entries, tap)
         last["tapping"] = tapping
-        with tapping, keras.StatelessScope(
-            state_mapping=mapping + scratch, collect_losses=True
-        ) as scope:
+        with (
+            tapping,
+            keras.StatelessScope(state_mapping=mapping + scratch, collect_losses=True) as scope,
+        ):
             y_pred = model(x, **call_kwargs)
             loss = model.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True

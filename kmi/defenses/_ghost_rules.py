@@ -313,9 +313,7 @@ class EinsumDenseRule(Rule):
             positions = math.prod(t.shape[1:]) // (blocks * last)
             return ops.reshape(t, (-1, blocks, positions, last))
 
-        a = ops.concatenate(
-            [matrix(c.tensors["a"], left, a_spec, width) for c in calls], axis=2
-        )
+        a = ops.concatenate([matrix(c.tensors["a"], left, a_spec, width) for c in calls], axis=2)
         g = ops.concatenate([matrix(c.grads["z"], output, g_spec, units) for c in calls], axis=2)
         parts = {}
         if layer.kernel.trainable:
@@ -390,7 +388,9 @@ class ConvRule(Rule):
         parts = {}
         if layer.kernel.trainable:
             conv = (layer.kernel_size, layer.strides)
-            inputs = [(self._channels_last(layer, c.tensors["a"]), c.static["padding"]) for c in calls]
+            inputs = [
+                (self._channels_last(layer, c.tensors["a"]), c.static["padding"]) for c in calls
+            ]
             g = ops.concatenate([_rows(t, filters) for t in grads], axis=1)
             positions = g.shape[1]
             width = math.prod(kernel_shape[:-1])
@@ -462,7 +462,9 @@ class EmbeddingRule(Rule):
         if not layer.embeddings.trainable:
             return _combine({}, variables)
         idx, g = self._lookup_terms(layer, calls)
-        return _combine({id(layer.embeddings): embedding_terms(idx, g, layer.input_dim)}, variables)
+        return _combine(
+            {id(layer.embeddings): embedding_terms(idx, g, layer.input_dim)}, variables
+        )
 
 
 class ReversibleEmbeddingRule(EmbeddingRule):
@@ -621,7 +623,9 @@ class AffineNormRule(Rule):
                 values = {id(v): ops.zeros(v.shape, v.dtype) for v in trainable}
                 if one is not None:
                     values[id(one)] = ops.ones(one.shape, one.dtype)
-                mapping = [(v, values.get(id(v)) if id(v) in values else ctx.value(v)) for v in own]
+                mapping = [
+                    (v, values.get(id(v)) if id(v) in values else ctx.value(v)) for v in own
+                ]
                 with keras.StatelessScope(state_mapping=mapping):
                     return layer.call(*args, **kwargs)
 
@@ -698,8 +702,10 @@ class PerExampleRule(Rule):
             def fn(params, example, c=c, taps=taps, per_ex_ids=per_ex_ids):
                 leaves = iter(example["inputs"])
 
-                def replace(t):
-                    return ops.expand_dims(next(leaves), 0) if id(t) in per_ex_ids else t
+                def replace(tensor):
+                    if id(tensor) in per_ex_ids:
+                        return ops.expand_dims(next(leaves), 0)
+                    return tensor
 
                 args, kwargs = _restore_inputs(c, replace)
                 mapping = ctx.mapping(zip(trainable, params))
@@ -715,9 +721,7 @@ class PerExampleRule(Rule):
             _, _, grads_ = kmi_backend.per_example_value_and_grad(
                 fn, params, {"inputs": per_ex, "grads": grads}
             )
-            per_example = [
-                g if p is None else p + g for p, g in zip(per_example, grads_)
-            ]
+            per_example = [g if p is None else p + g for p, g in zip(per_example, grads_)]
         parts = {id(v): _vector_terms(p) for v, p in zip(trainable, per_example)}
         return _combine(parts, variables)
 

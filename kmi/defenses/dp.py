@@ -54,9 +54,13 @@ def check_dp_compatible(model) -> None:
     """Raise if ``model`` cannot be trained with per-example DP-SGD.
 
     Refused: layers whose training-time computation mixes examples of a batch
-    (``BatchNormalization``, whose batch statistics make one example's output
-    depend on the others), models that define their own ``train_step`` (DP-SGD
-    replaces it) and kmi losses computed on the whole batch (:class:`~kmi.defenses.BiDO`).
+    (a trainable ``BatchNormalization``, whose batch statistics make one
+    example's output depend on the others), models that define their own
+    ``train_step`` (DP-SGD replaces it) and kmi losses computed on the whole batch
+    (:class:`~kmi.defenses.BiDO`). A frozen ``BatchNormalization``
+    (``trainable=False``, as :func:`~kmi.defenses.freeze_until` leaves a
+    pretrained network) runs in inference mode in Keras 3, normalising with its
+    moving statistics, and is accepted.
 
     Parameters
     ----------
@@ -70,13 +74,14 @@ def check_dp_compatible(model) -> None:
     if not isinstance(model, keras.Model):
         raise ValueError(f"DP-SGD needs a keras.Model. Received: model={type(model).__name__}")
     for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
             raise ValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) normalises with statistics "
                 "of the whole batch, so one example's gradient depends on the others and "
                 "per-example clipping no longer bounds its influence. Replace it by "
                 "keras.layers.GroupNormalization or keras.layers.LayerNormalization "
-                f"(per-example statistics). Received: layer={layer.name!r}"
+                "(per-example statistics), or freeze it (layer.trainable = False: it then "
+                f"uses its moving statistics). Received: layer={layer.name!r}"
             )
     if getattr(model, "_kmi_batch_level_loss", False):
         raise ValueError(
@@ -144,12 +149,26 @@ def _check_vectorized_distribution(model):
             )
 
 
+def _finite_number(value):
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
 def _check_clip_and_noise(l2_norm_clip, noise_multiplier):
-    if not (isinstance(l2_norm_clip, (int, float, np.floating)) and l2_norm_clip > 0):
-        raise ValueError(f"l2_norm_clip must be > 0. Received: l2_norm_clip={l2_norm_clip!r}")
-    if noise_multiplier is not None and not noise_multiplier >= 0:
+    if not (_finite_number(l2_norm_clip) and l2_norm_clip > 0):
         raise ValueError(
-            f"noise_multiplier must be >= 0. Received: noise_multiplier={noise_multiplier!r}"
+            f"l2_norm_clip must be a finite number > 0. Received: l2_norm_clip={l2_norm_clip!r}"
+        )
+    if noise_multiplier is not None and not (
+        _finite_number(noise_multiplier) and noise_multiplier >= 0
+    ):
+        raise ValueError(
+            "noise_multiplier must be a finite number >= 0 (an infinite one would make "
+            "the weights non-finite, and 0 gives no privacy guarantee: epsilon is "
+            f"infinite). Received: noise_multiplier={noise_multiplier!r}"
         )
 
 
@@ -205,6 +224,8 @@ def _per_example(model, trainable, non_trainable, x, y, sample_weight):
         mapping = list(zip(model.trainable_variables, params)) + list(
             zip(model.non_trainable_variables, values)
         )
+        # per-output loss trackers updated by compute_loss: on throw-away values
+        mapping += [(v, ops.zeros(v.shape, v.dtype)) for v in model.metrics_variables]
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             y_pred = model(xe, **call_kwargs)
             loss = model.compute_loss(x=xe, y=ye, y_pred=y_pred, sample_weight=we, training=True)
@@ -465,6 +486,47 @@ class PoissonSampler(keras.utils.PyDataset):
 
 # ----------------------------------------------------------------------- callbacks
 
+#: DP train functions kept per model (the oldest is dropped beyond this many).
+_CACHED_TRAIN_FUNCTIONS = 4
+
+
+def _dp_train_function(model, key, make_grad_fn):
+    """The model's compiled DP train function for ``key``, built once and reused.
+
+    Built with the model's own ``make_train_function`` around a DP train step;
+    the model's ``train_step`` and ``train_function`` are left as they were, so
+    a later plain ``fit`` does not recompile either. The key also holds what a
+    recompile or a change of trainable variables replaces.
+    """
+    key = (
+        *key,
+        model.optimizer,
+        getattr(model, "_compile_loss", None),
+        tuple(id(v) for v in model.trainable_variables),
+        model.steps_per_execution,
+        model.jit_compile,
+        model.run_eagerly,
+        keras.distribution.distribution(),
+    )
+    cache = model.__dict__.setdefault("_kmi_dp_train_functions", {})
+    if key not in cache:
+        had_step = "train_step" in model.__dict__
+        saved_step, saved_function = model.__dict__.get("train_step"), model.train_function
+        model.train_step = kmi_backend.custom_train_step(model, make_grad_fn())
+        try:
+            model.make_train_function(force=True)
+            cache[key] = model.train_function
+        finally:
+            if had_step:
+                model.train_step = saved_step
+            else:
+                del model.train_step
+            model.train_function = saved_function
+        while len(cache) > _CACHED_TRAIN_FUNCTIONS:
+            cache.pop(next(iter(cache)))
+    return cache[key]
+
+
 
 @keras.saving.register_keras_serializable(package="kmi")
 class DPSGD(keras.callbacks.Callback):
@@ -653,6 +715,24 @@ class DPSGD(keras.callbacks.Callback):
                 f"Received: noise_multiplier={self.noise_multiplier!r}, "
                 f"target_epsilon={self.target_epsilon!r}"
             )
+        if self.target_epsilon is not None and not (
+            _finite_number(self.target_epsilon) and self.target_epsilon > 0
+        ):
+            raise ValueError(
+                "target_epsilon must be a finite number > 0. "
+                f"Received: target_epsilon={self.target_epsilon!r}"
+            )
+        if self.delta is not None and not (_finite_number(self.delta) and 0 < self.delta < 1):
+            raise ValueError(f"delta must be in (0, 1). Received: delta={self.delta!r}")
+        if self.num_examples is not None and not (
+            _finite_number(self.num_examples)
+            and int(self.num_examples) == self.num_examples
+            and self.num_examples >= 1
+        ):
+            raise ValueError(
+                "num_examples must be a positive integer. "
+                f"Received: num_examples={self.num_examples!r}"
+            )
         if self.clipping not in CLIPPING_METHODS:
             raise ValueError(
                 f"clipping must be one of {CLIPPING_METHODS}. Received: clipping={self.clipping!r}"
@@ -726,21 +806,35 @@ class DPSGD(keras.callbacks.Callback):
                 f"delta={self.delta_:.3g}, sampling={self.sampling_assumption_}, "
                 f"clipping={how}"
             )
-        seed = secrets.randbits(31) if self.seed is None else int(self.seed)
-        self._seed_generator = keras.random.SeedGenerator(seed)
-        grad_fn = _make_grad_fn(
-            model,
+        if self.noise_multiplier_ == 0:
+            warnings.warn(
+                "DPSGD: noise_multiplier=0 clips gradients but adds no noise: there is no "
+                "privacy guarantee (epsilon is infinite).",
+                UserWarning,
+                stacklevel=2,
+            )
+
+        def make_grad_fn():
+            seed = secrets.randbits(31) if self.seed is None else int(self.seed)
+            return _make_grad_fn(
+                model,
+                float(self.l2_norm_clip),
+                self.noise_multiplier_,
+                self._normalizer,
+                keras.random.SeedGenerator(seed),
+                seed,
+                ghost,
+            )
+
+        key = (
             float(self.l2_norm_clip),
             self.noise_multiplier_,
             self._normalizer,
-            self._seed_generator,
-            seed,
-            ghost,
+            self.clipping_,
+            self.seed,
         )
-        self._had_own_train_step = "train_step" in model.__dict__
-        self._previous_train_step = model.__dict__.get("train_step")
-        model.train_step = kmi_backend.custom_train_step(model, grad_fn)
-        model.make_train_function(force=True)
+        self._plain_train_function = model.train_function
+        model.train_function = _dp_train_function(model, key, make_grad_fn)
         model._kmi_dpsgd = self
 
     def _choose_clipping(self, model):
@@ -785,11 +879,7 @@ class DPSGD(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         model = self.model
-        if self._had_own_train_step:
-            model.train_step = self._previous_train_step
-        else:
-            del model.train_step
-        model.train_function = None
+        model.train_function = self._plain_train_function
         model.__dict__.pop("_kmi_dpsgd", None)
 
     def epsilon(self, steps=None) -> float:

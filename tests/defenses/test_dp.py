@@ -147,6 +147,36 @@ def test_dropout_model_trains_and_train_step_is_restored():
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # an ordinary fit again
 
 
+def test_zero_noise_warns_that_there_is_no_guarantee():
+    x, y = _data()
+    with pytest.warns(UserWarning, match="no privacy guarantee"):
+        _mlp().fit(x, y, callbacks=[DPSGD(noise_multiplier=0.0, num_examples=64)], verbose=0)
+
+
+@pytest.mark.parametrize("clipping", ["auto", "vectorized"])
+def test_frozen_batch_normalization_is_accepted(clipping):
+    # the transfer-learning recipe: a pretrained block with BatchNormalization, frozen
+    x, y = _data(32)
+    base = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8), keras.layers.BatchNormalization()]
+    )
+    norm = base.layers[-1]
+    norm.moving_mean.assign(np.linspace(-1, 1, 8).astype("float32"))
+    norm.moving_variance.assign(np.linspace(0.5, 2, 8).astype("float32"))
+    base.trainable = False
+    model = keras.Sequential([base, keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(0.1), LOSS)
+    check_dp_compatible(model)
+    moving = [v.numpy() if hasattr(v, "numpy") else np.asarray(v) for v in base.weights]
+    dp = DPSGD(1.0, 0.5, num_examples=32, seed=0, clipping=clipping)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.fit(x, y, batch_size=8, epochs=2, callbacks=[dp], verbose=0)
+    assert dp.clipping_ == ("ghost" if clipping == "auto" else "vectorized")
+    for before, after in zip(moving, base.get_weights()):
+        np.testing.assert_array_equal(before, after)  # inference mode: statistics untouched
+
+
 def test_batch_normalization_is_refused():
     model = keras.Sequential(
         [
@@ -158,7 +188,7 @@ def test_batch_normalization_is_refused():
     )
     model.compile("sgd", LOSS)
     x, y = _data(16)
-    with pytest.raises(ValueError, match="GroupNormalization.*Received: layer="):
+    with pytest.raises(ValueError, match="BatchNormalization.*freeze it.*Received: layer="):
         model.fit(x, y, callbacks=[DPSGD(noise_multiplier=1.0, num_examples=16)], verbose=0)
     with pytest.raises(ValueError, match="batch_normalization"):
         check_dp_compatible(model)
@@ -198,6 +228,17 @@ def test_uncompiled_model_is_refused():
         (dict(noise_multiplier=1.0, num_examples=64, l2_norm_clip=0.0), "l2_norm_clip"),
         (dict(noise_multiplier=1.0, num_examples=64, accountant="x"), "accountant"),
         (dict(noise_multiplier=1.0, num_examples=64, sampling="poisson"), "sampling"),
+        (dict(noise_multiplier=float("inf"), num_examples=64), "noise_multiplier=inf"),
+        (dict(noise_multiplier=float("nan"), num_examples=64), "noise_multiplier=nan"),
+        (dict(noise_multiplier=-1.0, num_examples=64), "noise_multiplier=-1.0"),
+        (dict(noise_multiplier="1", num_examples=64), "noise_multiplier='1'"),
+        (dict(noise_multiplier=1.0, num_examples=64, l2_norm_clip=np.inf), "l2_norm_clip=inf"),
+        (dict(target_epsilon=float("inf"), num_examples=64), "target_epsilon=inf"),
+        (dict(target_epsilon=-2.0, num_examples=64), "target_epsilon=-2.0"),
+        (dict(noise_multiplier=1.0, delta=1.5), "delta=1.5"),
+        (dict(noise_multiplier=1.0, delta=0.0), "delta=0.0"),
+        (dict(noise_multiplier=1.0, num_examples=0), "num_examples=0"),
+        (dict(noise_multiplier=1.0, num_examples=2.5), "num_examples=2.5"),
     ],
 )
 def test_callback_errors(kwargs, match):
@@ -350,3 +391,83 @@ def test_dropout_masks_differ_between_examples():
     kernel_grads = per_example_gradients(model, x, y)[2]  # last Dense kernel, (16, 8, 3)
     kept = np.abs(kernel_grads).sum(-1) > 0  # which hidden units survived, per example
     assert len({tuple(row) for row in kept}) > 1
+
+
+def _two_outputs():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+    outputs = {
+        "digit": keras.layers.Dense(3, name="digit")(hidden),
+        "parity": keras.layers.Dense(2, name="parity")(hidden),
+    }
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        keras.optimizers.SGD(0.1),
+        loss={"digit": LOSS, "parity": LOSS},
+        loss_weights={"digit": 1.0, "parity": 0.5},
+    )
+    return model
+
+
+@pytest.mark.parametrize("clipping", ["ghost", "vectorized"])
+def test_dict_losses_of_a_multi_output_model_are_logged(clipping):
+    x, _ = _data(32)
+    y = {"digit": (x[:, 0] > 0).astype("int32") + (x[:, 1] > 0), "parity": (x[:, 2] > 0) * 1}
+    model = _two_outputs()
+    _two_outputs.initial = model.get_weights()
+    dp = DPSGD(1e6, 0.0, num_examples=32, seed=0, clipping=clipping)  # no clipping, no noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        history = model.fit(x, y, batch_size=32, callbacks=[dp], shuffle=False, verbose=0)
+    logged = {k: v[0] for k, v in history.history.items()}
+    assert logged["digit_loss"] > 0.1 and logged["parity_loss"] > 0.1
+    # without clipping or noise the step is an ordinary one: the same losses are logged
+    plain = _two_outputs()
+    plain.set_weights(_two_outputs.initial)
+    plain.fit(x, y, batch_size=32, shuffle=False, verbose=0)
+    np.testing.assert_allclose(
+        [logged["digit_loss"], logged["parity_loss"], logged["loss"]],
+        [plain.history.history["digit_loss"][0], plain.history.history["parity_loss"][0],
+         plain.history.history["loss"][0]],
+        rtol=1e-5,
+    )  # fmt: skip
+
+
+def test_a_second_fit_does_not_recompile(monkeypatch):
+    from kmi.defenses import dp as dp_module
+
+    traces = {"dp": 0}
+    make_grad_fn = dp_module._make_grad_fn
+
+    def counting(*args, **kwargs):
+        grad_fn = make_grad_fn(*args, **kwargs)
+
+        def traced(*a, **k):
+            traces["dp"] += 1  # Python runs only while the step is traced
+            return grad_fn(*a, **k)
+
+        return traced
+
+    monkeypatch.setattr(dp_module, "_make_grad_fn", counting)
+    x, y = _data(32)
+    model = _mlp()
+    model.fit(x, y, batch_size=8, verbose=0)
+    plain_function = model.train_function
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(3):  # a new callback each time, as users write it
+            model.fit(
+                x, y, batch_size=8, verbose=0,
+                callbacks=[DPSGD(1.0, 1.0, num_examples=32, seed=3)],
+            )  # fmt: skip
+            assert model.train_function is plain_function  # the model's own is back
+        assert traces["dp"] == 1
+        model.fit(x, y, batch_size=8, verbose=0)
+        assert model.train_function is plain_function  # and a plain fit reuses it
+        # another configuration is another function, and so is a recompiled model
+        model.fit(x, y, batch_size=8, verbose=0, callbacks=[DPSGD(2.0, 1.0, num_examples=32)])
+        assert traces["dp"] == 2
+        model.compile(keras.optimizers.SGD(0.1), LOSS)
+        dp = DPSGD(1.0, 1.0, num_examples=32, seed=3)
+        model.fit(x, y, batch_size=8, verbose=0, callbacks=[dp])
+        assert traces["dp"] == 3

@@ -42,7 +42,11 @@ def _sequence(rng, steps=5, width=6):
 
 def _head(h, classes=3):
     if len(h.shape) > 2:
-        h = keras.layers.GlobalAveragePooling1D()(h) if len(h.shape) == 3 else keras.layers.Flatten()(h)
+        h = (
+            keras.layers.GlobalAveragePooling1D()(h)
+            if len(h.shape) == 3
+            else keras.layers.Flatten()(h)
+        )
     return keras.layers.Dense(classes)(h)
 
 
@@ -111,7 +115,9 @@ def _conv2d(rng):
             keras.Input((9, 9, 2)),
             keras.layers.Conv2D(4, 4, strides=2, padding="same", activation="tanh"),
             keras.layers.MaxPooling2D(2, 1),
-            keras.layers.Conv2D(4, 3, dilation_rate=2, groups=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(
+                4, 3, dilation_rate=2, groups=2, padding="same", activation="relu"
+            ),
             keras.layers.Flatten(),
             keras.layers.Dense(3),
         ]
