@@ -20,6 +20,8 @@ The utility defaults are the tanh-CNN setting of the literature for Fashion-MNIS
 (Papernot et al. 2021; Tramer & Boneh 2021): expected batch 2048, SGD with learning
 rate 4 and momentum 0.9, clip 0.1, 40 epochs; only the noise changes with epsilon.
 
+3. transformers / minilm: the same on keras-hub transformers (benchmarks/dp_sgd_transformers.py).
+
 Results go to benchmarks/results/dp_sgd_speed.json and dp_sgd_utility_<backend>.json
 (the utility file is rewritten after every finished run, so partial results survive;
 ``--append`` adds to it instead of starting it afresh).
@@ -419,8 +421,12 @@ def main(argv=None):
     u.add_argument(
         "--append", action="store_true", help="keep the results already in the output file"
     )
+    import dp_sgd_transformers
+
+    commands = {"speed": speed, "speed-worker": speed_worker, "utility": utility}
+    commands.update(dp_sgd_transformers.add_arguments(sub))
     args = parser.parse_args(argv)
-    {"speed": speed, "speed-worker": speed_worker, "utility": utility}[args.command](args)
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,10 @@ def value_and_tap_grads(fn):
     return value, aux, grads
 
 
+def gram(x):
+    return jax.numpy.matmul(x, jax.numpy.swapaxes(x, -1, -2))
+
+
 def conv_patches(x, kernel_size, strides, padding, dilation_rate):
     # strided slices fuse well under XLA (faster here than conv_general_dilated_patches)
     from kmi.backend import sliced_conv_patches

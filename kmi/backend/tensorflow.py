@@ -62,6 +62,18 @@ def value_and_tap_grads(fn):
     return value, aux, grads
 
 
+def gram(x):
+    global _xla_gram
+    if _xla_gram is None:
+        _xla_gram = tf.function(
+            lambda t: tf.matmul(t, t, transpose_b=True), jit_compile=True, reduce_retracing=False
+        )
+    return _xla_gram(x)
+
+
+_xla_gram = None
+
+
 def conv_patches(x, kernel_size, strides, padding, dilation_rate):
     # tf.image.extract_patches is one kernel (64 strided slices cost 3x more here)
     one_d = len(kernel_size) == 1

@@ -33,7 +33,9 @@ from keras import ops
 from kmi import backend as kmi_backend
 
 # Per-example weight gradients of up to this many entries are formed outright.
-_MATERIALIZE = 2**16
+_SMALL = 2**16
+# Per-example convolution kernels (formed by a fused product) up to this many entries.
+_MATERIALIZE_CONV = 2**16
 
 
 class Context:
@@ -85,10 +87,20 @@ def _materialize(positions, width, units):
 
     Forming them costs ``positions * width * units`` per example and saves the
     book-keeping product; the ghost norm costs ``positions^2 * (width + units)``
-    and keeps the layer's inputs and output gradients. Form them when they are
-    no larger than those (or small anyway).
+    in Gram matrices (:func:`kmi.backend.gram`) plus the book-keeping product,
+    and keeps the layer's inputs and output gradients until the clip factors
+    are known. Form them when they are no larger than those (or small anyway).
     """
-    return width * units <= max(positions * (width + units), _MATERIALIZE)
+    return width * units <= max(positions * (width + units), _SMALL)
+
+
+def _materialize_conv(positions, width, units):
+    """Form per-example convolution kernels (the backend's fused product) instead?
+
+    The fused product runs near the speed of the convolution itself (measured on
+    the TF Privacy tutorial CNN, ``benchmarks/dp_sgd.py speed``).
+    """
+    return positions != 1 and width * units <= max(4 * positions * positions, _MATERIALIZE_CONV)
 
 
 def linear_terms(a, g, ctx, key=None):
@@ -112,16 +124,23 @@ def linear_terms(a, g, ctx, key=None):
         gram_key = None if key is None else ("gram", key)
         gram_a = ctx.cache.get(gram_key) if gram_key else None
         if gram_a is None:
-            gram_a = ops.einsum("nspk,nsqk->nspq", a, a)
+            gram_a = kmi_backend.gram(a)
             if gram_key:
                 ctx.cache[gram_key] = gram_a
-        gram_g = ops.einsum("nspo,nsqo->nspq", g, g)
-        squares = ops.sum(gram_a * gram_g, axis=(1, 2, 3))
+        squares = ops.sum(gram_a * kmi_backend.gram(g), axis=(1, 2, 3))
 
     def sums(factors):
         if per_example is not None:
             return ops.tensordot(factors, per_example, axes=[[0], [0]])
-        return ops.einsum("nspk,nspo->sko", a, g * factors[:, None, None, None])
+        # scale the narrower of the two by the factors (a vocabulary-wide g is large)
+        if width <= units:
+            left, right = a * factors[:, None, None, None], g
+        else:
+            left, right = a, g * factors[:, None, None, None]
+        if blocks == 1:  # one large product: faster than the batched einsum
+            left = ops.reshape(left, (-1, width))
+            return ops.matmul(ops.transpose(left), ops.reshape(right, (-1, units)))[None]
+        return ops.einsum("nspk,nspo->sko", left, right)
 
     return squares, sums
 
@@ -143,7 +162,7 @@ def embedding_terms(idx, g, rows, *, distinct=False):
         squares = ops.sum(ops.square(per_example), axis=(1, 2))
     else:
         same = ops.cast(ops.equal(idx[:, :, None], idx[:, None, :]), g.dtype)
-        squares = ops.sum(same * ops.einsum("npd,nqd->npq", g, g), axis=(1, 2))
+        squares = ops.sum(same * kmi_backend.gram(g), axis=(1, 2))
 
     def sums(factors):
         if per_example is not None:
@@ -394,7 +413,7 @@ class ConvRule(Rule):
             g = ops.concatenate([_rows(t, filters) for t in grads], axis=1)
             positions = g.shape[1]
             width = math.prod(kernel_shape[:-1])
-            if groups == 1 and positions != 1 and _materialize(positions, width, filters):
+            if groups == 1 and _materialize_conv(positions, width, filters):
                 # per-example kernels from the backend's fused product
                 per_example = sum(
                     kmi_backend.per_example_conv_kernel_grads(

