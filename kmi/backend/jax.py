@@ -60,7 +60,8 @@ def value_and_tap_grads(fn):
 
 
 def gram(x):
-    return jax.numpy.matmul(x, jax.numpy.swapaxes(x, -1, -2))
+    # an einsum: XLA's CPU dot for it is 2x faster than matmul with swapped axes
+    return jax.numpy.einsum("...pk,...qk->...pq", x, x)
 
 
 def conv_patches(x, kernel_size, strides, padding, dilation_rate):

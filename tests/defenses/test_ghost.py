@@ -292,7 +292,8 @@ def test_norms_and_clipped_sum_match_a_per_example_loop(name, route, monkeypatch
     if name == "channels_first" and not JAX:
         pytest.skip("TensorFlow's CPU convolutions do not run channels_first")
     # the ghost norm is the route of layers too large to form per-example gradients
-    monkeypatch.setattr(_ghost_rules, "_materialize", lambda *a: route == "materialize")
+    for decision in ("_materialize", "_materialize_conv"):
+        monkeypatch.setattr(_ghost_rules, decision, lambda *a: route == "materialize")
     build, uncovered = MODELS[name]
     model, x, y = build(np.random.default_rng(0))
     _compiled(model)
