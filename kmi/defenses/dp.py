@@ -2,9 +2,11 @@
 
 :class:`DPSGD` is a Keras callback. For the duration of a ``fit`` it replaces the
 model's train step by one that clips each example's gradient to ``l2_norm_clip``
-(by ghost clipping, :mod:`kmi.defenses._ghost`, for Dense/Conv/Embedding models; else
-from per-example gradients vectorised by :func:`kmi.backend.per_example_value_and_grad`:
-``jax.vmap`` or ``tf.vectorized_map``), sums, adds Gaussian noise of
+(by ghost clipping, :mod:`kmi.defenses._ghost`, for every layer with a rule in
+:mod:`kmi.defenses._ghost_rules`: dense, einsum, convolution, embedding and
+normalisation layers, keras-hub's included; per-example gradients, vectorised by
+:func:`kmi.backend.per_example_value_and_grad` (``jax.vmap`` or
+``tf.vectorized_map``), of the other layers' variables only), sums, adds Gaussian noise of
 standard deviation ``noise_multiplier * l2_norm_clip`` and divides by the batch size
 before handing the result to the compiled optimizer. Everything else ``fit`` does (the
 compiled loss and metrics, ``add_loss`` terms, the optimizer, other callbacks) is
@@ -527,7 +529,6 @@ def _dp_train_function(model, key, make_grad_fn):
     return cache[key]
 
 
-
 @keras.saving.register_keras_serializable(package="kmi")
 class DPSGD(keras.callbacks.Callback):
     """Make a ``model.fit`` differentially private (DP-SGD, Abadi et al. 2016).
@@ -572,11 +573,21 @@ class DPSGD(keras.callbacks.Callback):
         How each example's gradient norm is obtained. ``"ghost"``: from the
         layers' inputs and output gradients of one ordinary forward/backward pass
         (ghost clipping with book-keeping; see Notes), for models whose trainable
-        layers are all ``Dense``, ``Conv1D``, ``Conv2D`` or ``Embedding``.
-        ``"vectorized"``: per-example gradients of the whole model
-        (``jax.vmap``/``tf.vectorized_map``), for any layer. ``"auto"``: ghost
-        when the model allows it, else vectorized. Both give the same clipped
-        sum, up to float rounding.
+        layers all have a ghost rule (matched with ``isinstance``, so subclasses
+        are covered): ``Dense``, ``EinsumDense`` (any equation, so
+        ``MultiHeadAttention`` and keras-hub's transformer layers), ``Conv1D`` /
+        ``Conv2D`` (dilated, grouped, causal, channels-first), ``Embedding``,
+        keras-hub's ``ReversibleEmbedding`` (tied or not) and
+        ``PositionEmbedding``, ``LayerNormalization``, ``GroupNormalization``,
+        ``RMSNormalization`` and keras-hub's RMS norms; it raises naming the
+        classes of any other. ``"auto"``: ghost clipping for the covered layers
+        and per-example gradients of the other layers' variables only (reported
+        as ``clipping_ == "mixed"``); the whole model's per-example gradients
+        only when the model as a whole rules ghost clipping out (a custom
+        ``compute_loss``, a loss reduction other than the mean, weight or
+        activity regularizers). ``"vectorized"``: per-example gradients of the
+        whole model (``jax.vmap``/``tf.vectorized_map``), for any layer. All
+        give the same clipped sum, up to float rounding.
     verbose : int, default=0
         1 prints the noise multiplier, sampling assumption and clipping method
         at the start.
@@ -595,9 +606,11 @@ class DPSGD(keras.callbacks.Callback):
     sampling_assumption_ : str
         ``"poisson"`` or ``"shuffle (Poisson accounting used as an approximation)"``.
     clipping_ : str
-        The clipping method used: ``"ghost"`` or ``"vectorized"``.
+        The clipping method used: ``"ghost"``, ``"mixed"`` (ghost clipping and
+        per-example gradients of the uncovered layers) or ``"vectorized"``.
     clipping_reason_ : str or None
-        With ``clipping="auto"``, why ghost clipping was not used.
+        With ``clipping="auto"``, why ghost clipping was not used for every
+        layer; it names the class of each layer that was not covered.
 
     Raises
     ------
@@ -614,18 +627,28 @@ class DPSGD(keras.callbacks.Callback):
     Notes
     -----
     Ghost clipping (Li et al. 2022; Bu et al. 2023) runs the batch forward and
-    backward once, taps each Dense/Conv/Embedding layer's input ``a`` and the
-    gradient ``g`` of the loss with respect to its pre-activation output, and
-    gets each example's gradient norm from them (``||a_i^T g_i||``, by forming
-    ``a_i^T g_i`` where that fits in memory, else as ``sum (a_i a_i^T) *
-    (g_i g_i^T)``) and the clipped sum as ``a^T (c * g)``. It never forms the
-    per-example gradients of the whole model and is the faster route on both
-    backends (``benchmarks/dp_sgd.py speed``). It needs the compiled loss to be a
-    mean over the batch (the default reduction) and no weight or activity
-    regularizers; ``clipping="auto"`` otherwise uses the vectorised route. Loss
-    terms a layer adds with ``add_loss`` are taken to be means over the batch,
-    as kmi's own are (:class:`~kmi.defenses.InformationBottleneck`); a layer
-    adding a batch *sum* needs ``clipping="vectorized"``.
+    backward once, taps each covered layer's input ``a`` and the gradient ``g``
+    of the loss with respect to its output, and gets each example's gradient
+    norm from them (``||a_i^T g_i||``, by forming ``a_i^T g_i`` where that is
+    small, else as ``sum (a_i a_i^T) * (g_i g_i^T)`` over the positions of a
+    sequence or image) and the clipped sum as ``a^T (c * g)`` (book-keeping).
+    Normalisation layers' per-example gamma/beta gradients are formed outright
+    (they are small); a tied ``ReversibleEmbedding``'s two uses are summed
+    before the norm. A layer without a rule contributes the norm of its own
+    per-example gradients, so one unknown layer never sends the whole model to
+    the vectorised route. It is the faster route on both backends
+    (``benchmarks/dp_sgd.py speed`` and ``transformers``). It needs the
+    compiled loss to be a mean over the batch (the default reduction) and no
+    weight or activity regularizers; ``clipping="auto"`` otherwise uses the
+    vectorised route. Loss terms a layer adds with ``add_loss`` are taken to be
+    means over the batch, as kmi's own are
+    (:class:`~kmi.defenses.InformationBottleneck`); a layer adding a batch
+    *sum* needs ``clipping="vectorized"``.
+
+    The DP train function is compiled once per model and configuration and
+    reused by later ``fit`` calls; the model's own train function is swapped
+    back when ``fit`` returns, so a plain ``fit`` afterwards does not recompile
+    either.
 
     Vectorised per-example gradients are computed by
     :func:`kmi.backend.per_example_value_and_grad` (``jax.vmap`` on JAX,
@@ -636,7 +659,9 @@ class DPSGD(keras.callbacks.Callback):
     On TensorFlow, ``tf.vectorized_map`` has no vectorisation rule for the
     stateless random ops of Dropout with per-example seeds; those ops alone run in
     a ``while_loop`` (TensorFlow logs a warning), which slows models with Dropout.
-    BatchNormalization is refused (see :func:`check_dp_compatible`).
+    A trainable BatchNormalization is refused; a frozen one (``trainable=False``,
+    which Keras 3 runs in inference mode) is accepted (see
+    :func:`check_dp_compatible`).
 
     References
     ----------
