@@ -238,20 +238,30 @@ class Rule:
         raise NotImplementedError
 
 
-class DenseRule(Rule):
-    classes = (keras.layers.Dense,)
+class _KernelBiasRule(Rule):
+    """``activation(product(a, kernel) + bias)``, tapped at the pre-activation ``z``."""
 
     def variables(self, layer):
         return [v for v in (layer.kernel, layer.bias) if v is not None]
 
+    def product(self, layer, a):
+        raise NotImplementedError
+
     def forward(self, layer, call, tap, record, args, kwargs):
         a = args[0]
-        z = ops.matmul(a, layer.kernel)
+        z = self.product(layer, a)
         if layer.bias is not None:
             z = ops.add(z, layer.bias)
         record.tensors["a"] = a
         z = tap("z", z)
         return z if layer.activation is None else layer.activation(z)
+
+
+class DenseRule(_KernelBiasRule):
+    classes = (keras.layers.Dense,)
+
+    def product(self, layer, a):
+        return ops.matmul(a, layer.kernel)
 
     def terms(self, layer, calls, variables, ctx):
         width, units = layer.kernel.shape
@@ -280,13 +290,13 @@ def _einsum_specs(equation, rank):
     return left, kernel, output
 
 
-class EinsumDenseRule(Rule):
+class EinsumDenseRule(_KernelBiasRule):
     """``z = einsum(equation, a, W) + b`` for any equation whose first input axis is the batch."""
 
     classes = (keras.layers.EinsumDense,)
 
-    def variables(self, layer):
-        return [v for v in (layer.kernel, layer.bias) if v is not None]
+    def product(self, layer, a):
+        return ops.einsum(layer.equation, a, layer.kernel)
 
     def problem(self, layer):
         problem = super().problem(layer)
@@ -302,15 +312,6 @@ class EinsumDenseRule(Rule):
             if letter not in left and letter not in output:
                 return f"the kernel axis {letter!r} of {layer.equation!r} is summed alone"
         return None
-
-    def forward(self, layer, call, tap, record, args, kwargs):
-        a = args[0]
-        z = ops.einsum(layer.equation, a, layer.kernel)
-        if layer.bias is not None:
-            z = ops.add(z, layer.bias)
-        record.tensors["a"] = a
-        z = tap("z", z)
-        return z if layer.activation is None else layer.activation(z)
 
     def terms(self, layer, calls, variables, ctx):
         rank = len(calls[0].tensors["a"].shape)
