@@ -464,8 +464,9 @@ def profile_worker(args):
         dp_part = dp - best[("dp", name)]
         plain_part = plain - best[("plain", name)]
         layers[name] = {
-            "layers": sorted({type(e.layer).__name__ for e in plan.entries
-                              if type(e.rule) is rule}),  # fmt: skip
+            "layers": sorted(
+                {type(e.layer).__name__ for e in plan.entries if type(e.rule) is rule}
+            ),
             "count": sum(type(e.rule) is rule for e in plan.entries),
             "dp_s": dp_part,
             "plain_weight_grads_s": plain_part,
