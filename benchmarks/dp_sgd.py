@@ -50,6 +50,15 @@ def _write(path, payload):
     os.replace(tmp, path)
 
 
+def _run_worker(cmd, env, failure):
+    """Run a worker process; return the JSON object on its last line of output."""
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(failure)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _versions():
     import dp_accounting  # noqa: F401
     import keras
@@ -224,11 +233,7 @@ def speed(args):
                 ]
                 if args.data_home:
                     cmd += ["--data-home", args.data_home]
-                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    sys.stderr.write(done.stderr[-4000:])
-                    raise SystemExit(f"speed worker failed: {backend} {mode}")
-                run = json.loads(done.stdout.strip().splitlines()[-1])
+                run = _run_worker(cmd, env, f"speed worker failed: {backend} {mode}")
                 run["repeat"] = repeat
                 runs.append(run)
                 print(

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -276,11 +275,8 @@ def speed(args):
                     "--batch", str(batch), "--steps", str(args.steps),
                     "--length", str(args.length), "--vocabulary", str(args.vocabulary),
                 ] + (["--opacus"] if backend == "torch" else [])  # fmt: skip
-                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    sys.stderr.write(done.stderr[-4000:])
-                    raise SystemExit(f"worker failed: {backend} {model} {batch} {mode}")
-                run = json.loads(done.stdout.strip().splitlines()[-1])
+                failure = f"worker failed: {backend} {model} {batch} {mode}"
+                run = helpers._run_worker(cmd, env, failure)
                 run["repeat"] = repeat
                 runs.append(run)
                 print(
@@ -514,11 +510,8 @@ def profile(args):
                     "--rounds", str(args.rounds), "--length", str(args.length),
                     "--vocabulary", str(args.vocabulary),
                 ]  # fmt: skip
-                done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    sys.stderr.write(done.stderr[-4000:])
-                    raise SystemExit(f"profile worker failed: {backend} {model} {batch}")
-                row = json.loads(done.stdout.strip().splitlines()[-1])
+                failure = f"profile worker failed: {backend} {model} {batch}"
+                row = helpers._run_worker(cmd, env, failure)
                 rows.append(row)
                 print(
                     f"\n{backend} {model} batch {batch}: plain {row['plain_s']:.3f} s, DP "
