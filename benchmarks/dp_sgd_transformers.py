@@ -379,7 +379,8 @@ def profile_worker(args):
     replaced by zeros, and the plain gradient with R's variables held constant. R's
     extra cost is what DP spends on R minus what plain training spends on R's weight
     gradients; the rest (the taps, the clip factors, the noise) is the
-    residual.
+    residual. On JAX, XLA's scratch memory of the plain and DP steps, and per rule
+    the scratch the DP step holds for R's work (DP step minus DP step without it).
     """
     import warnings
 
@@ -472,10 +473,18 @@ def profile_worker(args):
     memory = {}
     if keras.backend.backend() == "jax":
         # XLA's own figure for the step's scratch buffers (activations, gradients,
-        # Gram matrices), free of the allocator's caching that a resident set shows
+        # Gram matrices), free of the allocator's caching that a resident set shows;
+        # per rule, what the DP step holds less without that rule's work
+
+        def scratch_mb(key):
+            lowered = fns[key].lower(trainable, non_trainable, x, y)
+            return lowered.compile().memory_analysis().temp_size_in_bytes / 2**20
+
         for mode in ("plain", "dp"):
-            lowered = fns[(mode, None)].lower(trainable, non_trainable, x, y)
-            memory[mode] = lowered.compile().memory_analysis().temp_size_in_bytes / 2**20
+            memory[mode] = scratch_mb((mode, None))
+        for rule in rule_classes:
+            name = rule.__name__
+            layers[name]["dp_scratch_mb_held"] = memory["dp"] - scratch_mb(("dp", name))
     print(
         json.dumps(
             {
@@ -516,18 +525,18 @@ def profile(args):
                 print(
                     f"\n{backend} {model} batch {batch}: plain {row['plain_s']:.3f} s, DP "
                     f"{row['dp_s']:.3f} s ({row['ratio']:.2f}x, +{row['extra_s']:.3f} s)\n"
-                    "| rule | layers | count | DP work | plain weight grads | extra |\n"
-                    "|---|---|---|---|---|---|",
+                    "| rule | layers | count | DP work | plain weight grads | extra "
+                    "| DP scratch held |\n|---|---|---|---|---|---|---|",
                     flush=True,
                 )
                 for name, v in row["per_rule"].items():
                     print(
                         f"| {name} | {', '.join(v['layers'])} | {v['count']} "
                         f"| {v['dp_s']:.3f} s | {v['plain_weight_grads_s']:.3f} s "
-                        f"| {v['extra_s']:+.3f} s |"
+                        f"| {v['extra_s']:+.3f} s | {v.get('dp_scratch_mb_held', 0):.0f} MB |"
                     )
                 print(f"| residual (taps, clip factors, noise) | | | | "
-                      f"| {row['residual_s']:+.3f} s |", flush=True)  # fmt: skip
+                      f"| {row['residual_s']:+.3f} s | |", flush=True)  # fmt: skip
                 if row["xla_temp_mb"]:
                     print(f"XLA scratch memory: plain {row['xla_temp_mb']['plain']:.0f} MB, "
                           f"DP {row['xla_temp_mb']['dp']:.0f} MB "
