@@ -28,6 +28,8 @@ draws random numbers (its per-example recomputation would draw other ones).
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import ops
 
@@ -237,6 +239,7 @@ class _Tapping:
         self.entries = entries
         self.tap = tap
         self.calls = {}
+        self.tapped = {}  # key -> the tapped tensor, to find the model's outputs among them
 
     def __enter__(self):
         self._saved = []
@@ -266,7 +269,9 @@ class _Tapping:
 
             def tap(name, z):
                 record.static["taps"].append(name)
-                return self.tap((*key, name), z)
+                z = self.tap((*key, name), z)
+                self.tapped[(*key, name)] = z
+                return z
 
             return entry.rule.forward(entry.layer, original, tap, record, args, kwargs)
 
@@ -275,6 +280,50 @@ class _Tapping:
     def tensors(self):
         """What the calls recorded, as a structure of tensors (returned through autodiff)."""
         return {index: [c.tensors for c in calls] for index, calls in self.calls.items()}
+
+
+def _output_taps(tapped, y_pred):
+    """``{tap key: position in flatten(y_pred)}`` for the taps that are model outputs.
+
+    An output without a Keras mask is only read by the compiled loss, so its
+    gradient can be formed again from ``y_pred`` once the clip factors are known
+    (:func:`_weighted_output_grads`) instead of being held through the backward pass.
+    """
+    leaves = {id(leaf): i for i, leaf in enumerate(keras.tree.flatten(y_pred))}
+    return {
+        key: leaves[id(z)]
+        for key, z in tapped.items()
+        if id(z) in leaves and getattr(z, "_keras_mask", None) is None
+    }
+
+
+def _weighted_output_grads(model, x, y, y_pred, sample_weight, mapping, n):
+    """``fn(position, factors)``: each example's output gradient times its factor.
+
+    The gradient of the compiled loss with respect to a model output, formed
+    anew from ``y_pred`` when the clip factors are known: it costs an
+    elementwise pass over the predictions, where holding the gradient of a
+    vocabulary-wide output through the backward pass costs memory the size of
+    the logits.
+    """
+    leaves = keras.tree.flatten(y_pred)
+    grads = []
+
+    def loss(predictions):
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+            value = model.compute_loss(
+                x=x, y=y, y_pred=keras.tree.pack_sequence_as(y_pred, predictions),
+                sample_weight=sample_weight, training=True,
+            )  # fmt: skip
+        return value, ()
+
+    def weighted(position, factors):
+        if not grads:
+            grads.extend(kmi_backend.value_and_grad_with_aux(loss, list(leaves))[2])
+        grad = ops.cast(grads[position], factors.dtype) * n
+        return grad * ops.reshape(factors, (-1,) + (1,) * (len(grad.shape) - 1))
+
+    return weighted
 
 
 def ghost_norms(model, plan, trainable, non_trainable, x, y, sample_weight):
@@ -316,6 +365,8 @@ def ghost_norms(model, plan, trainable, non_trainable, x, y, sample_weight):
         for ref, value in zip(model.non_trainable_variables, non_trainable):
             new = scope.get_current_value(ref)
             new_values.append(value if new is None else new)
+        # (an add_loss term might read an output too: then its gradient is held)
+        last["outputs"] = {} if scope.losses else _output_taps(tapping.tapped, y_pred)
         return loss, (y_pred, new_values, tapping.tensors())
 
     loss, (y_pred, new_non_trainable, tensors), tap_grads = kmi_backend.value_and_tap_grads(fn)
@@ -323,6 +374,9 @@ def ghost_norms(model, plan, trainable, non_trainable, x, y, sample_weight):
     # by the batch size to get each example's own.
     n = ops.cast(batch_size, loss.dtype)
     ctx = rules.Context(batch_size, mapping)
+    weighted_output_grads = _weighted_output_grads(
+        model, x, y, y_pred, sample_weight, mapping + scratch, n
+    )
     squares, summers = [], []
     for index, entry in enumerate(plan.entries):
         calls = last["tapping"].calls.get(index, [])
@@ -331,6 +385,11 @@ def ghost_norms(model, plan, trainable, non_trainable, x, y, sample_weight):
             call.grads = {
                 name: ops.cast(tap_grads[(index, k, name)], loss.dtype) * n
                 for name in call.static["taps"]
+            }
+            call.weighted_grads = {
+                name: functools.partial(weighted_output_grads, last["outputs"][key])
+                for name in call.static["taps"]
+                if (key := (index, k, name)) in last["outputs"]
             }
         if not calls:
             summers.append(None)

@@ -63,6 +63,7 @@ class Call:
         self.tensors = {}
         self.static = static or {}
         self.grads = {}
+        self.weighted_grads = {}  # tap name -> (factors -> factors * grad), model outputs
 
 
 def own_variables(layer):
@@ -103,7 +104,7 @@ def _materialize_conv(positions, width, units):
     return positions != 1 and width * units <= max(4 * positions * positions, _MATERIALIZE_CONV)
 
 
-def linear_terms(a, g, ctx, key=None):
+def linear_terms(a, g, ctx, key=None, weighted_g=None):
     """Squares and clipped sum of a weight used as ``z[n, s, p] = a[n, s, p] @ W[s]``.
 
     ``a``: ``(n, S, P, K)``; ``g``: ``(n, S, P, O)``, each example's own gradient.
@@ -111,6 +112,9 @@ def linear_terms(a, g, ctx, key=None):
     Returns ``squares`` of shape ``(n,)`` and ``sums(factors) -> (S, K, O)``.
     ``key`` names ``a`` for the cache, so layers reading the same input (the
     query, key and value projections of self-attention) form its Gram matrix once.
+    ``weighted_g(factors)``, when given, is ``factors * g`` formed anew (a model
+    output's gradient, see :func:`kmi.defenses._ghost._weighted_output_grads`), so
+    that ``g`` is not needed after the norms.
     """
     _, blocks, positions, width = a.shape
     units = g.shape[-1]
@@ -133,7 +137,9 @@ def linear_terms(a, g, ctx, key=None):
         if per_example is not None:
             return ops.tensordot(factors, per_example, axes=[[0], [0]])
         # scale the narrower of the two by the factors (a vocabulary-wide g is large)
-        if width <= units:
+        if weighted_g is not None:
+            left, right = a, ops.reshape(weighted_g(factors), ops.shape(g))
+        elif width <= units:
             left, right = a * factors[:, None, None, None], g
         else:
             left, right = a, g * factors[:, None, None, None]
@@ -171,6 +177,14 @@ def embedding_terms(idx, g, rows, *, distinct=False):
         return ops.segment_sum(weighted, ops.reshape(idx, (-1,)), num_segments=rows)
 
     return squares, sums
+
+
+def _weighted(calls, name):
+    """``factors -> factors * g`` formed anew for a layer called once, whose tap
+    ``name`` is a model output; else None (the tapped gradient is used)."""
+    if len(calls) != 1 or name not in calls[0].weighted_grads:
+        return None
+    return calls[0].weighted_grads[name]
 
 
 def _vector_terms(per_example):
@@ -270,7 +284,7 @@ class DenseRule(_KernelBiasRule):
         parts = {}
         if layer.kernel.trainable:
             key = tuple(id(c.tensors["a"]) for c in calls)
-            sq, sums = linear_terms(a[:, None], g[:, None], ctx, key)
+            sq, sums = linear_terms(a[:, None], g[:, None], ctx, key, _weighted(calls, "z"))
             parts[id(layer.kernel)] = (sq, lambda f: ops.reshape(sums(f), (width, units)))
         if layer.bias is not None and layer.bias.trainable:
             parts[id(layer.bias)] = _vector_terms(ops.sum(g, axis=1))
@@ -537,7 +551,8 @@ class ReversibleEmbeddingRule(EmbeddingRule):
             h = ops.concatenate([_rows(c.tensors["h"], width) for c in projections], axis=1)
             gl = ops.concatenate([_rows(c.grads["z"], vocab) for c in projections], axis=1)
             key = tuple(id(c.tensors["h"]) for c in projections)
-            sq, sums = linear_terms(h[:, None], gl[:, None], ctx, key)
+            weighted = _weighted(projections, "z")
+            sq, sums = linear_terms(h[:, None], gl[:, None], ctx, key, weighted)
             # (width, vocab): the reverse kernel; the tied table holds its transpose
             projection = (sq, lambda f, s=sums: ops.reshape(s(f), (width, vocab)))
         if layer.tie_weights and lookup and projection:

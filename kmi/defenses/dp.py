@@ -634,7 +634,12 @@ class DPSGD(keras.callbacks.Callback):
     sequence or image) and the clipped sum as ``a^T (c * g)`` (book-keeping).
     Normalisation layers' per-example gamma/beta gradients are formed outright
     (they are small); a tied ``ReversibleEmbedding``'s two uses are summed
-    before the norm. A layer without a rule contributes the norm of its own
+    before the norm. A layer whose output is the model's output (a language
+    model's vocabulary projection) does not hold that output's gradient through
+    the backward pass for the clipped sum: it is formed again from the
+    predictions once the clip factors are known, so DP fine-tuning of a language
+    model needs about the memory of plain training rather than one more
+    logits-sized buffer. A layer without a rule contributes the norm of its own
     per-example gradients, so one unknown layer never sends the whole model to
     the vectorised route. It is the faster route on both backends
     (``benchmarks/dp_sgd.py speed`` and ``transformers``). It needs the

@@ -12,7 +12,7 @@ import pytest
 from keras import ops
 
 from kmi.backend import value_and_grad_with_aux
-from kmi.defenses import DPSGD, _ghost_rules
+from kmi.defenses import DPSGD, _ghost, _ghost_rules
 from kmi.defenses._ghost import ghost_norms, ghost_unsupported, plan_ghost
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -310,6 +310,10 @@ def test_norms_and_clipped_sum_match_a_per_example_loop(name, route, monkeypatch
 
     plan = plan_ghost(model)
     assert sorted(type(layer).__name__ for layer in plan.uncovered) == sorted(uncovered)
+    # the output layer's gradient is formed again from the predictions, not held
+    outputs = []
+    find = _ghost._output_taps
+    monkeypatch.setattr(_ghost, "_output_taps", lambda *a: outputs.append(find(*a)) or outputs[-1])
     trainable = [ops.convert_to_tensor(v.value) for v in model.trainable_variables]
     non_trainable = [ops.convert_to_tensor(v.value) for v in model.non_trainable_variables]
     got, clipped_sum, loss_sum, _, _ = ghost_norms(
@@ -330,6 +334,7 @@ def test_norms_and_clipped_sum_match_a_per_example_loop(name, route, monkeypatch
         x=x, y=y, y_pred=model(x), sample_weight=ops.convert_to_tensor(weight)
     )
     np.testing.assert_allclose(float(loss_sum), float(batch_loss) * N, rtol=1e-5)
+    assert outputs and all(len(found) == 1 for found in outputs), outputs
 
 
 @pytest.mark.parametrize("name, route", [("transformer", "ghost"), ("scaled", "mixed")])
@@ -348,6 +353,43 @@ def test_a_dp_fit_through_each_route_equals_the_vectorized_route(name, route):
         weights.append(model.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@keras.saving.register_keras_serializable(package="kmi_tests")
+class Penalty(keras.layers.Layer):
+    """Adds ``mean(x^2)`` to the loss and returns ``x`` itself."""
+
+    def call(self, x):
+        self.add_loss(ops.mean(ops.square(x)))
+        return x
+
+
+def test_an_output_read_by_an_added_loss_keeps_its_own_gradient(monkeypatch):
+    # the output's gradient is not formed again from the compiled loss alone
+    inp = keras.Input((5,))
+    model = _compiled(keras.Model(inp, Penalty()(keras.layers.Dense(3)(inp))))
+    x = np.random.default_rng(0).normal(size=(N, 5)).astype("float32")
+    y = np.arange(N) % 3
+    outputs = []
+    find = _ghost._output_taps
+    monkeypatch.setattr(_ghost, "_output_taps", lambda *a: outputs.append(find(*a)) or outputs[-1])
+    params = [ops.convert_to_tensor(v.value) for v in model.trainable_variables]
+    _, clipped_sum, _, _, _ = ghost_norms(
+        model, plan_ghost(model), params, [], ops.convert_to_tensor(x),
+        ops.convert_to_tensor(y), None,
+    )  # fmt: skip
+    assert not any(outputs)
+
+    def loss(values):
+        mapping = list(zip(model.trainable_variables, values))
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
+            return model.compute_loss(x=x, y=y, y_pred=model(x), training=True), ()
+
+    _, _, grads = value_and_grad_with_aux(loss, params)
+    for got, want in zip(clipped_sum(ops.ones((N,))), grads):
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(got), N * ops.convert_to_numpy(want), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_uncovered_layers_are_named_and_ghost_refuses_them():
