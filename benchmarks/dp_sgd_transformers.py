@@ -105,6 +105,8 @@ def speed_worker(args):
         def on_train_batch_begin(self, batch, logs=None):
             if batch == warmup:  # the timed steps' own peak from here
                 self.warmup_peak = rss.peak
+                if args.trim_heap:
+                    helpers._trim_heap()
                 rss.peak = helpers._rss_mb()
             self._t = time.perf_counter()
 
@@ -246,9 +248,10 @@ def _has(module):
 
 def speed(args):
     helpers = _helpers()
-    path = RESULTS / "dp_sgd_transformers.json"
+    path = RESULTS / f"dp_sgd_transformers{'_trimmed' if args.trim_heap else ''}.json"
     configs = [(b, m, n) for b in args.backends for m in args.models for n in args.batches]
     opacus = "bert" in args.models and _has("torch") and _has("opacus") and not args.no_opacus
+    opacus = opacus and not args.trim_heap
     if opacus:
         configs += [("torch", "bert", n) for n in args.batches]
     # Runs of other configurations already in the file are kept, so that a large batch
@@ -275,6 +278,8 @@ def speed(args):
                     "--batch", str(batch), "--steps", str(args.steps),
                     "--length", str(args.length), "--vocabulary", str(args.vocabulary),
                 ] + (["--opacus"] if backend == "torch" else [])  # fmt: skip
+                if args.trim_heap:
+                    cmd.append("--trim-heap")
                 failure = f"worker failed: {backend} {model} {batch} {mode}"
                 run = helpers._run_worker(cmd, env, failure)
                 run["repeat"] = repeat
@@ -360,7 +365,12 @@ def _speed_payload(args, runs):
         "memory": "step_memory_mb: peak resident set size during the timed steps minus the "
         "size before fit (sampled every 5 ms; what compilation left allocated counts); "
         "fit_memory_mb: the same over the whole fit, compilation included; peak_rss: the "
-        "process's whole resident set at the timed steps' peak",
+        "process's whole resident set at the timed steps' peak"
+        + (
+            "; the heap's free pages returned to the system (malloc_trim) after warm-up"
+            if args.trim_heap
+            else ""
+        ),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
         "commands": args.commands,
     }
@@ -755,6 +765,10 @@ def add_arguments(sub):
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--vocabulary", type=int, default=30522)
     p.add_argument("--no-opacus", action="store_true", help="skip Opacus even if installed")
+    p.add_argument("--trim-heap", action="store_true",
+                   help="return the heap's free pages (malloc_trim) after warm-up, so that the "
+                   "step memory leaves out what compilation freed; writes "
+                   "dp_sgd_transformers_trimmed.json (no Opacus)")  # fmt: skip
     p.add_argument("--fresh", action="store_true",
                    help="drop the file's runs of other configurations")  # fmt: skip
     w = sub.add_parser("transformers-worker")
@@ -765,6 +779,7 @@ def add_arguments(sub):
     w.add_argument("--length", type=int, default=128)
     w.add_argument("--vocabulary", type=int, default=30522)
     w.add_argument("--opacus", action="store_true")
+    w.add_argument("--trim-heap", action="store_true")
     q = sub.add_parser("transformers-profile", help="per-layer-kind cost of the DP step")
     q.add_argument("--backends", nargs="+", default=["jax"])
     q.add_argument("--models", nargs="+", choices=list(SHAPES), default=list(SHAPES))

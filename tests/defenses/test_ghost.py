@@ -364,21 +364,36 @@ class Penalty(keras.layers.Layer):
         return x
 
 
-def test_an_output_read_by_an_added_loss_keeps_its_own_gradient(monkeypatch):
-    # the output's gradient is not formed again from the compiled loss alone
+def _penalized_output():
     inp = keras.Input((5,))
     model = _compiled(keras.Model(inp, Penalty()(keras.layers.Dense(3)(inp))))
+    return model, np.arange(N) % 3
+
+
+def _output_read_by_a_layer():
+    inp = keras.Input((5,))
+    hidden = keras.layers.Dense(4, name="hidden")(inp)
+    logits = keras.layers.Dense(3, name="logits")(hidden)
+    model = keras.Model(inp, {"hidden": hidden, "logits": logits})
+    model.compile(keras.optimizers.SGD(0.1), {"hidden": "mse", "logits": LOSS})
+    rng = np.random.default_rng(1)
+    return model, {"hidden": rng.normal(size=(N, 4)).astype("float32"), "logits": np.arange(N) % 3}
+
+
+@pytest.mark.parametrize("build", [_penalized_output, _output_read_by_a_layer])
+def test_an_output_read_elsewhere_keeps_its_own_gradient(build, monkeypatch):
+    # the output's gradient is not formed again from the compiled loss alone when an
+    # add_loss term or another layer reads the output too
+    model, y = build()
     x = np.random.default_rng(0).normal(size=(N, 5)).astype("float32")
-    y = np.arange(N) % 3
     outputs = []
     find = _ghost._output_taps
     monkeypatch.setattr(_ghost, "_output_taps", lambda *a: outputs.append(find(*a)) or outputs[-1])
     params = [ops.convert_to_tensor(v.value) for v in model.trainable_variables]
     _, clipped_sum, _, _, _ = ghost_norms(
         model, plan_ghost(model), params, [], ops.convert_to_tensor(x),
-        ops.convert_to_tensor(y), None,
+        keras.tree.map_structure(ops.convert_to_tensor, y), None,
     )  # fmt: skip
-    assert not any(outputs)
 
     def loss(values):
         mapping = list(zip(model.trainable_variables, values))
@@ -390,6 +405,7 @@ def test_an_output_read_by_an_added_loss_keeps_its_own_gradient(monkeypatch):
         np.testing.assert_allclose(
             ops.convert_to_numpy(got), N * ops.convert_to_numpy(want), rtol=1e-5, atol=1e-6
         )
+    assert not any(outputs)
 
 
 def test_uncovered_layers_are_named_and_ghost_refuses_them():
