@@ -627,28 +627,27 @@ class DPSGD(keras.callbacks.Callback):
     Notes
     -----
     Ghost clipping (Li et al. 2022; Bu et al. 2023) runs the batch forward and
-    backward once, taps each covered layer's input ``a`` and the gradient ``g``
-    of the loss with respect to its output, and gets each example's gradient
-    norm from them (``||a_i^T g_i||``, by forming ``a_i^T g_i`` where that is
-    small, else as ``sum (a_i a_i^T) * (g_i g_i^T)`` over the positions of a
-    sequence or image) and the clipped sum as ``a^T (c * g)`` (book-keeping).
-    Normalisation layers' per-example gamma/beta gradients are formed outright
-    (they are small); a tied ``ReversibleEmbedding``'s two uses are summed
-    before the norm. A layer whose output is the model's output (a language
-    model's vocabulary projection) does not hold that output's gradient through
-    the backward pass for the clipped sum: it is formed again from the
-    predictions once the clip factors are known, so DP fine-tuning of a language
-    model needs about the memory of plain training rather than one more
-    logits-sized buffer. A layer without a rule contributes the norm of its own
-    per-example gradients, so one unknown layer never sends the whole model to
-    the vectorised route. It is the faster route on both backends
-    (``benchmarks/dp_sgd.py speed`` and ``transformers``). It needs the
-    compiled loss to be a mean over the batch (the default reduction) and no
-    weight or activity regularizers; ``clipping="auto"`` otherwise uses the
-    vectorised route. Loss terms a layer adds with ``add_loss`` are taken to be
-    means over the batch, as kmi's own are
-    (:class:`~kmi.defenses.InformationBottleneck`); a layer adding a batch
-    *sum* needs ``clipping="vectorized"``.
+    backward once, taps each covered layer's input ``a`` and the gradient ``g`` of
+    the loss with respect to its output, and gets each example's gradient norm from
+    them (``||a_i^T g_i||``, by forming ``a_i^T g_i`` where that is small, else as
+    ``sum (a_i a_i^T) * (g_i g_i^T)`` over the positions of a sequence or image) and
+    the clipped sum as ``a^T (c * g)`` (book-keeping). Normalisation layers'
+    per-example gamma/beta gradients are formed outright (they are small); a tied
+    ``ReversibleEmbedding``'s two uses are summed before the norm. A layer whose
+    output is the model's only output (a language model's vocabulary projection)
+    does not hold that output's gradient through the backward pass for the clipped
+    sum: it is formed again from the predictions once the clip factors are known, so
+    DP fine-tuning of a language model does not hold one more logits-sized buffer
+    (measured on a GPT-2 shape: ``benchmarks/dp_sgd.py transformers-profile``). A
+    layer without a rule contributes the norm of its own per-example gradients, so
+    one unknown layer never sends the whole model to the vectorised route. It is the
+    faster route on both backends (``benchmarks/dp_sgd.py speed`` and
+    ``transformers``). It needs the compiled loss to be a mean over the batch (the
+    default reduction) and no weight or activity regularizers; ``clipping="auto"``
+    otherwise uses the vectorised route. Loss terms a layer adds with ``add_loss``
+    are taken to be means over the batch, as kmi's own are
+    (:class:`~kmi.defenses.InformationBottleneck`); a layer adding a batch *sum*
+    needs ``clipping="vectorized"``.
 
     The DP train function is compiled once per model and configuration and
     reused by later ``fit`` calls; the model's own train function is swapped
