@@ -50,8 +50,12 @@ def _write(path, payload):
     os.replace(tmp, path)
 
 
-def _run_worker(cmd, env, failure):
-    """Run a worker process; return the JSON object on its last line of output."""
+def _run_worker(cmd, backend, failure):
+    """Run a worker process on ``backend`` (a Keras backend, or "torch"); return the
+    JSON object on its last line of output."""
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if backend != "torch":
+        env["KERAS_BACKEND"] = backend
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-4000:])
@@ -230,12 +234,6 @@ def speed(args):
         # both; the statistic is the fastest epoch (least disturbed by other load)
         for repeat in range(args.repeats):
             for mode in ("plain", *args.clipping):
-                env = {
-                    **os.environ,
-                    "KERAS_BACKEND": backend,
-                    "TF_ENABLE_ONEDNN_OPTS": "0",
-                    "TF_CPP_MIN_LOG_LEVEL": "3",
-                }
                 cmd = [
                     sys.executable,
                     __file__,
@@ -249,7 +247,7 @@ def speed(args):
                 ]
                 if args.data_home:
                     cmd += ["--data-home", args.data_home]
-                run = _run_worker(cmd, env, f"speed worker failed: {backend} {mode}")
+                run = _run_worker(cmd, backend, f"speed worker failed: {backend} {mode}")
                 run["repeat"] = repeat
                 runs.append(run)
                 print(

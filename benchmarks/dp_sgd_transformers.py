@@ -250,8 +250,8 @@ def speed(args):
     helpers = _helpers()
     path = RESULTS / f"dp_sgd_transformers{'_trimmed' if args.trim_heap else ''}.json"
     configs = [(b, m, n) for b in args.backends for m in args.models for n in args.batches]
-    opacus = "bert" in args.models and _has("torch") and _has("opacus") and not args.no_opacus
-    opacus = opacus and not args.trim_heap
+    opacus = "bert" in args.models and not (args.no_opacus or args.trim_heap)
+    opacus = opacus and _has("torch") and _has("opacus")
     if opacus:
         configs += [("torch", "bert", n) for n in args.batches]
     # Runs of other configurations already in the file are kept, so that a large batch
@@ -269,9 +269,6 @@ def speed(args):
         # plain and DP alternate, so that a change of machine load affects both
         for repeat in range(args.repeats):
             for mode in ("plain", "auto"):
-                env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
-                if backend != "torch":
-                    env["KERAS_BACKEND"] = backend
                 cmd = [
                     sys.executable, str(Path(__file__).parent / "dp_sgd.py"),
                     "transformers-worker", "--mode", mode, "--model", model,
@@ -281,7 +278,7 @@ def speed(args):
                 if args.trim_heap:
                     cmd.append("--trim-heap")
                 failure = f"worker failed: {backend} {model} {batch} {mode}"
-                run = helpers._run_worker(cmd, env, failure)
+                run = helpers._run_worker(cmd, backend, failure)
                 run["repeat"] = repeat
                 runs.append(run)
                 print(
@@ -521,8 +518,6 @@ def profile(args):
     for backend in args.backends:
         for model in args.models:
             for batch in args.batches:
-                env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
-                       "KERAS_BACKEND": backend}  # fmt: skip
                 cmd = [
                     sys.executable, str(Path(__file__).parent / "dp_sgd.py"),
                     "transformers-profile-worker", "--model", model, "--batch", str(batch),
@@ -530,7 +525,7 @@ def profile(args):
                     "--vocabulary", str(args.vocabulary),
                 ]  # fmt: skip
                 failure = f"profile worker failed: {backend} {model} {batch}"
-                row = helpers._run_worker(cmd, env, failure)
+                row = helpers._run_worker(cmd, backend, failure)
                 rows.append(row)
                 print(
                     f"\n{backend} {model} batch {batch}: plain {row['plain_s']:.3f} s, DP "
@@ -557,7 +552,7 @@ def profile(args):
                         "settings": {
                             "what": profile_worker.__doc__.split("\n\n", 1)[1].strip(),
                             "statistic": f"fastest of {args.rounds} alternating rounds",
-                            "shape": SHAPES["bert"],
+                            "shapes": {m: SHAPES[m] for m in args.models},
                             "sequence_length": args.length,
                             "vocabulary_size": args.vocabulary,
                             "command": " ".join(sys.argv),

@@ -28,8 +28,6 @@ draws random numbers (its per-example recomputation would draw other ones).
 
 from __future__ import annotations
 
-import functools
-
 import keras
 from keras import ops
 
@@ -283,50 +281,42 @@ class _Tapping:
 
 
 def _output_taps(tapped, y_pred):
-    """``{tap key: position in flatten(y_pred)}`` for the taps that are model outputs.
+    """The keys of the taps whose tensor is the model's only output.
 
     The only output of a model, without a Keras mask, is read by nothing but the
     compiled loss (the caller rules out ``add_loss`` terms), so its gradient can be
     formed again from ``y_pred`` once the clip factors are known
-    (:func:`_weighted_output_grads`) instead of being held through the backward
+    (:func:`_weighted_output_grad`) instead of being held through the backward
     pass. One of several outputs may also feed another layer, whose part of its
     gradient the loss alone would miss.
     """
     flat = keras.tree.flatten(y_pred)
-    if len(flat) != 1:
-        return {}
-    leaves = {id(leaf): i for i, leaf in enumerate(flat)}
-    return {
-        key: leaves[id(z)]
-        for key, z in tapped.items()
-        if id(z) in leaves and getattr(z, "_keras_mask", None) is None
-    }
+    if len(flat) != 1 or getattr(flat[0], "_keras_mask", None) is not None:
+        return set()
+    return {key for key, z in tapped.items() if z is flat[0]}
 
 
-def _weighted_output_grads(model, x, y, y_pred, sample_weight, mapping, n):
-    """``fn(position, factors)``: each example's output gradient times its factor.
+def _weighted_output_grad(model, x, y, y_pred, sample_weight, mapping, n):
+    """``fn(factors)``: each example's gradient of the only output times its factor.
 
-    The gradient of the compiled loss with respect to a model output, formed
-    anew from ``y_pred`` when the clip factors are known: it costs an
-    elementwise pass over the predictions, where holding the gradient of a
-    vocabulary-wide output through the backward pass costs memory the size of
-    the logits.
+    The gradient of the compiled loss with respect to the model's output, formed
+    anew from ``y_pred`` when the clip factors are known: it costs an elementwise
+    pass over the predictions, where holding the gradient of a vocabulary-wide
+    output through the backward pass costs memory the size of the logits.
     """
-    leaves = keras.tree.flatten(y_pred)
-    grads = []
 
-    def loss(predictions):
+    def loss(prediction):
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True):
             value = model.compute_loss(
-                x=x, y=y, y_pred=keras.tree.pack_sequence_as(y_pred, predictions),
+                x=x, y=y, y_pred=keras.tree.pack_sequence_as(y_pred, [prediction]),
                 sample_weight=sample_weight, training=True,
             )  # fmt: skip
         return value, ()
 
-    def weighted(position, factors):
-        if not grads:
-            grads.extend(kmi_backend.value_and_grad_with_aux(loss, list(leaves))[2])
-        grad = ops.cast(grads[position], factors.dtype) * n
+    def weighted(factors):
+        (prediction,) = keras.tree.flatten(y_pred)
+        grad = kmi_backend.value_and_grad_with_aux(loss, prediction)[2]
+        grad = ops.cast(grad, factors.dtype) * n
         return grad * ops.reshape(factors, (-1,) + (1,) * (len(grad.shape) - 1))
 
     return weighted
@@ -372,7 +362,7 @@ def ghost_norms(model, plan, trainable, non_trainable, x, y, sample_weight):
             new = scope.get_current_value(ref)
             new_values.append(value if new is None else new)
         # (an add_loss term might read an output too: then its gradient is held)
-        last["outputs"] = {} if scope.losses else _output_taps(tapping.tapped, y_pred)
+        last["outputs"] = set() if scope.losses else _output_taps(tapping.tapped, y_pred)
         return loss, (y_pred, new_values, tapping.tensors())
 
     loss, (y_pred, new_non_trainable, tensors), tap_grads = kmi_backend.value_and_tap_grads(fn)
@@ -380,7 +370,7 @@ def ghost_norms(model, plan, trainable, non_trainable, x, y, sample_weight):
     # by the batch size to get each example's own.
     n = ops.cast(batch_size, loss.dtype)
     ctx = rules.Context(batch_size, mapping)
-    weighted_output_grads = _weighted_output_grads(
+    weighted_output_grad = _weighted_output_grad(
         model, x, y, y_pred, sample_weight, mapping + scratch, n
     )
     squares, summers = [], []
@@ -393,9 +383,9 @@ def ghost_norms(model, plan, trainable, non_trainable, x, y, sample_weight):
                 for name in call.static["taps"]
             }
             call.weighted_grads = {
-                name: functools.partial(weighted_output_grads, last["outputs"][key])
+                name: weighted_output_grad
                 for name in call.static["taps"]
-                if (key := (index, k, name)) in last["outputs"]
+                if (index, k, name) in last["outputs"]
             }
         if not calls:
             summers.append(None)

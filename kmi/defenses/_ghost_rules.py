@@ -113,7 +113,7 @@ def linear_terms(a, g, ctx, key=None, weighted_g=None):
     ``key`` names ``a`` for the cache, so layers reading the same input (the
     query, key and value projections of self-attention) form its Gram matrix once.
     ``weighted_g(factors)``, when given, is ``factors * g`` formed anew (a model
-    output's gradient, see :func:`kmi.defenses._ghost._weighted_output_grads`), so
+    output's gradient, see :func:`kmi.defenses._ghost._weighted_output_grad`), so
     that ``g`` is not needed after the norms.
     """
     _, blocks, positions, width = a.shape
