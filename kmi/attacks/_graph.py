@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 
 from kmi.base import BaseAttack
-from kmi.metrics.graph import PAIRS, _check_nodes, edge_auc
+from kmi.metrics.graph import PAIRS, edge_auc
+from kmi.utils.validation import check_adjacency, check_features, check_nodes
 
 #: The eight distances of He et al. (2021), as named by scipy.spatial.distance.
 DISTANCES = (
@@ -20,50 +20,6 @@ DISTANCES = (
     "cityblock",
     "sqeuclidean",
 )
-
-
-def check_features(X, name: str = "X") -> np.ndarray:
-    """Node features as a finite float32 matrix of shape (n_nodes, n_features)."""
-    if X is None:
-        raise ValueError(
-            f"{name} must hold the features of the graph's nodes, one row per node. "
-            f"Received: {name}=None"
-        )
-    if sp.issparse(X):
-        X = X.toarray()
-    try:
-        X = np.asarray(X, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{name} must be a numeric matrix of node features. Received: {name} of type "
-            f"{type(X).__name__}"
-        ) from exc
-    if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
-        raise ValueError(
-            f"{name} must have shape (n_nodes, n_features) with at least 2 nodes. Received: "
-            f"{name} shape={X.shape}"
-        )
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} must not contain NaN or inf. Received: non-finite {name}")
-    return X
-
-
-def check_nodes(nodes, n_nodes: int) -> np.ndarray:
-    """Attacked node indices (all nodes for None), at least two of them."""
-    nodes = _check_nodes(nodes, n_nodes)
-    if len(nodes) < 2:
-        raise ValueError(
-            "Attack at least two nodes: edges are between pairs of them. "
-            f"Received: {len(nodes)} nodes"
-        )
-    return nodes
-
-
-def check_adjacency(adjacency, n_nodes: int, name: str = "adjacency"):
-    """A square scipy.sparse or dense adjacency with one row per node, without NaN."""
-    from kmi.models.graph import _check_adjacency
-
-    return _check_adjacency(adjacency, n_nodes, name=name)
 
 
 def pair_matrix(values: np.ndarray, k: int) -> np.ndarray:
@@ -154,8 +110,8 @@ class GraphAttack(BaseAttack):
             )
         if pairs not in PAIRS:
             raise ValueError(f"pairs must be one of {PAIRS}. Received: pairs={pairs!r}")
-        X = check_features(X)
+        X = check_features(X, min_samples=2)
         check_adjacency(adjacency, X.shape[0])
-        nodes = check_nodes(nodes, X.shape[0])
+        nodes = check_nodes(nodes, X.shape[0], min_nodes=2)
         scores = self.invert(X, y, nodes=nodes)
         return edge_auc(adjacency, scores, nodes, pairs=pairs, random_state=random_state)

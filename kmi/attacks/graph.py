@@ -39,13 +39,11 @@ from kmi._progress import chunks, warn_interrupted
 from kmi.attacks._graph import (
     DISTANCES,
     GraphAttack,
-    check_adjacency,
-    check_features,
-    check_nodes,
     pair_matrix,
     paired_distances,
     pairwise_distance_scores,
 )
+from kmi.utils.validation import check_adjacency, check_features, check_nodes
 
 __all__ = ["FeatureSimilarity", "GraphMI", "LinkStealing", "LinkTeller"]
 
@@ -114,7 +112,7 @@ class FeatureSimilarity(GraphAttack):
             raise ValueError(
                 f"metric must be one of {DISTANCES}. Received: metric={self.metric!r}"
             )
-        self.n_features_in_ = 0 if X is None else check_features(X).shape[1]
+        self.n_features_in_ = 0 if X is None else check_features(X, min_samples=2).shape[1]
         return self
 
     def invert(self, X, y=None, nodes=None):
@@ -131,8 +129,8 @@ class FeatureSimilarity(GraphAttack):
         ndarray of shape (n_attacked, n_attacked)
         """
         check_is_fitted(self, "n_features_in_")
-        X = check_features(X)
-        nodes = check_nodes(nodes, X.shape[0])
+        X = check_features(X, min_samples=2)
+        nodes = check_nodes(nodes, X.shape[0], min_nodes=2)
         return pairwise_distance_scores(X[nodes], self.metric)
 
 
@@ -355,9 +353,9 @@ class GraphMI(GraphAttack):
             attacked node or not classes of the target.
         """
         check_is_fitted(self, "model_")
-        X = check_features(X)
+        X = check_features(X, min_samples=2)
         n = X.shape[0]
-        nodes = check_nodes(nodes, n)
+        nodes = check_nodes(nodes, n, min_nodes=2)
         if y is None:
             raise ValueError(
                 "GraphMI needs the labels of the attacked nodes. Received: y=None"
@@ -505,7 +503,7 @@ class LinkStealing(GraphAttack):
         self.supervised_ = adjacency is not None
         if not self.supervised_:
             return self
-        X = check_features(X)
+        X = check_features(X, min_samples=2)
         adjacency = check_adjacency(adjacency, X.shape[0])
         rng = check_random_state(self.random_state)
         upper = sp.triu(sp.csr_matrix(adjacency), k=1).tocoo()
@@ -555,8 +553,8 @@ class LinkStealing(GraphAttack):
         ndarray of shape (n_attacked, n_attacked)
         """
         check_is_fitted(self, "supervised_")
-        X = check_features(X)
-        nodes = check_nodes(nodes, X.shape[0])
+        X = check_features(X, min_samples=2)
+        nodes = check_nodes(nodes, X.shape[0], min_nodes=2)
         P = _query_all(self.target_, X)[nodes]
         if not self.supervised_:
             return pairwise_distance_scores(P, self.metric)
@@ -644,8 +642,8 @@ class LinkTeller(GraphAttack):
             Symmetric influence scores; NaN where an interruption left them unknown.
         """
         check_is_fitted(self, "n_queries_per_node_")
-        X = check_features(X)
-        nodes = check_nodes(nodes, X.shape[0])
+        X = check_features(X, min_samples=2)
+        nodes = check_nodes(nodes, X.shape[0], min_nodes=2)
         k = len(nodes)
         base = _query_all(self.target_, X).astype(np.float64)[nodes]
         influence = np.full((k, k), np.nan)

@@ -7,10 +7,10 @@ import time
 import numpy as np
 
 from kmi.attacks import graph as gr
-from kmi.attacks._graph import check_adjacency, check_features, check_nodes
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
 from kmi.metrics.graph import edge_metrics
 from kmi.targets import Target
+from kmi.utils.validation import check_adjacency, check_features, check_nodes
 
 BASELINE = "FeatureSimilarity"
 
@@ -32,7 +32,7 @@ def _graph_data(target, private_data):
             f"Received: private_data of type {type(private_data).__name__}"
         )
     X, A, y = private_data
-    X = check_features(X, "features")
+    X = check_features(X, name="features", min_samples=2)
     A = check_adjacency(A, len(X))
     y = np.asarray(y)
     if y.shape != (len(X),):
@@ -59,7 +59,7 @@ def audit_graph(report, target, private_data, *, attacks="auto", attack_params=N
     if nodes is None:
         k = n if n <= 100 else min(300, max(100, n // 10))
         nodes = np.sort(np.random.default_rng(random_state).choice(n, k, replace=False))
-    nodes = check_nodes(nodes, n)
+    nodes = check_nodes(nodes, n, min_nodes=2)
     served = Target(GraphPredictor(target.model, A.toarray()), access=target.access,
                     batch_size=None)
     specs = GRAPH_ATTACKS if attacks == "auto" else attacks

@@ -25,6 +25,8 @@ import scipy.sparse as sp
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.utils import check_random_state
 
+from kmi.utils.validation import check_nodes
+
 __all__ = [
     "PAIRS",
     "edge_ap",
@@ -36,26 +38,6 @@ __all__ = [
 
 #: How node pairs are chosen.
 PAIRS = ("all", "balanced")
-
-
-def _check_nodes(nodes, n_nodes: int) -> np.ndarray:
-    if nodes is None:
-        return np.arange(n_nodes)
-    nodes = np.asarray(nodes)
-    if nodes.ndim != 1 or (nodes.size and not np.issubdtype(nodes.dtype, np.integer)):
-        raise ValueError(
-            f"nodes must be a 1-d array of node indices. Received: nodes with dtype={nodes.dtype} "
-            f"and shape={nodes.shape}"
-        )
-    if nodes.size and (nodes.min() < 0 or nodes.max() >= n_nodes):
-        bad = nodes[(nodes < 0) | (nodes >= n_nodes)][:5].tolist()
-        raise ValueError(
-            f"nodes must be indices in [0, {n_nodes}) of a graph with {n_nodes} nodes. "
-            f"Received: nodes out of range {bad}"
-        )
-    if len(np.unique(nodes)) != len(nodes):
-        raise ValueError("nodes must not repeat. Received: duplicated node indices")
-    return nodes
 
 
 def edge_labels(adjacency, nodes=None) -> np.ndarray:
@@ -86,7 +68,7 @@ def edge_labels(adjacency, nodes=None) -> np.ndarray:
             f"adjacency must be a square (n_nodes, n_nodes) matrix. Received: adjacency "
             f"shape={tuple(shape)}"
         )
-    nodes = _check_nodes(nodes, shape[0])
+    nodes = check_nodes(nodes, shape[0], min_nodes=0)
     if sp.issparse(adjacency):
         sub = sp.csr_matrix(adjacency)[nodes][:, nodes].toarray()
     else:

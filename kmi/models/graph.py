@@ -14,30 +14,9 @@ import numpy as np
 import scipy.sparse as sp
 from keras import ops
 
+from kmi.utils.validation import check_adjacency
+
 __all__ = ["GCNConv", "GraphPredictor", "gcn", "normalize_adjacency"]
-
-
-def _check_adjacency(adjacency, n_nodes: int | None = None, *, name: str = "adjacency"):
-    """Validate a dense or scipy.sparse adjacency matrix; return it (dense as float32)."""
-    if sp.issparse(adjacency):
-        shape = adjacency.shape
-        data = adjacency.data
-    else:
-        adjacency = np.asarray(adjacency, dtype=np.float32)
-        shape = adjacency.shape
-        data = adjacency
-    if len(shape) != 2 or shape[0] != shape[1]:
-        raise ValueError(
-            f"{name} must be a square (n_nodes, n_nodes) matrix. Received: {name} shape={shape}"
-        )
-    if n_nodes is not None and shape[0] != n_nodes:
-        raise ValueError(
-            f"{name} must have one row and column per node: the features have {n_nodes} rows. "
-            f"Received: {name} shape={shape}"
-        )
-    if not np.all(np.isfinite(data)):
-        raise ValueError(f"{name} must not contain NaN or inf. Received: non-finite {name}")
-    return adjacency
 
 
 def normalize_adjacency(adjacency, *, add_self_loops: bool = True):
@@ -55,7 +34,7 @@ def normalize_adjacency(adjacency, *, add_self_loops: bool = True):
     -------
     ndarray or scipy.sparse CSR matrix (as the input), float32.
     """
-    adjacency = _check_adjacency(adjacency)
+    adjacency = check_adjacency(adjacency)
     n = adjacency.shape[0]
     if sp.issparse(adjacency):
         a = sp.csr_matrix(adjacency, dtype=np.float32)
@@ -364,7 +343,7 @@ class GraphPredictor:
 
     def __init__(self, model, adjacency):
         self.model = model
-        self.adjacency = _check_adjacency(adjacency)
+        self.adjacency = check_adjacency(adjacency)
         self.n_nodes = int(self.adjacency.shape[0])
         self._forward = None  # compiled on the first dense query
         self._dense = None

@@ -33,6 +33,8 @@ import keras_hub
 import numpy as np
 from keras import ops
 
+from kmi.utils.validation import check_texts
+
 __all__ = [
     "SPECIAL_TOKENS",
     "CausalLM",
@@ -46,37 +48,6 @@ __all__ = [
 
 #: Special tokens of :func:`word_tokenizer` vocabularies, at ids 0 to 3.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
-
-
-def check_texts(texts, name: str = "texts") -> list[str]:
-    """Return ``texts`` as a list of non-empty strings, or raise a clear error.
-
-    Raises
-    ------
-    TypeError
-        If ``texts`` is a single string or holds something other than strings.
-    ValueError
-        If it is empty or holds an empty (or blank) string.
-    """
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(
-            f"{name} must be a sequence of strings, not one string; wrap it in a list. "
-            f"Received: {name}={texts[:40]!r}"
-        )
-    texts = list(np.asarray(texts, dtype=object).ravel()) if not isinstance(texts, list) else texts
-    if not texts:
-        raise ValueError(f"{name} is empty: pass at least one text. Received: len({name})=0")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(
-                f"{name} must hold strings. Received: {name}[{i}] of type {type(t).__name__}"
-            )
-        if not t.strip():
-            raise ValueError(
-                f"{name} holds an empty or blank string, which has no tokens to embed. "
-                f"Received: {name}[{i}]={t!r}"
-            )
-    return [str(t) for t in texts]
 
 
 def byte_tokenizer(sequence_length: int) -> keras_hub.tokenizers.ByteTokenizer:

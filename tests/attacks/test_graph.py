@@ -190,7 +190,7 @@ def test_bad_inputs(graph):
         attack.invert(bad)
     with pytest.raises(ValueError, match=r"all 40 nodes.*\(39, 16\)"):
         attack.invert(X[:-1])
-    with pytest.raises(ValueError, match="at least two nodes"):
+    with pytest.raises(ValueError, match="at least 2 node"):
         attack.invert(X, nodes=[3])
     with pytest.raises(ValueError, match=r"one label per attacked node \(40\)"):
         GraphMI(model, max_iter=1).fit().invert(X, y[:5])
