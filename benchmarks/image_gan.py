@@ -4,7 +4,7 @@ GMI's MNIST setup (Zhang et al. 2020) on Fashion-MNIST (installed by the Debian
 package ``dataset-fashion-mnist``): the target (a CNN) is trained on classes 0-4;
 public data are images of classes 5-9; the evaluation model, of another architecture,
 is trained on classes 0-4. Images are padded to 32x32 for the DCGAN prior. One
-WGAN-GP prior is trained (``kmi.attacks._gan.train_gan``) and shared by GMI and
+WGAN-GP prior is trained (``kmi.attacks.image._gan_prior.train_gan``) and shared by GMI and
 BREPMI; KEDMI trains its own inversion-specific GAN. The GMI-PCA rows run GMI's
 search over a linear prior instead (``kmi.models.pca_prior``: ``--pca-components``
 principal components of the public images, Adam), without and with
@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from image_att_faces import RESULTS, grid, pca_svm, train, write_png  # noqa: E402
 
 from kmi.attacks import BREPMI, GMI, KEDMI, InversionModel, MIFace  # noqa: E402
-from kmi.attacks._gan import train_gan, wgan_gp_losses  # noqa: E402
+from kmi.attacks.image._gan_prior import train_gan, wgan_gp_losses  # noqa: E402
 from kmi.metrics.image import attack_accuracy, knn_distance  # noqa: E402
 from kmi.models import (  # noqa: E402
     cnn_classifier,

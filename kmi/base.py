@@ -1,40 +1,135 @@
-"""The estimator contract every attack follows.
+"""The estimator contract every attack follows, written once.
 
 An attack is a scikit-learn estimator: ``__init__`` stores its arguments, ``fit``
 learns from auxiliary data and validates the target, ``invert`` attacks the target and
 ``score`` measures success against ground truth (greater is better), so ``clone``,
 ``get_params``, ``GridSearchCV`` and joblib work on it.
+
+:class:`BaseAttack` enforces the parts every attack shares, so no attack writes them
+again:
+
+- parameters are declared in ``_parameter_constraints`` (scikit-learn's
+  :class:`~sklearn.utils._param_validation.Interval`, ``StrOptions``, ...) and checked
+  at the start of every ``fit``, before the attack's own code runs;
+- the target is wrapped (:func:`kmi.targets.as_target`) and its access checked against
+  ``required_access`` at the same moment, and stored as ``target_``;
+- :func:`sklearn.base.clone` shares ``target`` (and an evaluation model) by reference,
+  so a grid search never copies a Keras model;
+- what an attack needs is declared next to ``required_access`` (public data,
+  BatchNormalization statistics, a GAN prior, the level it recovers), so that the audit
+  selects and configures attacks from these attributes, never from class names.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import functools
+from typing import Any, ClassVar
 
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 
 from kmi.targets import ACCESS_LEVELS, Target, as_target
 
-__all__ = ["BaseAttack"]
+__all__ = ["BaseAttack", "LEVELS"]
+
+#: What an attack recovers: one representative per class, or each private record.
+LEVELS = ("class", "instance")
+
+
+def _fit_context(fit):
+    """Run ``BaseAttack``'s checks (parameters, then target) before ``fit``."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        self._validate_params()
+        if self.uses_target or getattr(self, "target", None) is not None:
+            self._validate_target()
+        return fit(self, *args, **kwargs)
+
+    wrapper._kmi_fit_context = True
+    return wrapper
 
 
 class BaseAttack(BaseEstimator):
     """Base class of all kmi attacks.
 
-    Subclasses set ``required_access`` (one of ``"label-only"``, ``"black-box"``,
-    ``"white-box"``) and implement ``fit``, ``invert`` and ``score``. ``fit`` must
-    call :meth:`_validate_target`, which refuses a target giving less access than the
-    attack needs and stores the wrapped target as ``target_``.
+    Subclasses set the capability attributes below, declare
+    ``_parameter_constraints`` for every parameter of ``__init__``, and implement
+    ``fit``, ``invert`` and ``score``. A subclass's ``fit`` is wrapped so that, before
+    its first line runs, the parameters are validated
+    (:meth:`~sklearn.base.BaseEstimator._validate_params`, raising
+    :class:`~sklearn.utils._param_validation.InvalidParameterError`, a ``ValueError``)
+    and the target is wrapped and checked (:meth:`_validate_target`, raising
+    :class:`kmi.targets.AccessError`), the result stored as ``target_``.
+
+    Attributes
+    ----------
+    required_access : {"label-only", "black-box", "white-box"}
+        The least access to the target the attack needs.
+    uses_target : bool
+        Whether the attack queries the target at all (a baseline does not).
+    needs_public_data : bool
+        Whether ``fit`` needs auxiliary (public) data ``X``.
+    needs_batchnorm : bool
+        Whether the attack reads the target's BatchNormalization statistics.
+    uses_gan_prior : bool
+        Whether ``fit`` trains a GAN on the public data as an image prior.
+    level : {"class", "instance"}
+        Whether ``invert`` recovers one representative per class or each record.
 
     Notes
     -----
-    The ``target`` parameter is shared, not copied, by :func:`sklearn.base.clone`
-    (:class:`kmi.targets.Target` returns itself from ``__sklearn_clone__``). A raw
-    model passed as ``target`` is wrapped with :func:`kmi.targets.as_target` in
-    ``fit``; wrap it yourself to choose its access, output or query budget.
+    ``target`` is shared, not copied, by :func:`sklearn.base.clone`, whatever it is (a
+    :class:`kmi.targets.Target`, a bare Keras model, a scikit-learn estimator or a
+    callable), and so is every parameter named in ``_shared_params`` (an evaluation
+    classifier). A raw model passed as ``target`` is wrapped with
+    :func:`kmi.targets.as_target` in ``fit``; wrap it yourself to choose its access,
+    output or query budget.
     """
 
-    #: The least access to the target the attack needs.
     required_access: ClassVar[str] = "black-box"
+    uses_target: ClassVar[bool] = True
+    needs_public_data: ClassVar[bool] = False
+    needs_batchnorm: ClassVar[bool] = False
+    uses_gan_prior: ClassVar[bool] = False
+    level: ClassVar[str] = "class"
+
+    #: Parameters passed through :func:`~sklearn.base.clone` by reference.
+    _shared_params: ClassVar[tuple[str, ...]] = ("target", "eval_model")
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
+
+    def _validate_params(self) -> None:
+        """Check every parameter against ``_parameter_constraints``.
+
+        Raises
+        ------
+        sklearn.utils._param_validation.InvalidParameterError
+            (a ``ValueError`` and ``TypeError``) naming the parameter, what it must
+            be, and ending with ``Received: name=value``.
+        """
+        params = self.get_params(deep=False)
+        for name, constraints in self._parameter_constraints.items():
+            try:
+                validate_parameter_constraints(
+                    {name: constraints}, {name: params[name]}, caller_name=type(self).__name__
+                )
+            except InvalidParameterError as exc:
+                expected = str(exc).rsplit(" Got ", 1)[0]
+                raise InvalidParameterError(
+                    f"{expected} Received: {name}={params[name]!r}"
+                ) from None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "_kmi_fit_context", False):
+            cls.fit = _fit_context(fit)
+
+    def __sklearn_clone__(self):
+        params = self.get_params(deep=False)
+        shared = {k: params.pop(k) for k in self._shared_params if k in params}
+        params = {k: clone(v, safe=False) for k, v in params.items()}
+        return type(self)(**params, **shared)
 
     def _validate_target(self) -> Target:
         if self.required_access not in ACCESS_LEVELS:  # pragma: no cover - developer error
@@ -44,7 +139,7 @@ class BaseAttack(BaseEstimator):
         self.target_ = target
         return target
 
-    def fit(self, X, y=None):
+    def fit(self, X=None, y=None):
         """Learn from auxiliary data and validate the target; return ``self``."""
         raise NotImplementedError
 

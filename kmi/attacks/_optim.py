@@ -13,7 +13,11 @@ inputs or latent codes (one row per attacked class or restart) by gradient desce
 - an optional processing hook (denoising, projection) every ``process_every`` steps;
 - random per-step inputs (jitter, flips, reparameterisation noise) from ``aux_fn``,
   drawn from a NumPy generator so that runs are reproducible;
-- a progress bar under ``verbose``, and ``KeyboardInterrupt`` returns what is there.
+- every evaluation of the loss reads the target (a forward pass, and a gradient
+  through it), so each step is counted as one query per row on the target given as
+  ``queries``, which enforces its ``query_budget``;
+- a progress bar under ``verbose``, and ``KeyboardInterrupt`` returns what is there;
+  an exhausted query budget raises, carrying what is there.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 from keras import ops
 
 from kmi import backend
+from kmi.targets import QueryBudgetExceededError
 
 __all__ = ["OptimResult", "minimize"]
 
@@ -87,6 +92,8 @@ def minimize(
     aux_fn=None,
     rng=None,
     check_every: int = 10,
+    queries=None,
+    queries_per_row: int = 1,
     verbose: int = 0,
     desc: str = "",
 ) -> OptimResult:
@@ -126,12 +133,25 @@ def minimize(
     check_every : int, default=10
         Steps between checks of whether every row has stopped (each check
         copies one value from the device).
+    queries : kmi.targets.Target, default=None
+        The target ``loss_fn`` reads. Every step (and the final evaluation) is
+        recorded on it as one query per row (:meth:`~kmi.targets.Target.record_queries`),
+        so white-box reads are counted in ``n_queries_`` and respect ``query_budget``.
+    queries_per_row : int, default=1
+        Inputs of the target one row's loss reads (KED-MI: its samples per class).
     verbose : int, default=0
     desc : str, default=""
 
     Returns
     -------
     OptimResult
+
+    Raises
+    ------
+    kmi.targets.QueryBudgetExceededError
+        If ``queries`` has a budget too small for the next step. Raised before the
+        first step if it cannot run at all; after that, the exception's
+        ``partial_result`` holds the :class:`OptimResult` of the steps that ran.
     """
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam'. Received: optimizer={optimizer!r}")
@@ -220,8 +240,17 @@ def minimize(
             return {}
         return {k: _aux_tensor(v) for k, v in aux_fn(i, rng).items()}
 
+    budget_error = None
     try:
         while it < max_iter:
+            if queries is not None:
+                try:
+                    queries.record_queries(n * queries_per_row)
+                except QueryBudgetExceededError as exc:
+                    if it == 0:
+                        raise
+                    budget_error = exc
+                    break
             state = step_c(state, make_aux(it))
             it += 1
             if process is not None and it % max(int(process_every), 1) == 0:
@@ -246,9 +275,37 @@ def minimize(
             RuntimeWarning,
             stacklevel=2,
         )
+    result = _finish(
+        state,
+        final_c,
+        make_aux(it),
+        (it, stopped_at, interrupted, keep_best),
+        (None, 0) if budget_error is not None else (queries, queries_per_row),
+        expand,
+    )
+    if budget_error is not None:
+        budget_error.partial_result = result
+        raise budget_error
+    return result
+
+
+def _finish(state, final_c, aux, progress, counting, expand):
+    """The result of the loop: each row's best (or last) iterate and its loss."""
+    it, stopped_at, interrupted, keep_best = progress
+    queries, per_row = counting
     x_last = state[0]
-    last_rows = ops.convert_to_numpy(final_c(x_last, make_aux(it))).astype("float64")
-    last_rows = np.where(np.isnan(last_rows), np.inf, last_rows)
+    n = int(x_last.shape[0])
+    scored = True
+    if queries is not None:
+        try:
+            queries.record_queries(n * per_row)
+        except QueryBudgetExceededError:
+            scored = False  # no budget left to score the last iterates: keep the best
+    if scored:
+        last_rows = ops.convert_to_numpy(final_c(x_last, aux)).astype("float64")
+        last_rows = np.where(np.isnan(last_rows), np.inf, last_rows)
+    else:
+        last_rows = np.full(n, np.inf)
     x_last = ops.convert_to_numpy(x_last)
     if not keep_best:
         return OptimResult(x_last, last_rows, it, stopped_at, interrupted)

@@ -145,12 +145,12 @@ def audit(
 
 def check_image_data(target, X, y=None, name="private_data"):
     """Images of the model's input shape, finite; labels among its classes."""
-    from kmi.attacks.image import _check_images
+    from kmi.utils.validation import check_images
 
     expected = getattr(target.model, "input_shape", None)
     if isinstance(expected, list):
         expected = expected[0]
-    X = _check_images(X, None if expected is None else tuple(expected[1:]), name)
+    X = check_images(X, None if expected is None else tuple(expected[1:]), name=name)
     if y is not None:
         y = np.asarray(y)
         if y.shape != (len(X),):

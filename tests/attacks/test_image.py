@@ -7,7 +7,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from kmi.attacks import BREPMI, GMI, KEDMI, DeepInversion, InversionModel, MIFace
-from kmi.attacks._gan import train_gan, wgan_gp_losses
+from kmi.attacks.image._gan_prior import train_gan, wgan_gp_losses
 from kmi.datasets import load_digits
 from kmi.metrics.image import attack_accuracy
 from kmi.models import (

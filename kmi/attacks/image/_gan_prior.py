@@ -1,10 +1,12 @@
-"""The GAN training loop shared by GMI, KED-MI and BREP-MI, written once.
+"""The GAN prior shared by GMI, KED-MI and BREP-MI, written once.
 
 :func:`train_gan` trains a generator and a critic with pluggable losses, in
 compiled, stateless steps (``Model.stateless_call`` and
 ``Optimizer.stateless_apply`` inside :func:`kmi.backend.jit`), so one loop runs on
 TensorFlow and JAX. :func:`wgan_gp_losses` gives the WGAN-GP losses of GMI
 (Gulrajani et al. 2017; Zhang et al. 2020); KED-MI passes its own.
+:class:`GANPriorMixin` fits that prior (or takes a trained one) for an attack, with
+networks initialised from the attack's ``random_state``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,17 @@ import numpy as np
 from keras import ops
 
 from kmi import backend
+from kmi.attacks.image._common import seeds
+from kmi.utils.validation import check_images
 
-__all__ = ["critic_score", "gradient_penalty", "train_gan", "wgan_gp_losses"]
+__all__ = [
+    "GANPriorMixin",
+    "critic_score",
+    "generate",
+    "gradient_penalty",
+    "train_gan",
+    "wgan_gp_losses",
+]
 
 
 def critic_score(out):
@@ -73,6 +84,7 @@ def train_gan(
     beta_1: float = 0.5,
     beta_2: float = 0.9,
     rng=None,
+    queries=None,
     verbose: int = 0,
     desc: str = "GAN",
 ) -> dict:
@@ -100,6 +112,9 @@ def train_gan(
         Adam's, for both networks.
     rng : numpy.random.Generator or int, default=None
         Draws batches and latent codes: runs are reproducible.
+    queries : kmi.targets.Target, default=None
+        The target ``g_loss`` reads, if it does (KED-MI's entropy term): each
+        generator step is recorded on it as ``batch_size`` queries.
     verbose : int, default=0
     desc : str
 
@@ -182,6 +197,8 @@ def train_gan(
                 eps = rng.uniform(size=(batch_size, 1, 1, 1)).astype("float32")
                 d_tv, d_ov, d_value = d_step_c(d_tv, d_ntv, d_ov, g_tv, g_ntv, real, ext, z, eps)
             real, ext, z = batch()
+            if queries is not None:
+                queries.record_queries(batch_size)
             g_tv, g_ntv, g_ov, g_value = g_step_c(g_tv, g_ntv, g_ov, d_tv, d_ntv, real, ext, z)
             history["steps"] = step + 1
             if step % 10 == 0 or step == steps - 1:
@@ -209,3 +226,81 @@ def train_gan(
         for var, val in zip(variables, vals):
             var.assign(val)
     return history
+
+
+def generate(generator, z, batch_size=256):
+    """Images of ``generator`` for latent codes ``z``, in batches, as NumPy."""
+    outs = []
+    for start in range(0, len(z), batch_size):
+        out = generator(z[start : start + batch_size], training=False)
+        outs.append(ops.convert_to_numpy(out))
+    return np.concatenate(outs).astype("float32")
+
+
+class GANPriorMixin:
+    """Fit or accept the GAN prior: one WGAN-GP loop (:func:`train_gan`) for every attack."""
+
+    uses_gan_prior = True
+    needs_public_data = True
+
+    def _fit_prior(
+        self,
+        X,
+        input_shape,
+        rng,
+        *,
+        need_critic=True,
+        n_classes=None,
+        losses=None,
+        extra=None,
+        queries=None,
+    ):
+        """Train (or take) the generator and critic; set ``generator_``, ``critic_``."""
+        from kmi.models.image import dcgan_critic, dcgan_generator
+
+        if self.generator is not None:
+            if need_critic and self.critic is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs the critic with the generator (its prior "
+                    "loss); pass both, or neither to train them on X. Received: critic=None"
+                )
+            generator, critic = self.generator, self.critic
+            self.gan_history_ = None
+        else:
+            if X is None:
+                raise ValueError(
+                    f"{type(self).__name__}.fit needs public images X to train the GAN prior, "
+                    "or a trained generator (and critic). Received: X=None"
+                )
+            X = check_images(X, input_shape)
+            g_seed, d_seed = seeds(rng, 2)
+            generator = dcgan_generator(
+                int(self.latent_dim), input_shape, width=self.gan_width, seed=g_seed
+            )
+            critic = dcgan_critic(
+                input_shape, width=self.gan_width, n_classes=n_classes, seed=d_seed
+            )
+            d_loss, g_loss = losses if losses is not None else wgan_gp_losses()
+            self.gan_history_ = train_gan(
+                generator,
+                critic,
+                X,
+                d_loss=d_loss,
+                g_loss=g_loss,
+                extra=extra,
+                steps=int(self.gan_steps),
+                batch_size=int(self.gan_batch_size),
+                learning_rate=float(self.gan_learning_rate),
+                rng=rng,
+                queries=queries,
+                verbose=self.verbose,
+                desc=f"{type(self).__name__}: training the GAN prior",
+            )
+        out_shape = tuple(int(s) for s in generator.outputs[0].shape[1:])
+        if out_shape != tuple(input_shape):
+            raise ValueError(
+                f"The generator makes images of shape {out_shape} but the target takes "
+                f"{tuple(input_shape)}. Received: generator output shape={out_shape}"
+            )
+        self.generator_, self.critic_ = generator, critic
+        self.latent_dim_ = int(generator.inputs[0].shape[-1])
