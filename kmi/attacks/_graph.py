@@ -61,8 +61,9 @@ def paired_distances(U: np.ndarray, V: np.ndarray) -> np.ndarray:
         "chebyshev": absdiff.max(axis=1),
         "braycurtis": absdiff.sum(1) / np.maximum(np.abs(U + V).sum(1), eps),
         "canberra": np.sum(
-            np.where(np.abs(U) + np.abs(V) > eps, absdiff / np.maximum(np.abs(U) + np.abs(V),
-                                                                       eps), 0.0),
+            np.where(
+                np.abs(U) + np.abs(V) > eps, absdiff / np.maximum(np.abs(U) + np.abs(V), eps), 0.0
+            ),
             axis=1,
         ),
         "cityblock": absdiff.sum(1),
@@ -79,8 +80,9 @@ class GraphAttack(BaseAttack):
     true adjacency with :func:`kmi.metrics.graph.edge_auc`.
     """
 
-    def score(self, X, y=None, *, adjacency=None, nodes=None, pairs: str = "all",
-              random_state=None) -> float:
+    def score(
+        self, X, y=None, *, adjacency=None, nodes=None, pairs: str = "all", random_state=None
+    ) -> float:
         """Edge AUC of :meth:`invert` against the true graph (greater is better).
 
         Parameters

@@ -313,8 +313,11 @@ class TabularAttack(BaseAttack):
     # ------------------------------------------------------------------ targets
     def _to_target_format(self, frame: pd.DataFrame):
         frame = frame.astype(
-            {c: self._dtypes[c] for c in self.columns_ if isinstance(self._dtypes[c],
-                                                                    pd.CategoricalDtype)}
+            {
+                c: self._dtypes[c]
+                for c in self.columns_
+                if isinstance(self._dtypes[c], pd.CategoricalDtype)
+            }
         )
         if self.is_frame_:
             return frame
@@ -492,8 +495,12 @@ class TabularAttack(BaseAttack):
         size = max(1, self.chunk_rows // per_record)
         done = 0
         try:
-            for sl in chunks(n, size, verbose=getattr(self, "verbose", 0),
-                             desc=f"{type(self).__name__}: {n} records x {per_record} queries"):
+            for sl in chunks(
+                n,
+                size,
+                verbose=getattr(self, "verbose", 0),
+                desc=f"{type(self).__name__}: {n} records x {per_record} queries",
+            ):
                 out[sl] = self._chunk_scores(frame.iloc[sl], y[sl])
                 done = sl.stop
         except KeyboardInterrupt:

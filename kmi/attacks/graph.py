@@ -300,9 +300,7 @@ class GraphMI(GraphAttack):
             norm = ops.sqrt(ops.sum(Pu * Pu) + 1e-12)
             degree = ops.sum(A, axis=1)
             r = ops.rsqrt(degree + 1e-3)
-            smooth = ops.sum(degree * r * r * sq) - ops.sum(
-                A * gram * r[:, None] * r[None, :]
-            )
+            smooth = ops.sum(degree * r * r * sq) - ops.sum(A * gram * r[:, None] * r[None, :])
             return ce + self.sparsity * norm + smooth_w * smooth
 
         lr = float(self.learning_rate)
@@ -357,9 +355,7 @@ class GraphMI(GraphAttack):
         n = X.shape[0]
         nodes = check_nodes(nodes, n, min_nodes=2)
         if y is None:
-            raise ValueError(
-                "GraphMI needs the labels of the attacked nodes. Received: y=None"
-            )
+            raise ValueError("GraphMI needs the labels of the attacked nodes. Received: y=None")
         y = np.asarray(y)
         if y.shape != (len(nodes),):
             raise ValueError(

@@ -67,54 +67,54 @@ def _doc(cls):
 class FredriksonMAP(TabularAttack):
     """Maximum a posteriori inference of a sensitive feature (Fredrikson et al. 2014).
 
-    For a record with known features ``x_K`` and label ``y``, each candidate value
-    ``v`` is scored ``P(v) * P(y | f(x_K, v))``: the marginal prior of ``v`` times
-    the chance that the true label is ``y`` when the target predicts ``f(x_K, v)``.
-    That chance comes from the target's confusion matrix on the auxiliary data, or,
-    for a regression target, from a Gaussian error model fitted to its residuals.
-    Unknown non-sensitive features listed in ``missing_features`` are enumerated and
-    weighted by the product of their marginals, as in the paper.
+        For a record with known features ``x_K`` and label ``y``, each candidate value
+        ``v`` is scored ``P(v) * P(y | f(x_K, v))``: the marginal prior of ``v`` times
+        the chance that the true label is ``y`` when the target predicts ``f(x_K, v)``.
+        That chance comes from the target's confusion matrix on the auxiliary data, or,
+        for a regression target, from a Gaussian error model fitted to its residuals.
+        Unknown non-sensitive features listed in ``missing_features`` are enumerated and
+        weighted by the product of their marginals, as in the paper.
 
-    Only the predicted label is used, so label-only targets are enough.
+        Only the predicted label is used, so label-only targets are enough.
 
-    Parameters
-    ----------
-{shared_params}
-    missing_features : list of int or str, default=None
-        Non-sensitive columns the attacker does not know; their values are
-        enumerated over those seen in the auxiliary data.
-    smoothing : float, default=1.0
-        Added to every confusion-matrix count.
-    verbose : int, default=0
-        Show a progress bar while querying.
+        Parameters
+        ----------
+    {shared_params}
+        missing_features : list of int or str, default=None
+            Non-sensitive columns the attacker does not know; their values are
+            enumerated over those seen in the auxiliary data.
+        smoothing : float, default=1.0
+            Added to every confusion-matrix count.
+        verbose : int, default=0
+            Show a progress bar while querying.
 
-    Attributes
-    ----------
-{shared_attributes}
-    confusion_ : ndarray of shape (n_classes, n_classes)
-        ``confusion_[p, t]``: estimated P(true label t | predicted label p), for
-        classifiers.
-    residual_std_ : float
-        Standard deviation of the target's errors, for regressors.
+        Attributes
+        ----------
+    {shared_attributes}
+        confusion_ : ndarray of shape (n_classes, n_classes)
+            ``confusion_[p, t]``: estimated P(true label t | predicted label p), for
+            classifiers.
+        residual_std_ : float
+            Standard deviation of the target's errors, for regressors.
 
-    References
-    ----------
-    M. Fredrikson, E. Lantz, S. Jha, S. Lin, D. Page and T. Ristenpart.
-    "Privacy in Pharmacogenetics: An End-to-End Case Study of Personalized
-    Warfarin Dosing." USENIX Security 2014.
+        References
+        ----------
+        M. Fredrikson, E. Lantz, S. Jha, S. Lin, D. Page and T. Ristenpart.
+        "Privacy in Pharmacogenetics: An End-to-End Case Study of Personalized
+        Warfarin Dosing." USENIX Security 2014.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.tree import DecisionTreeClassifier
-    >>> from kmi.attacks import FredriksonMAP
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.integers(0, 2, size=(400, 3)).astype(float)
-    >>> y = (X[:, 0] + X[:, 1] > 1).astype(int)
-    >>> model = DecisionTreeClassifier(random_state=0).fit(X, y)
-    >>> attack = FredriksonMAP(model, sensitive_feature=0).fit(X, y)
-    >>> float(attack.score(X, y)) > 0.6
-    True
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.tree import DecisionTreeClassifier
+        >>> from kmi.attacks import FredriksonMAP
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.integers(0, 2, size=(400, 3)).astype(float)
+        >>> y = (X[:, 0] + X[:, 1] > 1).astype(int)
+        >>> model = DecisionTreeClassifier(random_state=0).fit(X, y)
+        >>> attack = FredriksonMAP(model, sensitive_feature=0).fit(X, y)
+        >>> float(attack.score(X, y)) > 0.6
+        True
     """
 
     required_access = "label-only"
@@ -169,52 +169,52 @@ class FredriksonMAP(TabularAttack):
 class CSMIA(TabularAttack):
     """Confidence-score model inversion attack (Mehnaz et al. 2022).
 
-    Each record is queried once per candidate sensitive value. Then:
+        Each record is queried once per candidate sensitive value. Then:
 
-    1. if the target predicts the true label ``y`` for exactly one value, that value;
-    2. if it does for several, the one whose confidence in ``y`` is highest;
-    3. if it does for none, the one whose (wrong) prediction is least confident.
+        1. if the target predicts the true label ``y`` for exactly one value, that value;
+        2. if it does for several, the one whose confidence in ``y`` is highest;
+        3. if it does for none, the one whose (wrong) prediction is least confident.
 
-    With ``missing_features``, every combination of the unknown features' values is
-    queried too; a value then counts the (prior-weighted) share of combinations on
-    which the target predicts ``y``, and the cases above apply to that share, ties
-    broken by the mean confidence.
+        With ``missing_features``, every combination of the unknown features' values is
+        queried too; a value then counts the (prior-weighted) share of combinations on
+        which the target predicts ``y``, and the cases above apply to that share, ties
+        broken by the mean confidence.
 
-    Parameters
-    ----------
-{shared_params}
-    missing_features : list of int or str, default=None
-        Non-sensitive columns the attacker does not know; their values are
-        enumerated over those seen in the auxiliary data.
-    verbose : int, default=0
-        Show a progress bar while querying.
+        Parameters
+        ----------
+    {shared_params}
+        missing_features : list of int or str, default=None
+            Non-sensitive columns the attacker does not know; their values are
+            enumerated over those seen in the auxiliary data.
+        verbose : int, default=0
+            Show a progress bar while querying.
 
-    Attributes
-    ----------
-{shared_attributes}
+        Attributes
+        ----------
+    {shared_attributes}
 
-    See Also
-    --------
-    LOMIA : The label-only attack of the same paper.
+        See Also
+        --------
+        LOMIA : The label-only attack of the same paper.
 
-    References
-    ----------
-    S. Mehnaz, S. V. Dibbo, E. Kabir, N. Li and E. Bertino. "Are Your Sensitive
-    Attributes Private? Novel Model Inversion Attribute Inference Attacks on
-    Classification Models." USENIX Security 2022.
+        References
+        ----------
+        S. Mehnaz, S. V. Dibbo, E. Kabir, N. Li and E. Bertino. "Are Your Sensitive
+        Attributes Private? Novel Model Inversion Attribute Inference Attacks on
+        Classification Models." USENIX Security 2022.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.tree import DecisionTreeClassifier
-    >>> from kmi.attacks import CSMIA
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.integers(0, 2, size=(400, 3)).astype(float)
-    >>> y = (X[:, 0] + X[:, 1] > 1).astype(int)
-    >>> model = DecisionTreeClassifier(random_state=0).fit(X, y)
-    >>> attack = CSMIA(model, sensitive_feature=0).fit(X, y)
-    >>> attack.invert(X[:3], y[:3]).shape
-    (3,)
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.tree import DecisionTreeClassifier
+        >>> from kmi.attacks import CSMIA
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.integers(0, 2, size=(400, 3)).astype(float)
+        >>> y = (X[:, 0] + X[:, 1] > 1).astype(int)
+        >>> model = DecisionTreeClassifier(random_state=0).fit(X, y)
+        >>> attack = CSMIA(model, sensitive_feature=0).fit(X, y)
+        >>> attack.invert(X[:3], y[:3]).shape
+        (3,)
     """
 
     supports_missing_features = True
@@ -276,44 +276,44 @@ class CSMIA(TabularAttack):
 class LOMIA(TabularAttack):
     """Label-only model inversion attack (Mehnaz et al. 2022).
 
-    The attacked records are queried once per candidate value, using labels only.
-    Records for which exactly one value makes the target predict the true label
-    (case 1 of :class:`CSMIA`) are taken as labelled examples of that value; an attack
-    model trained on them (known features and label in, sensitive value out) then
-    infers the value of every other record. Case-1 records keep their value.
+        The attacked records are queried once per candidate value, using labels only.
+        Records for which exactly one value makes the target predict the true label
+        (case 1 of :class:`CSMIA`) are taken as labelled examples of that value; an attack
+        model trained on them (known features and label in, sensitive value out) then
+        infers the value of every other record. Case-1 records keep their value.
 
-    With ``train_on="aux"`` the attack model is trained on the auxiliary records
-    instead (an imputation model, as :class:`ImputationBaseline`), and with
-    ``"both"`` on the two together: the target then only decides the records it
-    confirms (case 1), and imputation the rest. On members of an overfit model,
-    case-1 answers are far more accurate than imputation, so this variant measures
-    the leakage beyond imputation that the paper's variant can hide.
+        With ``train_on="aux"`` the attack model is trained on the auxiliary records
+        instead (an imputation model, as :class:`ImputationBaseline`), and with
+        ``"both"`` on the two together: the target then only decides the records it
+        confirms (case 1), and imputation the rest. On members of an overfit model,
+        case-1 answers are far more accurate than imputation, so this variant measures
+        the leakage beyond imputation that the paper's variant can hide.
 
-    Parameters
-    ----------
-{shared_params}
-    estimator : scikit-learn classifier, default=None
-        The attack model (cloned); ``None`` uses
-        :class:`~sklearn.ensemble.HistGradientBoostingClassifier`.
-    train_on : {"case1", "aux", "both"}, default="case1"
-        What the attack model learns from: the attacked records in case 1 (the
-        paper), the auxiliary records, or both.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the attack model.
-    verbose : int, default=0
-        Show a progress bar while querying.
+        Parameters
+        ----------
+    {shared_params}
+        estimator : scikit-learn classifier, default=None
+            The attack model (cloned); ``None`` uses
+            :class:`~sklearn.ensemble.HistGradientBoostingClassifier`.
+        train_on : {"case1", "aux", "both"}, default="case1"
+            What the attack model learns from: the attacked records in case 1 (the
+            paper), the auxiliary records, or both.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the attack model.
+        verbose : int, default=0
+            Show a progress bar while querying.
 
-    Attributes
-    ----------
-{shared_attributes}
-    n_case1_ : int
-        Number of case-1 records found in the last call of :meth:`invert`.
+        Attributes
+        ----------
+    {shared_attributes}
+        n_case1_ : int
+            Number of case-1 records found in the last call of :meth:`invert`.
 
-    References
-    ----------
-    S. Mehnaz, S. V. Dibbo, E. Kabir, N. Li and E. Bertino. "Are Your Sensitive
-    Attributes Private? Novel Model Inversion Attribute Inference Attacks on
-    Classification Models." USENIX Security 2022.
+        References
+        ----------
+        S. Mehnaz, S. V. Dibbo, E. Kabir, N. Li and E. Bertino. "Are Your Sensitive
+        Attributes Private? Novel Model Inversion Attribute Inference Attacks on
+        Classification Models." USENIX Security 2022.
     """
 
     required_access = "label-only"
@@ -345,8 +345,7 @@ class LOMIA(TabularAttack):
     def _fit_attack(self, frame, s_idx, y):
         if self.train_on not in ("case1", "aux", "both"):
             raise ValueError(
-                "train_on must be 'case1', 'aux' or 'both'. "
-                f"Received: train_on={self.train_on!r}"
+                f"train_on must be 'case1', 'aux' or 'both'. Received: train_on={self.train_on!r}"
             )
         self._check_classifier_target()
         self._encode_labels(y)
@@ -365,8 +364,9 @@ class LOMIA(TabularAttack):
         done = 0
         size = max(1, self.chunk_rows // k)
         try:
-            for sl in chunks(n, size, verbose=self.verbose,
-                             desc=f"LOMIA: {n} records x {k} queries"):
+            for sl in chunks(
+                n, size, verbose=self.verbose, desc=f"LOMIA: {n} records x {k} queries"
+            ):
                 pred = self._query_labels(self._expand(frame.iloc[sl])).reshape(-1, k)
                 match = pred == y_enc[sl, None]
                 n_match[sl] = match.sum(axis=1)
@@ -403,40 +403,40 @@ class LOMIA(TabularAttack):
 class DecisionTreeWhiteBox(TabularAttack):
     """White-box inference from a decision tree's leaf counts (Fredrikson et al. 2015).
 
-    For each candidate value, the record (known features, candidate value, and each
-    combination of unknown features) falls into one leaf. The leaf's count of
-    training records of class ``y`` estimates how many training records look like
-    it; when several candidate values reach the same leaf, its count is shared among
-    them in proportion to their prior. The value with the largest estimated count
-    wins. Random and extra-trees forests are supported by summing over their trees.
+        For each candidate value, the record (known features, candidate value, and each
+        combination of unknown features) falls into one leaf. The leaf's count of
+        training records of class ``y`` estimates how many training records look like
+        it; when several candidate values reach the same leaf, its count is shared among
+        them in proportion to their prior. The value with the largest estimated count
+        wins. Random and extra-trees forests are supported by summing over their trees.
 
-    Parameters
-    ----------
-{shared_params}
-    missing_features : list of int or str, default=None
-        Non-sensitive columns the attacker does not know; their values are
-        enumerated over those seen in the auxiliary data.
-    verbose : int, default=0
-        Show a progress bar.
+        Parameters
+        ----------
+    {shared_params}
+        missing_features : list of int or str, default=None
+            Non-sensitive columns the attacker does not know; their values are
+            enumerated over those seen in the auxiliary data.
+        verbose : int, default=0
+            Show a progress bar.
 
-    Attributes
-    ----------
-{shared_attributes}
-    trees_ : list of DecisionTreeClassifier
-        The trees read.
+        Attributes
+        ----------
+    {shared_attributes}
+        trees_ : list of DecisionTreeClassifier
+            The trees read.
 
-    Raises
-    ------
-    AccessError
-        In ``fit``, if the target is not white-box.
-    TypeError
-        In ``fit``, if the target is not a scikit-learn tree classifier, a forest of
-        them, or a Pipeline ending in one.
+        Raises
+        ------
+        AccessError
+            In ``fit``, if the target is not white-box.
+        TypeError
+            In ``fit``, if the target is not a scikit-learn tree classifier, a forest of
+            them, or a Pipeline ending in one.
 
-    References
-    ----------
-    M. Fredrikson, S. Jha and T. Ristenpart. "Model Inversion Attacks that Exploit
-    Confidence Information and Basic Countermeasures." ACM CCS 2015.
+        References
+        ----------
+        M. Fredrikson, S. Jha and T. Ristenpart. "Model Inversion Attacks that Exploit
+        Confidence Information and Basic Countermeasures." ACM CCS 2015.
     """
 
     required_access = "white-box"
@@ -464,10 +464,15 @@ class DecisionTreeWhiteBox(TabularAttack):
         prep = None
         if hasattr(model, "steps"):
             prep, model = model[:-1], model.steps[-1][1]
-        trees = getattr(model, "estimators_", None) if not isinstance(
-            model, DecisionTreeClassifier) else [model]
-        if self.target_.kind != "sklearn" or not trees or not all(
-            isinstance(t, DecisionTreeClassifier) for t in np.ravel(trees)
+        trees = (
+            getattr(model, "estimators_", None)
+            if not isinstance(model, DecisionTreeClassifier)
+            else [model]
+        )
+        if (
+            self.target_.kind != "sklearn"
+            or not trees
+            or not all(isinstance(t, DecisionTreeClassifier) for t in np.ravel(trees))
         ):
             raise TypeError(
                 "DecisionTreeWhiteBox reads a scikit-learn DecisionTreeClassifier (or a "
@@ -504,38 +509,38 @@ class DecisionTreeWhiteBox(TabularAttack):
 class AttributeInferenceModel(TabularAttack):
     """Learned attribute inference from known features and the target's outputs.
 
-    For every auxiliary record, the target is queried on each candidate completion
-    (the known features with each candidate sensitive value); an attack model learns
-    the sensitive value from the known features, the label and those outputs. The
-    same features are built for the attacked records, whose true sensitive value is
-    never sent to the target.
+        For every auxiliary record, the target is queried on each candidate completion
+        (the known features with each candidate sensitive value); an attack model learns
+        the sensitive value from the known features, the label and those outputs. The
+        same features are built for the attacked records, whose true sensitive value is
+        never sent to the target.
 
-    Parameters
-    ----------
-{shared_params}
-    estimator : scikit-learn classifier, default=None
-        The attack model (cloned); ``None`` uses
-        :class:`~sklearn.ensemble.HistGradientBoostingClassifier`.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the attack model.
-    verbose : int, default=0
-        Show a progress bar while querying.
+        Parameters
+        ----------
+    {shared_params}
+        estimator : scikit-learn classifier, default=None
+            The attack model (cloned); ``None`` uses
+            :class:`~sklearn.ensemble.HistGradientBoostingClassifier`.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the attack model.
+        verbose : int, default=0
+            Show a progress bar while querying.
 
-    Attributes
-    ----------
-{shared_attributes}
-    estimator_ : classifier
-        The fitted attack model.
+        Attributes
+        ----------
+    {shared_attributes}
+        estimator_ : classifier
+            The fitted attack model.
 
-    See Also
-    --------
-    ImputationBaseline : The same learner without the target's outputs.
+        See Also
+        --------
+        ImputationBaseline : The same learner without the target's outputs.
 
-    Notes
-    -----
-    IBM ART's ``AttributeInferenceBlackBox`` feeds the attack model the target's
-    output on the true record; here the attacked record's sensitive value is
-    unknown, so the outputs of all candidate completions are used instead.
+        Notes
+        -----
+        IBM ART's ``AttributeInferenceBlackBox`` feeds the attack model the target's
+        output on the true record; here the attacked record's sensitive value is
+        unknown, so the outputs of all candidate completions are used instead.
     """
 
     def __init__(
@@ -560,8 +565,12 @@ class AttributeInferenceModel(TabularAttack):
         outputs = np.full((n, k, self._width), np.nan)
         done = 0
         try:
-            for sl in chunks(n, max(1, self.chunk_rows // k), verbose=self.verbose,
-                             desc=f"{type(self).__name__}: {n} records x {k} queries"):
+            for sl in chunks(
+                n,
+                max(1, self.chunk_rows // k),
+                verbose=self.verbose,
+                desc=f"{type(self).__name__}: {n} records x {k} queries",
+            ):
                 out = self._query_scores(self._expand(frame.iloc[sl]))
                 outputs[sl] = out.reshape(sl.stop - sl.start, k, -1)
                 done = sl.stop

@@ -122,23 +122,64 @@ def audit(
     target = _target(model, access)
     started = time.perf_counter()
     if modality == "image":
-        _audit_image(report, target, private_data, public_data, attacks, attack_params,
-                     eval_model, name, random_state, verbose, checkpoint, shared_prior)
+        _audit_image(
+            report,
+            target,
+            private_data,
+            public_data,
+            attacks,
+            attack_params,
+            eval_model,
+            name,
+            random_state,
+            verbose,
+            checkpoint,
+            shared_prior,
+        )
     elif modality == "tabular":
-        _audit_tabular(report, target, private_data, public_data, attacks,
-                       sensitive_feature, name, random_state, verbose, checkpoint)
+        _audit_tabular(
+            report,
+            target,
+            private_data,
+            public_data,
+            attacks,
+            sensitive_feature,
+            name,
+            random_state,
+            verbose,
+            checkpoint,
+        )
     elif modality == "graph":
         from kmi.audit.graph import audit_graph
 
-        audit_graph(report, target, private_data, attacks=attacks,
-                    attack_params=attack_params, nodes=nodes, name=name,
-                    random_state=random_state, verbose=verbose, checkpoint=checkpoint)
+        audit_graph(
+            report,
+            target,
+            private_data,
+            attacks=attacks,
+            attack_params=attack_params,
+            nodes=nodes,
+            name=name,
+            random_state=random_state,
+            verbose=verbose,
+            checkpoint=checkpoint,
+        )
     else:
         from kmi.audit.text import audit_text
 
-        audit_text(report, target, private_data, tokenizer=tokenizer, prompts=prompts,
-                   attacks=attacks, attack_params=attack_params, name=name,
-                   random_state=random_state, verbose=verbose, checkpoint=checkpoint)
+        audit_text(
+            report,
+            target,
+            private_data,
+            tokenizer=tokenizer,
+            prompts=prompts,
+            attacks=attacks,
+            attack_params=attack_params,
+            name=name,
+            random_state=random_state,
+            verbose=verbose,
+            checkpoint=checkpoint,
+        )
     report.settings[f"{name}: audit wall time (s)"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -162,8 +203,20 @@ def check_image_data(target, X, y=None, name="private_data"):
     return X, y
 
 
-def _audit_image(report, target, private_data, public_data, attacks, attack_params,
-                 eval_model, name, random_state, verbose, checkpoint, shared_prior):
+def _audit_image(
+    report,
+    target,
+    private_data,
+    public_data,
+    attacks,
+    attack_params,
+    eval_model,
+    name,
+    random_state,
+    verbose,
+    checkpoint,
+    shared_prior,
+):
     from kmi.audit.image import (
         IMAGE_ATTACKS,
         add_real_examples,
@@ -187,30 +240,47 @@ def _audit_image(report, target, private_data, public_data, attacks, attack_para
         shape = getattr(target.model, "output_shape", None)  # no query spent on this
         if isinstance(shape, tuple) and shape and isinstance(shape[-1], int):
             n_classes = max(n_classes, shape[-1])
-        eval_model, eval_acc = train_evaluation_model(X, columns, n_classes,
-                                                      random_state=random_state)
+        eval_model, eval_acc = train_evaluation_model(
+            X, columns, n_classes, random_state=random_state
+        )
         report.settings["evaluation classifier held-out accuracy"] = round(eval_acc, 3)
     try:
         features = feature_extractor(eval_model)
     except ValueError:
         features = None
     rows, skipped = run_image_attacks(
-        target, X_private=X, y_private=y, X_public=X_public, eval_model=eval_model,
-        feature_model=features, attacks=attacks, attack_params=attack_params,
-        shared_prior=shared_prior, random_state=random_state, verbose=verbose,
-        target_name=name, checkpoint=checkpoint,
+        target,
+        X_private=X,
+        y_private=y,
+        X_public=X_public,
+        eval_model=eval_model,
+        feature_model=features,
+        attacks=attacks,
+        attack_params=attack_params,
+        shared_prior=shared_prior,
+        random_state=random_state,
+        verbose=verbose,
+        target_name=name,
+        checkpoint=checkpoint,
     )
     report.settings.setdefault("private images", f"{len(X)} of shape {X.shape[1:]}")
-    report.settings.setdefault("public images (attacker's)",
-                               0 if X_public is None else len(X_public))
+    report.settings.setdefault(
+        "public images (attacker's)", 0 if X_public is None else len(X_public)
+    )
     report.settings[f"{name}: access"] = target.access
     if skipped:
         report.settings[f"{name}: skipped attacks"] = "; ".join(
-            f"{k}: {v}" for k, v in skipped.items())
+            f"{k}: {v}" for k, v in skipped.items()
+        )
     specs = IMAGE_ATTACKS if attacks == "auto" else attacks
-    report.settings.setdefault("attack parameters", "; ".join(
-        f"{n} {({**p, **(attack_params or {}).get(n, {})})}"
-        for n, _, p in specs if n not in skipped and p))
+    report.settings.setdefault(
+        "attack parameters",
+        "; ".join(
+            f"{n} { ({**p, **(attack_params or {}).get(n, {})}) }"
+            for n, _, p in specs
+            if n not in skipped and p
+        ),
+    )
     if not any(f["title"].startswith("Real private") for f in report.figures):
         add_real_examples(report, X, y)
     add_reconstructions(report, rows)
@@ -218,8 +288,18 @@ def _audit_image(report, target, private_data, public_data, attacks, attack_para
     report.summary += summarize_image(rows)
 
 
-def _audit_tabular(report, target, private_data, public_data, attacks, sensitive_feature,
-                   name, random_state, verbose, checkpoint):
+def _audit_tabular(
+    report,
+    target,
+    private_data,
+    public_data,
+    attacks,
+    sensitive_feature,
+    name,
+    random_state,
+    verbose,
+    checkpoint,
+):
     from kmi.audit.tabular import run_tabular_attacks, summarize_tabular
 
     if sensitive_feature is None:
@@ -235,9 +315,17 @@ def _audit_tabular(report, target, private_data, public_data, attacks, sensitive
         )
     X_aux, y_aux = _pair(public_data, "public_data", "tabular", "(X_aux, y_aux)")
     rows = run_tabular_attacks(
-        target, X_aux=X_aux, y_aux=y_aux, X_private=X, y_private=y,
-        sensitive_feature=sensitive_feature, attacks=attacks, random_state=random_state,
-        verbose=verbose, target_name=name, checkpoint=checkpoint,
+        target,
+        X_aux=X_aux,
+        y_aux=y_aux,
+        X_private=X,
+        y_private=y,
+        sensitive_feature=sensitive_feature,
+        attacks=attacks,
+        random_state=random_state,
+        verbose=verbose,
+        target_name=name,
+        checkpoint=checkpoint,
     )
     report.settings.setdefault("private records", len(y))
     report.settings.setdefault("auxiliary records (attacker's)", len(y_aux))

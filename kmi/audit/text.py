@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 
-from kmi.attacks import _text
 from kmi.attacks import text as tx
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
 
@@ -36,17 +35,30 @@ def _split(secrets, prompts):
                 "Each secret must start with one of the prompts and go on after it. "
                 f"Received: secret {s!r} with prompts {list(prompts)!r}"
             )
-        pairs.append((p, s[len(p):]))
+        pairs.append((p, s[len(p) :]))
     return pairs
 
 
-def audit_text(report, target, secrets, *, tokenizer, prompts, attacks="auto",
-               attack_params=None, name="model", random_state=0, verbose=1, checkpoint=None):
+def audit_text(
+    report,
+    target,
+    secrets,
+    *,
+    tokenizer,
+    prompts,
+    attacks="auto",
+    attack_params=None,
+    name="model",
+    random_state=0,
+    verbose=1,
+    checkpoint=None,
+):
     """Try to extract ``secrets`` (each a known prompt followed by a secret part) from a
     language model; add exact-recovery rates to ``report``."""
     if tokenizer is None:
-        raise ValueError("A text audit needs the model's tokenizer: pass tokenizer=... "
-                         "Received: tokenizer=None")
+        raise ValueError(
+            "A text audit needs the model's tokenizer: pass tokenizer=... Received: tokenizer=None"
+        )
     secrets = [str(s) for s in secrets]
     pairs = _split(secrets, prompts)
     specs = TEXT_ATTACKS if attacks == "auto" else attacks
@@ -60,24 +72,27 @@ def audit_text(report, target, secrets, *, tokenizer, prompts, attacks="auto",
             continue
         params = {**params, **overrides.get(attack_name, {})}
         if not target.allows(cls.required_access):
-            skipped[attack_name] = (f"needs {cls.required_access} access; the target gives "
-                                    f"{target.access}")
+            skipped[attack_name] = (
+                f"needs {cls.required_access} access; the target gives {target.access}"
+            )
             continue
         params.setdefault("random_state", random_state)
         params.setdefault("verbose", verbose)
         q0 = target.n_queries_
         t0 = time.perf_counter()
         if cls is tx.LMExtraction:
-            attack = cls(target, tokenizer=tokenizer, prompts=sorted(set(p for p, _ in pairs)),
-                         **params)
+            attack = cls(
+                target, tokenizer=tokenizer, prompts=sorted(set(p for p, _ in pairs)), **params
+            )
             top = attack.fit().invert()[: int(attack.top_n)]
             found_1 = [any(s in c for c in top[:1]) for s in secrets]
             found_n = [any(s in c for c in top) for s in secrets]
-            metrics = {"exact_top_1": float(np.mean(found_1)),
-                       f"exact_top_{attack.top_n}": float(np.mean(found_n))}
+            metrics = {
+                "exact_top_1": float(np.mean(found_1)),
+                f"exact_top_{attack.top_n}": float(np.mean(found_n)),
+            }
         else:
-            n_tokens = max(len(_text.encode(tokenizer, [s], "secret")[0])
-                           for _, s in pairs)
+            n_tokens = max(int(np.count_nonzero(np.asarray(tokenizer([s])))) for _, s in pairs)
             params.setdefault("n_tokens", n_tokens)
             try:
                 attack = cls(target, tokenizer=tokenizer, **params).fit()
@@ -88,28 +103,45 @@ def audit_text(report, target, secrets, *, tokenizer, prompts, attacks="auto",
                 continue
             guesses = attack.invert([p for p, _ in pairs])
             exact = [g.strip() == s.strip() for g, (_, s) in zip(guesses, pairs)]
-            chars = [np.mean([a == b for a, b in zip(g, s)]) if s else 0.0
-                     for g, (_, s) in zip(guesses, pairs)]
-            metrics = {"exact_top_1": float(np.mean(exact)),
-                       "character_accuracy": float(np.mean(chars))}
+            chars = [
+                np.mean([a == b for a, b in zip(g, s)]) if s else 0.0
+                for g, (_, s) in zip(guesses, pairs)
+            ]
+            metrics = {
+                "exact_top_1": float(np.mean(exact)),
+                "character_accuracy": float(np.mean(chars)),
+            }
         seconds = time.perf_counter() - t0
-        row = {"target": str(name), "task": "extract secrets", "split": "secrets",
-               "attack": attack_name, "access": cls.required_access, "secrets": len(secrets),
-               **metrics, "seconds": round(seconds, 3), "queries": int(target.n_queries_ - q0)}
+        row = {
+            "target": str(name),
+            "task": "extract secrets",
+            "split": "secrets",
+            "attack": attack_name,
+            "access": cls.required_access,
+            "secrets": len(secrets),
+            **metrics,
+            "seconds": round(seconds, 3),
+            "queries": int(target.n_queries_ - q0),
+        }
         rows.append(row)
         append_checkpoint(checkpoint, [row])
         if verbose:
-            print(f"  {attack_name:<18} exact recovery {metrics['exact_top_1']:.3f}  "
-                  f"{seconds:6.1f} s", flush=True)
+            print(
+                f"  {attack_name:<18} exact recovery {metrics['exact_top_1']:.3f}  "
+                f"{seconds:6.1f} s",
+                flush=True,
+            )
     report.settings.setdefault("secrets", len(secrets))
     report.settings[f"{name}: access"] = target.access
     if skipped:
         report.settings[f"{name}: skipped attacks"] = "; ".join(
-            f"{k}: {v}" for k, v in skipped.items())
+            f"{k}: {v}" for k, v in skipped.items()
+        )
     report.rows += rows
     for row in rows:
         report.summary.append(
             f"{row['target']}: {row['attack']} ({row['access']} access) recovers "
             f"{row['exact_top_1']:.0%} of {row['secrets']} secrets exactly as its first guess"
-            " (guessing a random secret almost never does).")
+            " (guessing a random secret almost never does)."
+        )
     return rows

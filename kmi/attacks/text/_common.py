@@ -1,4 +1,4 @@
-"""Private helpers of the text attacks: token handling, generation, inverter networks."""
+"""Pieces shared by the text attacks: token handling, generation, inverter networks."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ from kmi.metrics.text import sequence_log_perplexity
 from kmi.models.text import SPECIAL_TOKENS
 
 PAD, UNK, BOS, EOS = range(len(SPECIAL_TOKENS))
+
+#: Parameter text shared by the text attacks' docstrings (see :mod:`kmi._docstring`).
+PARAMS_DOC = {
+    "random_state": """\
+random_state : int, RandomState instance or None, default=None
+    Seeds every random draw of the attack (sampling, noise, network initialisation
+    and shuffling), so the same seed gives the same texts.""",
+    "verbose": """\
+verbose : int, default=0
+    Show progress of long loops.""",
+}
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -178,3 +189,17 @@ def decoder_inverter(
 def gumbel_noise(shape, rng) -> np.ndarray:
     u = rng.uniform(1e-9, 1.0 - 1e-9, size=shape)
     return (-np.log(-np.log(u))).astype("float32")
+
+
+def model_length(target, attack):
+    """The sequence length of a text model, or a clear error."""
+    model = target.model
+    length = getattr(model, "sequence_length", None)
+    if length is None and getattr(model, "inputs", None):
+        length = model.inputs[0].shape[1]
+    if length is None:
+        raise ValueError(
+            f"{attack} needs the model's sequence length: pass a kmi text model or a Keras "
+            f"model built with keras.Input((length,)). Received: model={model!r}"
+        )
+    return int(length)

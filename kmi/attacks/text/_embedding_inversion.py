@@ -1,0 +1,384 @@
+"""EmbeddingInversion: sentence embeddings back to text (Song and Raghunathan 2020)."""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import keras
+import numpy as np
+from keras import ops
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from kmi._docstring import fill_doc
+from kmi.attacks.text import _common as _text
+from kmi.attacks.text._common import PARAMS_DOC
+from kmi.base import BaseAttack
+from kmi.metrics.text import cosine_similarity, word_f1
+from kmi.models.text import SPECIAL_TOKENS, word_tokenizer
+from kmi.utils.validation import check_texts
+
+
+@fill_doc(**PARAMS_DOC)
+class EmbeddingInversion(BaseAttack):
+    """Turn sentence embeddings back into text with an inverter trained on queries.
+
+    ``fit(texts)`` embeds auxiliary (public) texts through the black-box target
+    encoder and trains an inverter from embeddings to words; ``invert(embeddings)``
+    returns texts. Two heads:
+
+    - ``head="bow"``: a multi-label classifier predicting which words of a
+      vocabulary the text holds (Song and Raghunathan 2020's inversion model); the
+      words whose probability is at least ``threshold`` are returned, likeliest
+      first (word order is not recovered);
+    - ``head="decoder"``: a transformer decoder over words cross-attending to the
+      projected embedding (the vec2text hypothesiser, small scale), decoded
+      greedily. With ``n_hypotheses > 1``, ``n_hypotheses - 1`` more hypotheses are
+      sampled at ``sampling_temperature``, all are re-embedded through the target
+      (counted queries) and the one whose embedding is closest (cosine) to the
+      given embedding is kept: vec2text's correction by re-embedding.
+
+    Parameters
+    ----------
+    target : Target or callable
+        Maps a list of strings to an array of vectors, e.g.
+        ``Target(TextPipeline(tokenizer, SentenceEncoder(...)), task="embedding")``.
+        A plain callable is wrapped as a black-box target with ``task="embedding"``.
+    head : {"bow", "decoder"}, default="decoder"
+    vocabulary_size : int, default=2000
+        Words of the inverter's own vocabulary (from the auxiliary texts).
+    sequence_length : int, default=24
+        Longest text the decoder writes, in words.
+    embedding_dim : int, default=64
+        Width of the decoder's token embeddings.
+    hidden_dim : int, default=256
+    epochs : int, default=30
+    batch_size : int, default=64
+    learning_rate : float, default=2e-3
+    threshold : float, default=0.5
+        Word probability kept by the bag-of-words head (at least one word is).
+    n_hypotheses : int, default=1
+        Hypotheses per embedding for the decoder; above 1 the correction step runs.
+    sampling_temperature : float, default=0.7
+    {random_state}
+    {verbose}
+
+    Attributes
+    ----------
+    target_ : Target
+    tokenizer_ : keras-hub WordPieceTokenizer
+        The inverter's word vocabulary.
+    inverter_ : keras.Model
+    embedding_dim_ : int
+        Width of the target's embeddings.
+    history_ : dict
+        Training losses.
+    n_queries_fit_ : int
+        Target queries spent in ``fit``.
+
+    Raises
+    ------
+    AccessError
+        In ``fit``, for a label-only target.
+    ValueError
+        On empty texts, or embeddings of another width than the target's.
+
+    See Also
+    --------
+    kmi.metrics.text.word_f1, kmi.metrics.text.bleu, kmi.metrics.text.exact_match
+
+    References
+    ----------
+    C. Song and A. Raghunathan. Information Leakage in Embedding Models. CCS 2020.
+    J. X. Morris, V. Kuleshov, V. Shmatikov and A. M. Rush. Text Embeddings Reveal
+    (Almost) As Much As Text. EMNLP 2023.
+    """
+
+    required_access = "black-box"
+    needs_public_data = True
+    level = "instance"
+    _parameter_constraints = {
+        "target": "no_validation",
+        "head": [StrOptions({"bow", "decoder"})],
+        "vocabulary_size": [Interval(Integral, 1, None, closed="left")],
+        "sequence_length": [Interval(Integral, 1, None, closed="left")],
+        "embedding_dim": [Interval(Integral, 1, None, closed="left")],
+        "hidden_dim": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "threshold": [Interval(Real, 0, 1, closed="neither")],
+        "n_hypotheses": [Interval(Integral, 1, None, closed="left")],
+        "sampling_temperature": [Interval(Real, 0, None, closed="neither")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        target=None,
+        *,
+        head="decoder",
+        vocabulary_size=2000,
+        sequence_length=24,
+        embedding_dim=64,
+        hidden_dim=256,
+        epochs=30,
+        batch_size=64,
+        learning_rate=2e-3,
+        threshold=0.5,
+        n_hypotheses=1,
+        sampling_temperature=0.7,
+        random_state=None,
+        verbose=0,
+    ):
+        self.target = target
+        self.head = head
+        self.vocabulary_size = vocabulary_size
+        self.sequence_length = sequence_length
+        self.embedding_dim = embedding_dim
+        self.hidden_dim = hidden_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.threshold = threshold
+        self.n_hypotheses = n_hypotheses
+        self.sampling_temperature = sampling_temperature
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _validate_target(self):
+        from kmi.targets import Target
+
+        t = self.target
+        if t is None or isinstance(t, Target) or not callable(t) or hasattr(t, "layers"):
+            return super()._validate_target()
+        # a plain callable on strings is an encoder: black-box, vectors out
+        target = Target(t, access="black-box", task="embedding")
+        target.require(self.required_access, attack=type(self).__name__)
+        self.target_ = target
+        return target
+
+    def _embed(self, texts):
+        out = np.asarray(self.target_.query(texts), dtype="float32")
+        if out.ndim != 2 or len(out) != len(texts):
+            raise ValueError(
+                "The target must map n texts to an (n, embedding_dim) array of vectors. "
+                f"Received: output shape={out.shape} for {len(texts)} texts"
+            )
+        return out
+
+    def fit(self, X, y=None):
+        """Query the target on the auxiliary texts ``X`` and train the inverter.
+
+        Parameters
+        ----------
+        X : list of str
+            Auxiliary texts (public data from a similar distribution).
+        y : None
+            Ignored.
+        """
+        target = self.target_
+        texts = check_texts(X, "X")
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(2**30))
+        before = target.n_queries_
+        emb = self._embed(texts)
+        self.n_queries_fit_ = target.n_queries_ - before
+        self.embedding_dim_ = emb.shape[1]
+        L = int(self.sequence_length)
+        self.tokenizer_ = word_tokenizer(
+            texts, vocabulary_size=int(self.vocabulary_size), sequence_length=L
+        )
+        V = len(self.tokenizer_.get_vocabulary())
+        ids = np.asarray(self.tokenizer_(texts), dtype="int32")
+        opt = keras.optimizers.Adam(float(self.learning_rate))
+        if self.head == "bow":
+            self.inverter_ = _text.bow_inverter(
+                self.embedding_dim_, V, int(self.hidden_dim), seed=seed
+            )
+            target_bow = np.zeros((len(ids), V), dtype="float32")
+            rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+            target_bow[rows, ids.ravel()] = 1.0
+            target_bow[:, : len(SPECIAL_TOKENS)] = 0.0
+            self.inverter_.compile(
+                optimizer=opt, loss=keras.losses.BinaryCrossentropy(from_logits=True)
+            )
+            fit_args = (emb, target_bow)
+            sample_weight = None
+        else:
+            self.inverter_ = _text.decoder_inverter(
+                self.embedding_dim_,
+                V,
+                L + 1,
+                embedding_dim=int(self.embedding_dim),
+                hidden_dim=int(self.hidden_dim),
+                seed=seed,
+            )
+            dec_in, dec_out = self._teacher_forcing(ids)
+            self.inverter_.compile(
+                optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            )
+            fit_args = ([emb, dec_in], dec_out)
+            sample_weight = (dec_out != 0).astype("float32")
+        # shuffled with the attack's own generator, one fit call per epoch, so that
+        # a run does not depend on the backend's global data-shuffling state
+        x_all, y_all = fit_args
+        n = len(y_all)
+        self.history_ = {"loss": []}
+        try:
+            for _ in range(int(self.epochs)):
+                perm = rng.permutation(n)
+                x = [a[perm] for a in x_all] if isinstance(x_all, list) else x_all[perm]
+                hist = self.inverter_.fit(
+                    x,
+                    y_all[perm],
+                    sample_weight=None if sample_weight is None else sample_weight[perm],
+                    epochs=1,
+                    batch_size=int(self.batch_size),
+                    shuffle=False,
+                    verbose=1 if self.verbose else 0,
+                )
+                self.history_["loss"].extend(hist.history["loss"])
+        except KeyboardInterrupt:
+            warnings.warn(
+                f"Interrupted after {len(self.history_['loss'])} of {self.epochs} epochs of "
+                "inverter training; it keeps the weights it has.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return self
+
+    @staticmethod
+    def _teacher_forcing(ids):
+        n, L = ids.shape
+        length = (ids != 0).sum(axis=1)
+        dec_in = np.zeros((n, L + 1), dtype="int32")
+        dec_out = np.zeros((n, L + 1), dtype="int32")
+        dec_in[:, 0] = _text.BOS
+        dec_in[:, 1:] = ids
+        dec_out[:, :L] = ids
+        dec_out[np.arange(n), length] = _text.EOS
+        return dec_in, dec_out
+
+    def _check_embeddings(self, embeddings):
+        emb = np.asarray(embeddings, dtype="float32")
+        if emb.ndim != 2 or emb.shape[1] != self.embedding_dim_ or len(emb) == 0:
+            raise ValueError(
+                f"embeddings must have shape (n, {self.embedding_dim_}), the width of the "
+                f"target's embeddings seen in fit. Received: embeddings.shape={emb.shape}"
+            )
+        if not np.isfinite(emb).all():
+            raise ValueError("embeddings contain NaN or inf. Received: non-finite embeddings")
+        return emb
+
+    def _words(self, row):
+        vocab = self.tokenizer_.get_vocabulary()
+        out = []
+        for i in row:
+            if i == _text.EOS:
+                break
+            if i >= len(SPECIAL_TOKENS):
+                out.append(vocab[i])
+        return " ".join(out)
+
+    def _decode(self, emb, temperature, rng):
+        n = len(emb)
+        L = int(self.sequence_length) + 1
+        tokens = np.zeros((n, L), dtype="int32")
+        tokens[:, 0] = _text.BOS
+        done = np.zeros(n, dtype=bool)
+        if getattr(self, "_forward", None) is None:
+            from kmi.backend import jit
+
+            model = self.inverter_
+            self._forward = jit(lambda e, t: model([e, t], training=False))
+        for t in range(L - 1):
+            logits = ops.convert_to_numpy(self._forward(emb, tokens))[:, t].astype("float64")
+            logits[:, : _text.BOS + 1] = -np.inf  # no padding, unknown or BOS
+            if temperature is None:
+                nxt = np.argmax(logits, axis=1)
+            else:
+                z = logits / temperature
+                p = np.exp(z - z.max(axis=1, keepdims=True))
+                p /= p.sum(axis=1, keepdims=True)
+                u = rng.random_sample((n, 1))
+                nxt = np.minimum((p.cumsum(axis=1) < u).sum(axis=1), p.shape[1] - 1)
+            nxt = np.where(done, 0, nxt)
+            tokens[:, t + 1] = nxt
+            done |= nxt == _text.EOS
+            if done.all():
+                break
+        return [self._words(row[1:]) for row in tokens]
+
+    def invert(self, embeddings) -> list[str]:
+        """Texts whose embeddings are ``embeddings``.
+
+        Parameters
+        ----------
+        embeddings : array-like of shape (n, embedding_dim)
+            Vectors released by the target encoder.
+
+        Returns
+        -------
+        list of str
+            One text per embedding (lower-cased words).
+        """
+        check_is_fitted(self, "inverter_")
+        emb = self._check_embeddings(embeddings)
+        if self.head == "bow":
+            logits = ops.convert_to_numpy(self.inverter_(emb, training=False)).astype("float64")
+            logits[:, : len(SPECIAL_TOKENS)] = -np.inf
+            cut = np.log(self.threshold) - np.log1p(-self.threshold)  # sigmoid(cut) = threshold
+            vocab = self.tokenizer_.get_vocabulary()
+            out = []
+            for row in logits:
+                keep = np.nonzero(row >= cut)[0]
+                if keep.size == 0:
+                    keep = np.array([int(np.argmax(row))])
+                keep = keep[np.argsort(-row[keep], kind="stable")]
+                out.append(" ".join(vocab[i] for i in keep))
+            return out
+        rng = check_random_state(self.random_state)
+        self._forward = None
+        hyps = [self._decode(emb, None, rng)]
+        try:
+            for _ in range(int(self.n_hypotheses) - 1):
+                hyps.append(self._decode(emb, float(self.sampling_temperature), rng))
+        except KeyboardInterrupt:
+            warnings.warn(
+                f"Interrupted after {len(hyps)} of {self.n_hypotheses} hypotheses; "
+                "correcting with those.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if len(hyps) == 1:
+            return hyps[0]
+        # correction: re-embed every distinct non-empty hypothesis (one batched query),
+        # keep the one closest to the given embedding
+        cands = [list(dict.fromkeys(h[i] for h in hyps if h[i].strip())) for i in range(len(emb))]
+        flat = [c for row in cands for c in row]
+        best = list(hyps[0])
+        if not flat:
+            return best
+        vecs = self._embed(flat)
+        owner = np.repeat(np.arange(len(emb)), [len(c) for c in cands])
+        sim = cosine_similarity(vecs, emb[owner])
+        pos = 0
+        for i, row in enumerate(cands):
+            if row:
+                best[i] = row[int(np.argmax(sim[pos : pos + len(row)]))]
+            pos += len(row)
+        return best
+
+    def score(self, X, y=None) -> float:
+        """Word F1 of the texts recovered from the target's embeddings of ``X``.
+
+        ``X`` are private texts the auditor holds; they are embedded through the
+        target (counted queries) and inverted.
+        """
+        texts = check_texts(X, "X")
+        check_is_fitted(self, "inverter_")
+        return word_f1(texts, self.invert(self._embed(texts)))
