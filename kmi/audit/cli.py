@@ -1,11 +1,25 @@
-"""The ``kmi`` command line."""
+"""The ``kmi`` command line.
+
+This module imports nothing heavy at import time: Keras (and with it TensorFlow or
+JAX), NumPy and the audit modules are imported by the functions that run an audit, after
+the arguments are parsed. ``kmi --help`` and ``kmi --version`` therefore answer at once,
+and the backend's log level can still be set before the backend is imported.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import os
 import shutil
 import sys
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from kmi import __version__
 
 #: Arrays each modality reads from ``--data`` (an .npz file), required then optional.
 DATA_KEYS = {
@@ -16,14 +30,25 @@ DATA_KEYS = {
 }
 
 
+#: The model files ``--model`` reads (Keras 3's format, and the legacy HDF5 one).
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+_VERBOSE_HELP = (
+    "show TensorFlow's log lines (hidden otherwise, unless TF_CPP_MIN_LOG_LEVEL is set; "
+    "TensorFlow is loaded on the JAX backend too)"
+)
+
+
 class UsageError(Exception):
-    """A problem with the command's inputs, reported without a traceback."""
+    """A problem with the command's inputs, reported without a traceback (exit status 2)."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kmi", description="Model inversion attacks and defenses for Keras 3."
     )
+    parser.add_argument("--version", action="version", version=f"kmi {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     audit = sub.add_parser(
         "audit",
@@ -52,16 +77,24 @@ def _parser() -> argparse.ArgumentParser:
         "x_public, y_public; graph: features, adjacency, labels [, nodes]; text: "
         "secrets, prompts",
     )
-    audit.add_argument("--modality", choices=sorted(DATA_KEYS),
-                       help="what the model takes (with --model)")
     audit.add_argument(
-        "--access", default="white-box", choices=["white-box", "black-box", "label-only"],
+        "--modality", choices=sorted(DATA_KEYS), help="what the model takes (with --model)"
+    )
+    audit.add_argument(
+        "--access",
+        default="white-box",
+        choices=["white-box", "black-box", "label-only"],
         help="what the attacker may do with the model (default white-box)",
     )
-    audit.add_argument("--sensitive-feature", type=int,
-                       help="tabular: index of the attacked column of x_private")
-    audit.add_argument("--tokenizer", default="bytes", choices=["bytes"],
-                       help="text: the model's tokenizer (bytes: kmi.models.byte_tokenizer)")
+    audit.add_argument(
+        "--sensitive-feature", type=int, help="tabular: index of the attacked column of x_private"
+    )
+    audit.add_argument(
+        "--tokenizer",
+        default="bytes",
+        choices=["bytes"],
+        help="text: the model's tokenizer (bytes: kmi.models.byte_tokenizer)",
+    )
     audit.add_argument(
         "--unsafe-deserialization",
         action="store_true",
@@ -69,15 +102,15 @@ def _parser() -> argparse.ArgumentParser:
         "files you trust",
     )
     audit.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help="mnist demo: a smoke run on a few hundred images with short attacks",
     )
     audit.add_argument(
         "--max-records",
         type=int,
         default=4000,
-        help="adult demo: attack at most this many members and non-members "
-        "(0: all; default 4000)",
+        help="adult demo: attack at most this many members and non-members (0: all; default 4000)",
     )
     audit.add_argument(
         "--n-records",
@@ -100,98 +133,303 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     audit.add_argument("--data-home", default=None, help="data folder (default $KMI_DATA)")
     audit.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    # also after the subcommand; SUPPRESS keeps a --verbose given before it
+    audit.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP
+    )
     return parser
 
 
-def load_model(path, *, unsafe: bool = False):
-    """Load a Keras model with ``safe_mode=True`` unless ``unsafe``; explain a refusal."""
-    import keras
+def _quiet_backend(verbose: bool) -> None:
+    """Hide TensorFlow's log lines, unless ``verbose`` or the user chose a level.
 
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"No model file at {path}. Received: --model {path}")
+    Sets ``TF_CPP_MIN_LOG_LEVEL=3`` (only fatal errors) where it is not set; must run
+    before TensorFlow is imported. Keras imports TensorFlow on the JAX backend too.
+    """
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+#: What an audit imports that loads TensorFlow: Keras, and the attacks (keras-hub
+#: imports TensorFlow on the JAX backend too).
+_BACKEND_MODULES = ("keras", "kmi.attacks", "kmi.audit.api")
+
+
+def _import_backend() -> None:
+    """Import Keras and the attacks, keeping TensorFlow's load-time lines out if hidden.
+
+    A few lines ("All log messages before absl::InitializeLog()", ``cudart_stub.cc``)
+    are written while TensorFlow's libraries load, and ignore a ``TF_CPP_MIN_LOG_LEVEL``
+    set after the process started (and, once JAX is loaded, any level). Where the level
+    is 3, file descriptor 2 goes to ``/dev/null`` for these imports; an exception they
+    raise is still reported, once stderr is restored.
+    """
+    modules = [m for m in _BACKEND_MODULES if m not in sys.modules]
+    if not modules:
+        return
+    silence = os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3"
+    saved = None
+    if silence:
+        sys.stderr.flush()
+        with contextlib.suppress(OSError):  # no stderr: nothing to silence
+            saved = os.dup(2)
     try:
-        return keras.saving.load_model(path, safe_mode=not unsafe)
-    except ValueError as exc:
-        if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
-            raise UsageError(
-                f"Refused to load {path}: it needs unsafe deserialisation (e.g. a Lambda "
-                "layer, which runs arbitrary Python code when loaded). If you trust the "
-                "file, run again with --unsafe-deserialization."
-            ) from exc
+        if saved is not None:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+        for module in modules:
+            importlib.import_module(module)
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def _reading(option: str, path: Path, expected: str) -> Iterator[None]:
+    """Turn every error met while reading ``path`` into a :class:`UsageError`.
+
+    All the files the command reads go through here: the file must exist, be a file
+    and be readable; anything that then fails to read it (a truncated archive, a
+    corrupt member, a format error) is reported as ``option`` not holding ``expected``.
+    A :class:`UsageError` raised inside passes through unchanged.
+    """
+    received = f"Received: {option}={path}"
+    if not path.exists():
+        raise UsageError(f"{option} must be {expected}, but there is no such file. {received}")
+    if path.is_dir():
+        raise UsageError(f"{option} must be {expected}, not a directory. {received}")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{option} must be {expected} that can be read ({exc.strerror or exc}). {received}"
+        ) from exc
+    try:
+        yield
+    except UsageError:
         raise
+    except Exception as exc:  # any failure to read a user's file is a usage error
+        raise UsageError(
+            f"{option} must be {expected}; reading it failed ({type(exc).__name__}: {exc}). "
+            f"{received}"
+        ) from exc
 
 
-def load_data(path, modality):
-    """The arrays of ``--data`` for ``modality``; a clear error for missing keys."""
+def load_model(path: str | os.PathLike, *, unsafe: bool = False) -> Any:
+    """Load the Keras model of ``--model``, explaining every failure.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.keras`` file (``model.save("model.keras")``) or a legacy ``.h5`` file.
+    unsafe : bool, default=False
+        Load with ``safe_mode=False``: the file may run arbitrary Python code (a
+        ``Lambda`` layer). Only for files the user trusts.
+
+    Returns
+    -------
+    keras.Model
+        The loaded model.
+
+    Raises
+    ------
+    UsageError
+        If the file is missing, a directory, unreadable, of another format, truncated
+        or corrupt, or needs unsafe deserialisation while ``unsafe`` is False.
+    """
+    path = Path(path)
+    expected = "a Keras model file (.keras, or a legacy .h5)"
+    with _reading("--model", path, expected):
+        if path.suffix not in MODEL_SUFFIXES:
+            raise UsageError(
+                f'--model must be {expected}, saved by model.save("model.keras"). '
+                f"Received: --model={path}"
+            )
+        if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+            raise UsageError(
+                f"--model must be {expected}; a .keras file is a zip archive, and this one "
+                f"is not (it is truncated, corrupt or not a Keras file). Received: --model={path}"
+            )
+        import keras
+
+        try:
+            return keras.saving.load_model(path, safe_mode=not unsafe)
+        except ValueError as exc:
+            if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
+                raise UsageError(
+                    f"Refused to load {path}: it needs unsafe deserialisation (e.g. a Lambda "
+                    "layer, which runs arbitrary Python code when loaded). If you trust the "
+                    f"file, run again with --unsafe-deserialization. Received: --model={path}"
+                ) from exc
+            raise
+
+
+def load_data(path: str | os.PathLike, modality: str) -> dict[str, Any]:
+    """Read the arrays of ``--data`` that ``modality`` needs, explaining every failure.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An ``.npz`` file of plain (not object) arrays, written by ``np.savez``.
+    modality : {"image", "tabular", "graph", "text"}
+        Which arrays to read: see :data:`DATA_KEYS`.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The required arrays and those of the optional ones that the file holds.
+
+    Raises
+    ------
+    UsageError
+        If the file is missing, a directory, unreadable, not an ``.npz`` archive,
+        truncated or corrupt, holds an object array, or lacks a required array.
+    """
     import numpy as np
 
     path = Path(path)
-    if not path.exists():
-        raise UsageError(f"No data file at {path}. Received: --data {path}")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(
-            f"--data must be an .npz file of plain arrays (np.savez). Received: {path} ({exc})"
-        ) from exc
     required, optional = DATA_KEYS[modality]
-    missing = [k for k in required if k not in npz.files]
-    if missing:
-        raise UsageError(
-            f"For --modality {modality}, {path} must hold the arrays {', '.join(required)}"
-            + (f" (optionally {', '.join(optional)})" if optional else "")
-            + f". Missing: {', '.join(missing)}. Received arrays: {', '.join(npz.files) or 'none'}"
-        )
-    return {k: npz[k] for k in (*required, *optional) if k in npz.files}
+    expected = "an .npz file of plain arrays (np.savez)"
+    with _reading("--data", path, expected):
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except zipfile.BadZipFile as exc:
+            raise UsageError(
+                f"--data must be {expected}; an .npz file is a zip archive, and this one is "
+                f"truncated or corrupt ({exc}). Received: --data={path}"
+            ) from exc
+        except ValueError as exc:  # neither a zip archive nor an .npy array
+            raise UsageError(
+                f"--data must be {expected}, but it is neither an .npz nor an .npy file "
+                f"(it may be a pickle, which is not read because loading it could run code). "
+                f"Received: --data={path}"
+            ) from exc
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise UsageError(
+                f"--data must be {expected}, not a single array (.npy). Received: --data={path}"
+            )
+        with npz:
+            missing = [k for k in required if k not in npz.files]
+            if missing:
+                raise UsageError(
+                    f"For --modality {modality}, --data must hold the arrays "
+                    f"{', '.join(required)}"
+                    + (f" (optionally {', '.join(optional)})" if optional else "")
+                    + f". Missing: {', '.join(missing)}. Received: --data={path} with the "
+                    f"arrays {', '.join(npz.files) or 'none'}"
+                )
+            data = {}
+            for key in (*required, *optional):
+                if key not in npz.files:
+                    continue
+                try:
+                    data[key] = npz[key]
+                except ValueError as exc:
+                    if "pickle" not in str(exc):
+                        raise
+                    raise UsageError(
+                        f"--data must be {expected}; its array {key!r} is an object array "
+                        "(Python objects, or rows of unequal length), which is not read "
+                        "because loading it could run code. Save numeric or string arrays. "
+                        f"Received: --data={path}"
+                    ) from exc
+    return data
 
 
 def _audit_user_model(args, checkpoint, verbose):
-    from kmi.audit.api import audit
-    from kmi.targets import Target
-
     if not (args.model and args.data and args.modality):
         raise UsageError(
             "kmi audit needs --demo, or --model, --data and --modality together. Received: "
-            + " ".join(f"--{k} {getattr(args, k)}" for k in ("model", "data", "modality"))
+            + ", ".join(f"--{k}={getattr(args, k)}" for k in ("model", "data", "modality"))
+        )
+    if args.modality == "tabular" and args.sensitive_feature is None:
+        raise UsageError(
+            "--modality tabular needs --sensitive-feature <column index>. "
+            "Received: --sensitive-feature=None"
         )
     data = load_data(args.data, args.modality)
+    _import_backend()
     model = load_model(args.model, unsafe=args.unsafe_deserialization)
+
+    from kmi.audit.api import audit
+    from kmi.targets import Target
+
     target = Target(model, access=args.access)
-    common = dict(name=Path(args.model).stem, random_state=args.seed, verbose=verbose,
-                  checkpoint=checkpoint)
+    common = dict(
+        name=Path(args.model).stem, random_state=args.seed, verbose=verbose, checkpoint=checkpoint
+    )
     try:
         if args.modality == "image":
-            return audit(target, modality="image",
-                         private_data=(data["x_private"], data["y_private"]),
-                         public_data=data.get("x_public"), **common)
+            return audit(
+                target,
+                modality="image",
+                private_data=(data["x_private"], data["y_private"]),
+                public_data=data.get("x_public"),
+                **common,
+            )
         if args.modality == "tabular":
-            if args.sensitive_feature is None:
-                raise UsageError("--modality tabular needs --sensitive-feature <column index>.")
-            return audit(target, modality="tabular",
-                         private_data=(data["x_private"], data["y_private"]),
-                         public_data=(data["x_public"], data["y_public"]),
-                         sensitive_feature=args.sensitive_feature, **common)
+            return audit(
+                target,
+                modality="tabular",
+                private_data=(data["x_private"], data["y_private"]),
+                public_data=(data["x_public"], data["y_public"]),
+                sensitive_feature=args.sensitive_feature,
+                **common,
+            )
         if args.modality == "graph":
-            return audit(target, modality="graph",
-                         private_data=(data["features"], data["adjacency"], data["labels"]),
-                         nodes=data.get("nodes"), **common)
+            return audit(
+                target,
+                modality="graph",
+                private_data=(data["features"], data["adjacency"], data["labels"]),
+                nodes=data.get("nodes"),
+                **common,
+            )
         from kmi.models import byte_tokenizer
 
         length = getattr(model, "sequence_length", None)
         if length is None:
-            raise UsageError("--modality text needs a kmi text model (kmi.models.CausalLM "
-                             "or TextClassifier), which knows its sequence_length.")
+            raise UsageError(
+                "--modality text needs a kmi text model (kmi.models.CausalLM "
+                "or TextClassifier), which knows its sequence_length. "
+                f"Received: --model={args.model} (a {type(model).__name__})"
+            )
         # the convention of CausalLM.lm_targets: tokenize to length + 1, shift by one
-        return audit(target, modality="text", private_data=[str(s) for s in data["secrets"]],
-                     prompts=[str(p) for p in data["prompts"]],
-                     tokenizer=byte_tokenizer(int(length) + 1), **common)
+        return audit(
+            target,
+            modality="text",
+            private_data=[str(s) for s in data["secrets"]],
+            prompts=[str(p) for p in data["prompts"]],
+            tokenizer=byte_tokenizer(int(length) + 1),
+            **common,
+        )
     except ValueError as exc:
         raise UsageError(f"The data does not fit the model: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``kmi`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments, without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 2 for a usage error (bad arguments or input
+        files, reported in one line without a traceback), 130 when interrupted.
+
+    Examples
+    --------
+    >>> main(["--version"])  # doctest: +SKIP
+    kmi 0.1.0.dev0
+    """
     args = _parser().parse_args(argv)
+    _quiet_backend(args.verbose)
     if args.command != "audit":  # pragma: no cover
         return 2
     out = Path(args.output)
@@ -202,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(model_dir, ignore_errors=True)
     verbose = 0 if args.quiet else 1
     try:
+        if args.demo:
+            _import_backend()
         if args.demo == "adult":
             from kmi.audit.demo import adult_audit
 
@@ -216,9 +456,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.demo == "mnist":
             from kmi.audit.demo import mnist_audit
 
-            report = mnist_audit(quick=args.quick, random_state=args.seed,
-                                 data_home=args.data_home, verbose=verbose,
-                                 checkpoint=checkpoint, model_dir=model_dir)
+            report = mnist_audit(
+                quick=args.quick,
+                random_state=args.seed,
+                data_home=args.data_home,
+                verbose=verbose,
+                checkpoint=checkpoint,
+                model_dir=model_dir,
+            )
         else:
             report = _audit_user_model(args, checkpoint, verbose)
     except UsageError as exc:
@@ -238,8 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint.unlink(missing_ok=True)
     shutil.rmtree(model_dir, ignore_errors=True)
     _print_results(report, args)
-    print(f"\nReport: {paths[0].resolve()} (open it in a browser); also {paths[1]}, "
-          f"{paths[2]}")
+    print(f"\nReport: {paths[0].resolve()} (open it in a browser); also {paths[1]}, {paths[2]}")
     return 0
 
 
@@ -254,9 +498,11 @@ def _print_results(report, args) -> None:
 
         for target in dict.fromkeys(r["target"] for r in report.rows):
             for task in dict.fromkeys(r["sensitive"] for r in report.rows):
-                rows = [r for r in report.rows
-                        if r["target"] == target and r["sensitive"] == task
-                        and r["split"] == "members"]
+                rows = [
+                    r
+                    for r in report.rows
+                    if r["target"] == target and r["sensitive"] == task and r["split"] == "members"
+                ]
                 if rows:
                     print(f"\n## {target}: inferring '{task}' of training members")
                     print(Report(title="", rows=rows, versions={}).table(SUMMARY_COLUMNS))
@@ -267,8 +513,11 @@ def _print_results(report, args) -> None:
     else:
         for target in dict.fromkeys(r["target"] for r in report.rows):
             rows = [r for r in report.rows if r["target"] == target]
-            columns = [c for c in dict.fromkeys(k for r in rows for k in r)
-                       if c not in ("target", "task", "split", "sensitive")]
+            columns = [
+                c
+                for c in dict.fromkeys(k for r in rows for k in r)
+                if c not in ("target", "task", "split", "sensitive")
+            ]
             print(f"\n## {target}")
             print(Report(title="", rows=rows, versions={}).table(columns))
     print("\nSummary:")
