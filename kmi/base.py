@@ -76,6 +76,9 @@ class BaseAttack(BaseEstimator):
         Whether ``fit`` trains a GAN on the public data as an image prior.
     level : {"class", "instance"}
         Whether ``invert`` recovers one representative per class or each record.
+    generative : bool
+        Whether ``invert`` generates candidates of its own and ranks them (from
+        prompts) rather than inverting the inputs it is given.
 
     Notes
     -----
@@ -93,6 +96,7 @@ class BaseAttack(BaseEstimator):
     needs_batchnorm: ClassVar[bool] = False
     uses_gan_prior: ClassVar[bool] = False
     level: ClassVar[str] = "class"
+    generative: ClassVar[bool] = False
 
     #: Parameters passed through :func:`~sklearn.base.clone` by reference.
     _shared_params: ClassVar[tuple[str, ...]] = ("target", "eval_model")

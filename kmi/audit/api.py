@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 import time
-
-import numpy as np
 
 from kmi.audit.report import Report
 from kmi.targets import Target
 
-MODALITIES = ("image", "tabular", "graph", "text")
+#: Each modality's audit: (module, function, the options of :func:`audit` it takes
+#: besides those every modality takes).
+MODALITIES = {
+    "image": ("kmi.audit.image", "audit_image", ("public_data", "eval_model", "shared_prior")),
+    "tabular": ("kmi.audit.tabular", "audit_tabular", ("public_data", "sensitive_feature")),
+    "graph": ("kmi.audit.graph", "audit_graph", ("nodes",)),
+    "text": ("kmi.audit.text", "audit_text", ("tokenizer", "prompts")),
+}
 
 
-def _pair(data, name, modality, what):
+def pair(data, name, modality, what):
+    """``data`` as a pair, or a clear error naming what it must hold."""
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(
             f"For modality={modality!r}, {name} must be a pair {what}. "
@@ -115,219 +122,41 @@ def audit(
         raise ValueError(
             f"modality must be one of {', '.join(MODALITIES)}. Received: modality={modality!r}"
         )
+    given = {
+        "public_data": public_data,
+        "eval_model": eval_model,
+        "shared_prior": shared_prior,
+        "sensitive_feature": sensitive_feature,
+        "nodes": nodes,
+        "tokenizer": tokenizer,
+        "prompts": prompts,
+    }
+    module, function, options = MODALITIES[modality]
+    for option, value in given.items():
+        if value is not None and option not in options:
+            users = [m for m, (_, _, opts) in MODALITIES.items() if option in opts]
+            raise ValueError(
+                f"{option} applies to a {' or '.join(users)} audit, not to modality="
+                f"{modality!r}. Received: {option} of type {type(value).__name__}"
+            )
     if report is None:
         report = Report(title=f"kmi privacy audit: {modality} model")
     report.settings.setdefault("modality", modality)
     report.settings.setdefault("random_state", random_state)
     target = _target(model, access)
     started = time.perf_counter()
-    if modality == "image":
-        _audit_image(
-            report,
-            target,
-            private_data,
-            public_data,
-            attacks,
-            attack_params,
-            eval_model,
-            name,
-            random_state,
-            verbose,
-            checkpoint,
-            shared_prior,
-        )
-    elif modality == "tabular":
-        _audit_tabular(
-            report,
-            target,
-            private_data,
-            public_data,
-            attacks,
-            sensitive_feature,
-            name,
-            random_state,
-            verbose,
-            checkpoint,
-        )
-    elif modality == "graph":
-        from kmi.audit.graph import audit_graph
-
-        audit_graph(
-            report,
-            target,
-            private_data,
-            attacks=attacks,
-            attack_params=attack_params,
-            nodes=nodes,
-            name=name,
-            random_state=random_state,
-            verbose=verbose,
-            checkpoint=checkpoint,
-        )
-    else:
-        from kmi.audit.text import audit_text
-
-        audit_text(
-            report,
-            target,
-            private_data,
-            tokenizer=tokenizer,
-            prompts=prompts,
-            attacks=attacks,
-            attack_params=attack_params,
-            name=name,
-            random_state=random_state,
-            verbose=verbose,
-            checkpoint=checkpoint,
-        )
-    report.settings[f"{name}: audit wall time (s)"] = round(time.perf_counter() - started, 1)
-    return report
-
-
-def check_image_data(target, X, y=None, name="private_data"):
-    """Images of the model's input shape, finite; labels among its classes."""
-    from kmi.utils.validation import check_images
-
-    expected = getattr(target.model, "input_shape", None)
-    if isinstance(expected, list):
-        expected = expected[0]
-    X = check_images(X, None if expected is None else tuple(expected[1:]), name=name)
-    if y is not None:
-        y = np.asarray(y)
-        if y.shape != (len(X),):
-            raise ValueError(
-                f"{name} needs one label per image. Received: {len(X)} images and labels of "
-                f"shape {y.shape}"
-            )
-        target.label_index(y)  # raises for labels outside the model's classes
-    return X, y
-
-
-def _audit_image(
-    report,
-    target,
-    private_data,
-    public_data,
-    attacks,
-    attack_params,
-    eval_model,
-    name,
-    random_state,
-    verbose,
-    checkpoint,
-    shared_prior,
-):
-    from kmi.audit.image import (
-        IMAGE_ATTACKS,
-        add_real_examples,
-        add_reconstructions,
-        run_image_attacks,
-        summarize_image,
-        train_evaluation_model,
-    )
-    from kmi.models import feature_extractor
-
-    X, y = _pair(private_data, "private_data", "image", "(images, labels)")
-    X, y = check_image_data(target, X, y)
-    X_public = public_data[0] if isinstance(public_data, (tuple, list)) else public_data
-    if X_public is not None:
-        X_public, _ = check_image_data(target, X_public, name="public_data")
-    columns = target.label_index(y)
-    n_classes = int(np.max(columns)) + 1
-    if eval_model is None:
-        if verbose:
-            print("Training the evaluation classifier on the private images...", flush=True)
-        shape = getattr(target.model, "output_shape", None)  # no query spent on this
-        if isinstance(shape, tuple) and shape and isinstance(shape[-1], int):
-            n_classes = max(n_classes, shape[-1])
-        eval_model, eval_acc = train_evaluation_model(
-            X, columns, n_classes, random_state=random_state
-        )
-        report.settings["evaluation classifier held-out accuracy"] = round(eval_acc, 3)
-    try:
-        features = feature_extractor(eval_model)
-    except ValueError:
-        features = None
-    rows, skipped = run_image_attacks(
+    run = getattr(importlib.import_module(module), function)
+    run(
+        report,
         target,
-        X_private=X,
-        y_private=y,
-        X_public=X_public,
-        eval_model=eval_model,
-        feature_model=features,
+        private_data,
+        **{option: given[option] for option in options},
         attacks=attacks,
         attack_params=attack_params,
-        shared_prior=shared_prior,
+        name=name,
         random_state=random_state,
         verbose=verbose,
-        target_name=name,
         checkpoint=checkpoint,
     )
-    report.settings.setdefault("private images", f"{len(X)} of shape {X.shape[1:]}")
-    report.settings.setdefault(
-        "public images (attacker's)", 0 if X_public is None else len(X_public)
-    )
-    report.settings[f"{name}: access"] = target.access
-    if skipped:
-        report.settings[f"{name}: skipped attacks"] = "; ".join(
-            f"{k}: {v}" for k, v in skipped.items()
-        )
-    specs = IMAGE_ATTACKS if attacks == "auto" else attacks
-    report.settings.setdefault(
-        "attack parameters",
-        "; ".join(
-            f"{n} { ({**p, **(attack_params or {}).get(n, {})}) }"
-            for n, _, p in specs
-            if n not in skipped and p
-        ),
-    )
-    if not any(f["title"].startswith("Real private") for f in report.figures):
-        add_real_examples(report, X, y)
-    add_reconstructions(report, rows)
-    report.rows += [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    report.summary += summarize_image(rows)
-
-
-def _audit_tabular(
-    report,
-    target,
-    private_data,
-    public_data,
-    attacks,
-    sensitive_feature,
-    name,
-    random_state,
-    verbose,
-    checkpoint,
-):
-    from kmi.audit.tabular import run_tabular_attacks, summarize_tabular
-
-    if sensitive_feature is None:
-        raise ValueError(
-            "A tabular audit needs the attacked column: pass sensitive_feature=<name or "
-            "index>. Received: sensitive_feature=None"
-        )
-    X, y = _pair(private_data, "private_data", "tabular", "(X, y)")
-    if public_data is None:
-        raise ValueError(
-            "A tabular audit needs the attacker's auxiliary records: pass "
-            "public_data=(X_aux, y_aux). Received: public_data=None"
-        )
-    X_aux, y_aux = _pair(public_data, "public_data", "tabular", "(X_aux, y_aux)")
-    rows = run_tabular_attacks(
-        target,
-        X_aux=X_aux,
-        y_aux=y_aux,
-        X_private=X,
-        y_private=y,
-        sensitive_feature=sensitive_feature,
-        attacks=attacks,
-        random_state=random_state,
-        verbose=verbose,
-        target_name=name,
-        checkpoint=checkpoint,
-    )
-    report.settings.setdefault("private records", len(y))
-    report.settings.setdefault("auxiliary records (attacker's)", len(y_aux))
-    report.rows += rows
-    report.summary += summarize_tabular(rows)
+    report.settings[f"{name}: audit wall time (s)"] = round(time.perf_counter() - started, 1)
+    return report

@@ -78,23 +78,23 @@ def audit_graph(report, target, private_data, *, attacks="auto", attack_params=N
             if verbose:
                 print(f"  skip {attack_name}: {skipped[attack_name]}", flush=True)
             continue
-        if "verbose" in cls().get_params():
-            params.setdefault("verbose", verbose)
+        names = cls().get_params()
+        for option, value in (("verbose", verbose), ("random_state", random_state)):
+            if option in names:
+                params.setdefault(option, value)
         q0 = served.n_queries_
         t0 = time.perf_counter()
-        if cls is gr.FeatureSimilarity:
+        if not cls.uses_target:  # a baseline: features only
             scores = cls(**params).fit().invert(X, nodes=nodes)
-        elif cls is gr.GraphMI:
+        elif cls.required_access == "white-box":  # reads the model itself, not its answers
             scores = cls(target, **params).fit().invert(X[nodes], y[nodes])
-        else:
-            if "random_state" in cls().get_params():
-                params.setdefault("random_state", random_state)
+        else:  # queries the served model, which holds the private graph
             scores = cls(served, **params).fit().invert(X, nodes=nodes)
         seconds = time.perf_counter() - t0
         truth = A.toarray()
         row = {"target": str(name), "task": "infer edges", "split": "attacked nodes",
                "attack": attack_name,
-               "access": "none" if cls is gr.FeatureSimilarity else cls.required_access,
+               "access": cls.required_access if cls.uses_target else "none",
                "nodes": len(nodes)}
         for pairs in ("all", "balanced"):
             m = edge_metrics(truth, scores, nodes, pairs=pairs, random_state=random_state)

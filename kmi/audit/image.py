@@ -19,8 +19,10 @@ import numpy as np
 
 from kmi.attacks import image as img
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
+from kmi.audit.api import pair
 from kmi.metrics.image import attack_accuracy, image_attack_metrics, psnr, ssim
 from kmi.targets import AccessError, as_target
+from kmi.utils.validation import check_images, check_labels
 
 BASELINE = "PublicMeanBaseline"
 
@@ -39,8 +41,6 @@ IMAGE_ATTACKS = (
                             "latent_dim": 32, "max_iter": 100}),
 )
 
-_GAN = (img.GMI, img.KEDMI, img.BREPMI)
-_NEEDS_PUBLIC = (img.InversionModel, *_GAN)
 
 
 def train_evaluation_model(images, labels, n_classes, *, epochs=10, random_state=0, verbose=0):
@@ -83,11 +83,12 @@ def _has_batchnorm(model) -> bool:
 
 
 def _skip_reason(cls, params, target, X_public, shape) -> str | None:
-    if cls in _NEEDS_PUBLIC and X_public is None and not params.get("generator"):
+    """Why an attack cannot run here, read from its capability attributes, or None."""
+    if cls.needs_public_data and X_public is None and not params.get("generator"):
         return "needs public images (public_data)"
-    if cls is img.DeepInversion and not _has_batchnorm(target.model):
+    if cls.needs_batchnorm and not _has_batchnorm(target.model):
         return "the model has no BatchNormalization statistics to match"
-    if cls in _GAN and not params.get("generator"):
+    if cls.uses_gan_prior and not params.get("generator"):
         side_ok = shape[0] == shape[1] and shape[0] in (8, 16, 32, 64, 128)
         if not side_ok:
             return (f"the GAN prior needs square images of side 8, 16, 32, 64 or 128 "
@@ -192,7 +193,7 @@ def run_image_attacks(
             access = "none"
         else:
             kwargs = dict(params)
-            if cls in _GAN and "generator" not in kwargs and prior:
+            if cls.uses_gan_prior and "generator" not in kwargs and prior:
                 kwargs.update(generator=prior["generator"], critic=prior.get("critic"))
             names = cls().get_params()
             if "random_state" in names:
@@ -207,14 +208,14 @@ def run_image_attacks(
                     raise
                 skipped[name] = f"needs {cls.required_access} access"
                 continue
-            if cls in _GAN and not prior and hasattr(attack, "generator_"):
+            if cls.uses_gan_prior and not prior and hasattr(attack, "generator_"):
                 prior.update(generator=attack.generator_,
                              critic=getattr(attack, "critic_", None))
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             images = np.asarray(attack.invert(classes), dtype="float32")
             access = cls.required_access
-            if cls is img.InversionModel and n_instances:
+            if cls.level == "instance" and n_instances:  # rebuilds images from answers
                 k = min(int(n_instances), len(X_private))
                 rebuilt = attack.invert(target.query(X_private[:k]))
                 instance = {
@@ -310,3 +311,107 @@ def summarize_image(rows) -> list[str]:
                      f" of the time (PSNR {inst['instance_psnr']:.1f} dB)")
         lines.append(line + ".")
     return lines
+def check_image_data(target, X, y=None, name="private_data"):
+    """Images of the model's input shape, finite; labels among its classes.
+
+    Private images need two classes at least: with one, every reconstruction is of
+    "the right class" and chance is 100 %.
+    """
+    expected = getattr(target.model, "input_shape", None)
+    if isinstance(expected, list):
+        expected = expected[0]
+    X = check_images(X, None if expected is None else tuple(expected[1:]), name=name)
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (len(X),):
+            raise ValueError(
+                f"{name} needs one label per image. Received: {len(X)} images and labels of "
+                f"shape {y.shape}"
+            )
+        # raises for labels outside the model's classes
+        check_labels(target.label_index(y), len(X), name=f"{name} labels", min_classes=2)
+    return X, y
+
+
+def audit_image(
+    report,
+    target,
+    private_data,
+    *,
+    public_data=None,
+    eval_model=None,
+    shared_prior=None,
+    attacks="auto",
+    attack_params=None,
+    name="model",
+    random_state=0,
+    verbose=1,
+    checkpoint=None,
+):
+    """Run the image attacks on ``target`` and add their measured results to ``report``.
+
+    The image part of :func:`kmi.audit.audit`, whose parameters these are.
+    """
+    from kmi.models import feature_extractor
+
+    X, y = pair(private_data, "private_data", "image", "(images, labels)")
+    X, y = check_image_data(target, X, y)
+    X_public = public_data[0] if isinstance(public_data, (tuple, list)) else public_data
+    if X_public is not None:
+        X_public, _ = check_image_data(target, X_public, name="public_data")
+    columns = target.label_index(y)
+    n_classes = int(np.max(columns)) + 1
+    if eval_model is None:
+        if verbose:
+            print("Training the evaluation classifier on the private images...", flush=True)
+        shape = getattr(target.model, "output_shape", None)  # no query spent on this
+        if isinstance(shape, tuple) and shape and isinstance(shape[-1], int):
+            n_classes = max(n_classes, shape[-1])
+        eval_model, eval_acc = train_evaluation_model(
+            X, columns, n_classes, random_state=random_state
+        )
+        report.settings["evaluation classifier held-out accuracy"] = round(eval_acc, 3)
+    try:
+        features = feature_extractor(eval_model)
+    except ValueError:
+        features = None
+    rows, skipped = run_image_attacks(
+        target,
+        X_private=X,
+        y_private=y,
+        X_public=X_public,
+        eval_model=eval_model,
+        feature_model=features,
+        attacks=attacks,
+        attack_params=attack_params,
+        shared_prior=shared_prior,
+        random_state=random_state,
+        verbose=verbose,
+        target_name=name,
+        checkpoint=checkpoint,
+    )
+    report.settings.setdefault("private images", f"{len(X)} of shape {X.shape[1:]}")
+    report.settings.setdefault(
+        "public images (attacker's)", 0 if X_public is None else len(X_public)
+    )
+    report.settings[f"{name}: access"] = target.access
+    if skipped:
+        report.settings[f"{name}: skipped attacks"] = "; ".join(
+            f"{k}: {v}" for k, v in skipped.items()
+        )
+    specs = IMAGE_ATTACKS if attacks == "auto" else attacks
+    report.settings.setdefault(
+        "attack parameters",
+        "; ".join(
+            f"{n} { ({**p, **(attack_params or {}).get(n, {})}) }"
+            for n, _, p in specs
+            if n not in skipped and p
+        ),
+    )
+    if not any(f["title"].startswith("Real private") for f in report.figures):
+        add_real_examples(report, X, y)
+    add_reconstructions(report, rows)
+    report.rows += [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    report.summary += summarize_image(rows)
+
+

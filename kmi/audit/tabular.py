@@ -8,6 +8,7 @@ import numpy as np
 
 from kmi.attacks import tabular as tab
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
+from kmi.audit.api import pair
 from kmi.metrics.tabular import advantage, attack_metrics, paired_interval
 from kmi.targets import AccessError, as_target
 
@@ -39,6 +40,7 @@ def run_tabular_attacks(
     y_private,
     sensitive_feature,
     attacks="auto",
+    attack_params=None,
     extra_splits=None,
     random_state=0,
     verbose=1,
@@ -84,12 +86,14 @@ def run_tabular_attacks(
     splits = {"members": (X_private, y_private), **(extra_splits or {})}
     rows, baselines = [], {}
     done = read_checkpoint(checkpoint)
+    overrides = dict(attack_params or {})
     for name, cls, params in specs:
+        params = {**params, **overrides.get(name, {})}
         keys = [(target_name, str(sensitive_feature), name, split) for split in splits]
         if keys and all(k in done for k in keys):
             for key in keys:
                 rows.append(done[key])
-                if cls is tab.ImputationBaseline:
+                if not cls.uses_target:  # the baseline
                     baselines[key[-1]] = done[key]
             if verbose:
                 print(f"  {name:<24} (resumed from {checkpoint})")
@@ -127,7 +131,7 @@ def run_tabular_attacks(
                 **metrics,
             }
             correct = np.asarray(pred == truth, dtype=bool)
-            if cls is tab.ImputationBaseline:
+            if not cls.uses_target:  # the baseline that never queries the model
                 row["_correct"] = "".join("1" if c else "0" for c in correct)
                 baselines[split] = row
             base = baselines.get(split)
@@ -135,7 +139,7 @@ def run_tabular_attacks(
                 advantage(metrics, base)["balanced_accuracy"] if base else float("nan")
             )
             row["adv_ci95"] = "n/a"
-            if base is not None and cls is not tab.ImputationBaseline:
+            if base is not None and cls.uses_target:
                 base_correct = np.frombuffer(base["_correct"].encode(), dtype=np.uint8) == 49
                 low, high = paired_interval(truth.astype(str), correct, base_correct,
                                             random_state=random_state)
@@ -204,3 +208,51 @@ def _interval_low(text):
         return float(str(text).strip("[]").split(",")[0])
     except (TypeError, ValueError):
         return None
+def audit_tabular(
+    report,
+    target,
+    private_data,
+    *,
+    public_data=None,
+    sensitive_feature=None,
+    attacks="auto",
+    attack_params=None,
+    name="model",
+    random_state=0,
+    verbose=1,
+    checkpoint=None,
+):
+    """Run the attribute-inference attacks on ``target`` and add them to ``report``.
+
+    The tabular part of :func:`kmi.audit.audit`, whose parameters these are.
+    """
+    if sensitive_feature is None:
+        raise ValueError(
+            "A tabular audit needs the attacked column: pass sensitive_feature=<name or "
+            "index>. Received: sensitive_feature=None"
+        )
+    X, y = pair(private_data, "private_data", "tabular", "(X, y)")
+    if public_data is None:
+        raise ValueError(
+            "A tabular audit needs the attacker's auxiliary records: pass "
+            "public_data=(X_aux, y_aux). Received: public_data=None"
+        )
+    X_aux, y_aux = pair(public_data, "public_data", "tabular", "(X_aux, y_aux)")
+    rows = run_tabular_attacks(
+        target,
+        X_aux=X_aux,
+        y_aux=y_aux,
+        X_private=X,
+        y_private=y,
+        sensitive_feature=sensitive_feature,
+        attacks=attacks,
+        attack_params=attack_params,
+        random_state=random_state,
+        verbose=verbose,
+        target_name=name,
+        checkpoint=checkpoint,
+    )
+    report.settings.setdefault("private records", len(y))
+    report.settings.setdefault("auxiliary records (attacker's)", len(y_aux))
+    report.rows += rows
+    report.summary += summarize_tabular(rows)

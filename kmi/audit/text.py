@@ -80,7 +80,7 @@ def audit_text(
         params.setdefault("verbose", verbose)
         q0 = target.n_queries_
         t0 = time.perf_counter()
-        if cls is tx.LMExtraction:
+        if cls.generative:  # generates and ranks candidates from the prompts
             attack = cls(
                 target, tokenizer=tokenizer, prompts=sorted(set(p for p, _ in pairs)), **params
             )

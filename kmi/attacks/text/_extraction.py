@@ -106,6 +106,7 @@ class LMExtraction(BaseAttack):
 
     required_access = "black-box"
     level = "instance"
+    generative = True
     _parameter_constraints = {
         "target": "no_validation",
         "tokenizer": [HasMethods(["detokenize"]), None],
