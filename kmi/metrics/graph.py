@@ -13,19 +13,23 @@ result states which:
   and Wu et al. (2022); average precision is then comparable across graphs.
 
 :class:`kmi.attacks.FeatureSimilarity` scores pairs without querying the model; an
-attack leaks the graph only where it beats it.
+attack leaks the graph only where it beats it. The adjacency is checked by
+:func:`kmi.utils.validation.check_adjacency` and the nodes by
+:func:`kmi.utils.validation.check_nodes`; scores that are all NaN are refused.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.utils import check_random_state
 
-from kmi.utils.validation import check_nodes
+from kmi.utils.validation import check_adjacency, check_nodes
 
 __all__ = [
     "PAIRS",
@@ -40,7 +44,7 @@ __all__ = [
 PAIRS = ("all", "balanced")
 
 
-def edge_labels(adjacency, nodes=None) -> np.ndarray:
+def edge_labels(adjacency: ArrayLike | sp.spmatrix, nodes: ArrayLike | None = None) -> np.ndarray:
     """The true adjacency among ``nodes``, as a dense 0/1 matrix.
 
     Parameters
@@ -48,7 +52,7 @@ def edge_labels(adjacency, nodes=None) -> np.ndarray:
     adjacency : ndarray or scipy.sparse matrix of shape (n_nodes, n_nodes)
         Any non-zero entry is an edge.
     nodes : array-like of int, default=None
-        Attacked nodes; ``None`` means all.
+        Attacked nodes, at least one; ``None`` means all.
 
     Returns
     -------
@@ -57,24 +61,23 @@ def edge_labels(adjacency, nodes=None) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the adjacency is not square or holds NaN, or a node is out of range.
+        If the adjacency is empty, not square or holds NaN, or the nodes are empty,
+        repeated or out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.metrics.graph import edge_labels
+    >>> A = np.array([[0, 2, 0], [2, 0, 0], [0, 0, 0]])
+    >>> edge_labels(A, [0, 1]).tolist()
+    [[0, 1], [1, 0]]
     """
-    shape = getattr(adjacency, "shape", None)
-    if shape is None:
-        adjacency = np.asarray(adjacency)
-        shape = adjacency.shape
-    if len(shape) != 2 or shape[0] != shape[1]:
-        raise ValueError(
-            f"adjacency must be a square (n_nodes, n_nodes) matrix. Received: adjacency "
-            f"shape={tuple(shape)}"
-        )
-    nodes = check_nodes(nodes, shape[0], min_nodes=0)
+    adjacency = check_adjacency(adjacency)
+    nodes = check_nodes(nodes, adjacency.shape[0])
     if sp.issparse(adjacency):
         sub = sp.csr_matrix(adjacency)[nodes][:, nodes].toarray()
     else:
-        sub = np.asarray(adjacency)[np.ix_(nodes, nodes)]
-    if not np.all(np.isfinite(sub)):
-        raise ValueError("adjacency must not contain NaN or inf. Received: non-finite adjacency")
+        sub = adjacency[np.ix_(nodes, nodes)]
     return (sub != 0).astype(np.int8)
 
 
@@ -91,6 +94,11 @@ def _pairs(adjacency, scores, nodes, pairs, random_state):
         )
     rows, cols = np.triu_indices(truth.shape[0], k=1)
     y_true, y_score = truth[rows, cols], scores[rows, cols]
+    if len(y_score) and np.isnan(y_score).all():
+        raise ValueError(
+            "scores are all NaN: the attack scored no node pair (an interrupted attack leaves "
+            f"NaN where it did not finish). Received: {len(y_score)} NaN scores"
+        )
     if np.isnan(y_score).any():
         raise ValueError(
             "scores hold NaN for some node pairs (an interrupted attack leaves NaN where it "
@@ -106,14 +114,22 @@ def _pairs(adjacency, scores, nodes, pairs, random_state):
     if pairs == "balanced":
         rng = check_random_state(random_state)
         pos = np.flatnonzero(y_true)
-        neg = rng.choice(np.flatnonzero(y_true == 0), size=min(n_edges, len(y_true) - n_edges),
-                         replace=False)
+        neg = rng.choice(
+            np.flatnonzero(y_true == 0), size=min(n_edges, len(y_true) - n_edges), replace=False
+        )
         keep = np.concatenate([pos, np.sort(neg)])
         y_true, y_score = y_true[keep], y_score[keep]
     return y_true, y_score
 
 
-def edge_auc(adjacency, scores, nodes=None, *, pairs: str = "all", random_state=None) -> float:
+def edge_auc(
+    adjacency: ArrayLike | sp.spmatrix,
+    scores: ArrayLike,
+    nodes: ArrayLike | None = None,
+    *,
+    pairs: str = "all",
+    random_state: int | np.random.RandomState | None = None,
+) -> float:
     """Area under the ROC curve of edge scores over the attacked node pairs.
 
     Parameters
@@ -141,6 +157,11 @@ def edge_auc(adjacency, scores, nodes=None, *, pairs: str = "all", random_state=
         On a shape mismatch, NaN scores, nodes out of range, or when the attacked
         nodes have no edge (or no non-edge) among them.
 
+    References
+    ----------
+    X. He, J. Jia, M. Backes, N. Z. Gong and Y. Zhang. Stealing links from graph
+    neural networks. USENIX Security 2021.
+
     Examples
     --------
     >>> import numpy as np
@@ -153,28 +174,85 @@ def edge_auc(adjacency, scores, nodes=None, *, pairs: str = "all", random_state=
     return float(roc_auc_score(y_true, y_score))
 
 
-def edge_ap(adjacency, scores, nodes=None, *, pairs: str = "all", random_state=None) -> float:
+def edge_ap(
+    adjacency: ArrayLike | sp.spmatrix,
+    scores: ArrayLike,
+    nodes: ArrayLike | None = None,
+    *,
+    pairs: str = "all",
+    random_state: int | np.random.RandomState | None = None,
+) -> float:
     """Average precision of edge scores over the attacked node pairs.
 
-    Parameters are those of :func:`edge_auc`. Chance level is the share of edges
-    among the pairs: 0.5 with ``pairs="balanced"``, the graph's density otherwise.
+    Chance level is the share of edges among the pairs: 0.5 with
+    ``pairs="balanced"``, the graph's density otherwise.
+
+    Parameters
+    ----------
+    adjacency, scores, nodes, pairs, random_state
+        As :func:`edge_auc`.
+
+    Returns
+    -------
+    float
+        1.0 when every edge scores above every non-edge.
+
+    Raises
+    ------
+    ValueError
+        As :func:`edge_auc`.
+
+    References
+    ----------
+    F. Wu, Y. Long, C. Zhang and B. Li. LinkTeller: recovering private edges from
+    graph neural networks via influence analysis. IEEE S&P 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.metrics.graph import edge_ap
+    >>> A = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]])
+    >>> round(edge_ap(A, np.array([[0, 0.2, 0.9], [0.2, 0, 0.1], [0.9, 0.1, 0]])), 4)
+    0.5
     """
     y_true, y_score = _pairs(adjacency, scores, nodes, pairs, random_state)
     return float(average_precision_score(y_true, y_score))
 
 
 def edge_metrics(
-    adjacency, scores, nodes=None, *, pairs: str = "all", random_state=None
-) -> dict:
+    adjacency: ArrayLike | sp.spmatrix,
+    scores: ArrayLike,
+    nodes: ArrayLike | None = None,
+    *,
+    pairs: str = "all",
+    random_state: int | np.random.RandomState | None = None,
+) -> dict[str, Any]:
     """AUC and average precision together, with what they were computed on.
 
-    Parameters are those of :func:`edge_auc`.
+    Parameters
+    ----------
+    adjacency, scores, nodes, pairs, random_state
+        As :func:`edge_auc`.
 
     Returns
     -------
     dict
         ``auc``, ``ap``, ``pairs`` (the protocol), ``n_pairs`` (pairs scored),
         ``n_edges`` (edges among them) and ``chance_ap`` (AP of a random guess).
+
+    Raises
+    ------
+    ValueError
+        As :func:`edge_auc`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.metrics.graph import edge_metrics
+    >>> A = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]])
+    >>> out = edge_metrics(A, np.array([[0, 0.9, 0.1], [0.9, 0, 0.2], [0.1, 0.2, 0]]))
+    >>> out["auc"], out["pairs"], out["n_pairs"], out["n_edges"], round(out["chance_ap"], 3)
+    (1.0, 'all', 3, 1, 0.333)
     """
     y_true, y_score = _pairs(adjacency, scores, nodes, pairs, random_state)
     return {
@@ -191,25 +269,50 @@ class _EdgeScorer:
     def __init__(self, metric, pairs, random_state):
         self.metric, self.pairs, self.random_state = metric, pairs, random_state
 
-    def __call__(self, attack, X, y=None, *, adjacency, nodes=None):
+    def __call__(self, attack, X, y=None, *, adjacency, nodes=None) -> float:
         scores = attack.invert(X, y, nodes=nodes)
         fn = edge_auc if self.metric == "auc" else edge_ap
         return fn(adjacency, scores, nodes, pairs=self.pairs, random_state=self.random_state)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"edge_scorer({self.metric!r}, pairs={self.pairs!r})"
 
 
-def edge_scorer(metric: str = "auc", *, pairs: str = "all", random_state=None) -> Callable:
+def edge_scorer(
+    metric: str = "auc",
+    *,
+    pairs: str = "all",
+    random_state: int | np.random.RandomState | None = None,
+) -> Callable[..., float]:
     """A scorer ``scorer(attack, X, y, adjacency=..., nodes=...)`` for a fitted graph attack.
 
     It runs ``attack.invert(X, y, nodes=nodes)`` and returns :func:`edge_auc` or
     :func:`edge_ap` against ``adjacency``.
 
+    Parameters
+    ----------
+    metric : {"auc", "ap"}, default="auc"
+        The measure returned.
+    pairs : {"all", "balanced"}, default="all"
+        As :func:`edge_auc`.
+    random_state : int, RandomState instance or None, default=None
+        As :func:`edge_auc`.
+
+    Returns
+    -------
+    callable
+        ``scorer(attack, X, y=None, *, adjacency, nodes=None) -> float``.
+
     Raises
     ------
     ValueError
         On an unknown ``metric`` or ``pairs``.
+
+    Examples
+    --------
+    >>> from kmi.metrics.graph import edge_scorer
+    >>> edge_scorer("ap", pairs="balanced")
+    edge_scorer('ap', pairs='balanced')
     """
     if metric not in ("auc", "ap"):
         raise ValueError(f"metric must be 'auc' or 'ap'. Received: metric={metric!r}")

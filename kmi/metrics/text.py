@@ -14,7 +14,10 @@
   randomness space or by the skew-normal extrapolation.
 
 Words are maximal runs of letters and digits, lower-cased (``"Hello, World!"`` has the
-words ``hello`` and ``world``).
+words ``hello`` and ``world``). Original texts are checked by
+:func:`kmi.utils.validation.check_texts` (a non-empty sequence of non-blank strings);
+recovered texts may hold ``None`` for texts an interrupted attack did not recover
+(counted wrong), but not only ``None``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+from kmi.utils.validation import check_features, check_texts
 
 __all__ = [
     "bleu",
@@ -43,26 +49,51 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def tokenize_words(text: str) -> list[str]:
-    """Lower-cased words of ``text`` (maximal runs of letters, digits and ``_``)."""
+    """Lower-cased words of ``text`` (maximal runs of letters, digits and ``_``).
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    TypeError
+        If ``text`` is not a string.
+
+    Examples
+    --------
+    >>> from kmi.metrics.text import tokenize_words
+    >>> tokenize_words("Hello, World! 123-45")
+    ['hello', 'world', '123', '45']
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be a string. Received: text of type {type(text).__name__}")
     return _WORD.findall(text.lower())
 
 
 def _pairs(y_true, y_pred):
-    if isinstance(y_true, str) or isinstance(y_pred, str):
+    y_true = check_texts(y_true, "y_true")
+    if isinstance(y_pred, (str, bytes)) or y_pred is None:
         raise TypeError(
-            "y_true and y_pred must be sequences of strings, not single strings; wrap one "
-            f"text in a list. Received: y_true of type {type(y_true).__name__}"
+            "y_pred must be a sequence of strings (None for a text not recovered), not "
+            f"{'one string' if y_pred is not None else 'None'}; wrap one text in a list. "
+            f"Received: y_pred of type {type(y_pred).__name__}"
         )
-    y_true, y_pred = list(y_true), list(y_pred)
+    y_pred = list(y_pred)
     if len(y_true) != len(y_pred):
         raise ValueError(
             "y_true and y_pred must hold the same number of texts. "
             f"Received: len(y_true)={len(y_true)}, len(y_pred)={len(y_pred)}"
         )
-    if not y_true:
-        raise ValueError("y_true and y_pred are empty. Received: len(y_true)=0")
+    if all(p is None for p in y_pred):
+        raise ValueError(
+            "y_pred holds only None: the attack recovered no text, so there is nothing to "
+            f"measure. Received: {len(y_pred)} None"
+        )
     out = []
     for t, p in zip(y_true, y_pred):
         # None stands for a text an interrupted attack did not recover: it is wrong
@@ -97,10 +128,20 @@ def word_precision(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     -------
     float in [0, 1]
 
+    Raises
+    ------
+    TypeError
+        If ``y_true`` or ``y_pred`` is a single string, or holds something else than
+        strings (and ``None`` in ``y_pred``).
+    ValueError
+        If they differ in length, ``y_true`` is empty or holds a blank text, or
+        ``y_pred`` holds only ``None`` (as every metric of texts here).
+
     Examples
     --------
-    >>> word_precision(["the cat sat"], ["the cat ran"])
-    0.6666666666666666
+    >>> from kmi.metrics.text import word_precision
+    >>> round(word_precision(["the cat sat"], ["the cat ran"]), 4)
+    0.6667
     """
     return _prf(y_true, y_pred)[0]
 
@@ -108,8 +149,23 @@ def word_precision(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
 def word_recall(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
     """Mean fraction of the distinct words of each original text that were recovered.
 
+    Parameters
+    ----------
+    y_true, y_pred : sequence of str
+        As :func:`word_precision`.
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`word_precision`.
+
     Examples
     --------
+    >>> from kmi.metrics.text import word_recall
     >>> word_recall(["the cat sat down"], ["the cat"])
     0.5
     """
@@ -121,12 +177,27 @@ def word_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
 
     Word order is ignored: this is the measure of a bag-of-words inversion.
 
+    Parameters
+    ----------
+    y_true, y_pred : sequence of str
+        As :func:`word_precision`.
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`word_precision`.
+
     References
     ----------
     C. Song and A. Raghunathan. Information Leakage in Embedding Models. CCS 2020.
 
     Examples
     --------
+    >>> from kmi.metrics.text import word_f1
     >>> word_f1(["the cat sat"], ["cat the sat"])
     1.0
     """
@@ -138,8 +209,23 @@ def exact_match(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
 
     Case, punctuation and spacing are ignored (texts are compared as word lists).
 
+    Parameters
+    ----------
+    y_true, y_pred : sequence of str
+        As :func:`word_precision`.
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`word_precision`.
+
     Examples
     --------
+    >>> from kmi.metrics.text import exact_match
     >>> exact_match(["Hello, world!", "a b"], ["hello world", "b a"])
     0.5
     """
@@ -171,15 +257,26 @@ def bleu(
     -------
     float in [0, 1]
 
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`word_precision`, or if ``max_order`` is not a positive integer.
+
     References
     ----------
     K. Papineni, S. Roukos, T. Ward and W.-J. Zhu. BLEU: a Method for Automatic
     Evaluation of Machine Translation. ACL 2002.
 
+    C.-Y. Lin and F. J. Och. ORANGE: a method for evaluating automatic evaluation
+    metrics for machine translation. COLING 2004.
+
     Examples
     --------
+    >>> from kmi.metrics.text import bleu
     >>> bleu(["the cat sat on the mat"], ["the cat sat on the mat"])
     1.0
+    >>> round(bleu(["the cat sat on the mat"], ["the cat sat on a mat"]), 4)
+    0.6389
     """
     if not isinstance(max_order, int) or max_order < 1:
         raise ValueError(
@@ -208,26 +305,36 @@ def bleu(
     return float(min(brevity * math.exp(log_p), 1.0))
 
 
-def cosine_similarity(a, b) -> np.ndarray:
+def cosine_similarity(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """Cosine similarity of each row of ``a`` with the same row of ``b``.
 
     Parameters
     ----------
     a, b : array-like of shape (n_samples, n_features)
+        Finite vectors, one per row (e.g. original and recovered texts re-embedded).
 
     Returns
     -------
     ndarray of shape (n_samples,)
         0 where a row is all zeros.
 
+    Raises
+    ------
+    ValueError
+        If ``a`` or ``b`` is not a non-empty finite matrix
+        (:func:`kmi.utils.validation.check_features`), or they differ in shape.
+
     Examples
     --------
+    >>> from kmi.metrics.text import cosine_similarity
     >>> cosine_similarity([[1.0, 0.0], [1.0, 1.0]], [[2.0, 0.0], [-1.0, -1.0]]).round(6).tolist()
     [1.0, -1.0]
     """
+    check_features(a, name="a")
+    check_features(b, name="b")
     a = np.asarray(a, dtype="float64")
     b = np.asarray(b, dtype="float64")
-    if a.ndim != 2 or a.shape != b.shape:
+    if a.shape != b.shape:
         raise ValueError(
             "a and b must be 2-D arrays of the same shape (one vector per row). "
             f"Received: a.shape={a.shape}, b.shape={b.shape}"
@@ -239,7 +346,9 @@ def cosine_similarity(a, b) -> np.ndarray:
     return np.where(den > 0, dot / np.where(den > 0, den, 1.0), 0.0)
 
 
-def sequence_log_perplexity(probs, token_ids, *, mask=None) -> np.ndarray:
+def sequence_log_perplexity(
+    probs: ArrayLike, token_ids: ArrayLike, *, mask: ArrayLike | None = None
+) -> np.ndarray:
     """Log-perplexity (mean negative log-likelihood, nats) of each token sequence.
 
     Parameters
@@ -259,19 +368,33 @@ def sequence_log_perplexity(probs, token_ids, *, mask=None) -> np.ndarray:
     ndarray of shape (n_samples,)
         Lower is more likely. NaN for a sequence with no scored token.
 
+    Raises
+    ------
+    ValueError
+        If ``probs`` is empty or holds NaN, the shapes do not match, or a token id
+        is out of the vocabulary.
+
     Examples
     --------
+    >>> import numpy as np
+    >>> from kmi.metrics.text import sequence_log_perplexity
     >>> probs = np.full((1, 3, 2), 0.5)
     >>> round(float(sequence_log_perplexity(probs, [[0, 1, 1]])[0]), 4)
     0.6931
     """
     probs = np.asarray(probs, dtype="float64")
     ids = np.asarray(token_ids)
-    if probs.ndim != 3 or ids.shape != probs.shape[:2]:
+    if probs.ndim != 3 or ids.shape != probs.shape[:2] or not probs.size:
         raise ValueError(
-            "probs must have shape (n_samples, length, vocabulary_size) and token_ids "
-            f"shape (n_samples, length). Received: probs.shape={probs.shape}, "
-            f"token_ids.shape={ids.shape}"
+            "probs must be a non-empty array of shape (n_samples, length, vocabulary_size) "
+            "and token_ids of shape (n_samples, length). Received: "
+            f"probs.shape={probs.shape}, token_ids.shape={ids.shape}"
+        )
+    if np.isnan(probs).any():
+        what = "only NaN" if np.isnan(probs).all() else "NaN"
+        raise ValueError(
+            f"probs contains {what}; a language model's probabilities are finite. "
+            f"Received: {int(np.isnan(probs).sum())} NaN values"
         )
     if ids.size and (ids.min() < 0 or ids.max() >= probs.shape[2]):
         raise ValueError(
@@ -293,8 +416,8 @@ def sequence_log_perplexity(probs, token_ids, *, mask=None) -> np.ndarray:
 
 
 def exposure(
-    canary_scores,
-    reference_scores,
+    canary_scores: float | ArrayLike,
+    reference_scores: ArrayLike,
     *,
     randomness_space: int | float | None = None,
     method: str = "rank",
@@ -338,8 +461,8 @@ def exposure(
     Raises
     ------
     ValueError
-        On an unknown method, a space smaller than the references, or non-finite
-        scores.
+        On an unknown method, a space smaller than the references, empty or
+        non-finite scores.
 
     References
     ----------
@@ -349,6 +472,7 @@ def exposure(
 
     Examples
     --------
+    >>> from kmi.metrics.text import exposure
     >>> float(exposure(0.1, [1.0, 2.0, 3.0]))  # the most likely of 4 candidates
     2.0
     """
@@ -357,8 +481,9 @@ def exposure(
     scalar = np.ndim(canary_scores) == 0
     canary = np.atleast_1d(np.asarray(canary_scores, dtype="float64"))
     ref = np.asarray(reference_scores, dtype="float64").ravel()
-    if ref.size == 0:
-        raise ValueError("reference_scores is empty. Received: len(reference_scores)=0")
+    if ref.size == 0 or canary.size == 0:
+        name = "reference_scores" if ref.size == 0 else "canary_scores"
+        raise ValueError(f"{name} is empty. Received: len({name})=0")
     if not (np.isfinite(ref).all() and np.isfinite(canary).all()):
         raise ValueError(
             "canary_scores and reference_scores must be finite. Received: NaN or infinite scores"
@@ -395,8 +520,31 @@ def exposure(
     return float(out[0]) if scalar else out
 
 
-def text_attack_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict:
-    """Word precision, recall and F1, BLEU and exact match of recovered texts, in a dict."""
+def text_attack_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, float]:
+    """Word precision, recall and F1, BLEU and exact match of recovered texts, in a dict.
+
+    Parameters
+    ----------
+    y_true, y_pred : sequence of str
+        As :func:`word_precision`.
+
+    Returns
+    -------
+    dict
+        ``word_precision``, ``word_recall``, ``word_f1``, ``bleu`` and ``exact_match``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`word_precision`.
+
+    Examples
+    --------
+    >>> from kmi.metrics.text import text_attack_metrics
+    >>> out = text_attack_metrics(["the cat sat", "a dog"], ["the cat sat", None])
+    >>> {name: round(value, 3) for name, value in out.items()}
+    {'word_precision': 0.5, 'word_recall': 0.5, 'word_f1': 0.5, 'bleu': 0.513, 'exact_match': 0.5}
+    """
     p, r, f = _prf(y_true, y_pred)
     return {
         "word_precision": p,

@@ -9,30 +9,58 @@ graph attack sees.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 import scipy.sparse as sp
 from keras import ops
+from numpy.typing import ArrayLike
 
-from kmi.utils.validation import check_adjacency
+from kmi.models._seeds import SeedStream
+from kmi.utils.validation import check_adjacency, check_features
 
 __all__ = ["GCNConv", "GraphPredictor", "gcn", "normalize_adjacency"]
 
 
-def normalize_adjacency(adjacency, *, add_self_loops: bool = True):
+def normalize_adjacency(
+    adjacency: ArrayLike | sp.spmatrix, *, add_self_loops: bool = True
+) -> np.ndarray | sp.csr_matrix:
     """Symmetric normalisation ``D^-1/2 (A + I) D^-1/2`` of an adjacency matrix.
 
     Computed in NumPy / SciPy, for models built with ``GCNConv(normalize=False)``
-    and for checks; :class:`GCNConv` normalises on the fly by default.
+    and for checks; :class:`GCNConv` normalises on the fly by default. Nodes of
+    degree 0 (without self-loops) get zero rows.
 
     Parameters
     ----------
     adjacency : ndarray or scipy.sparse matrix of shape (n_nodes, n_nodes)
+        The graph; entries are edge weights.
     add_self_loops : bool, default=True
+        Normalise ``A + I`` rather than ``A``.
 
     Returns
     -------
     ndarray or scipy.sparse CSR matrix (as the input), float32.
+
+    Raises
+    ------
+    ValueError
+        If ``adjacency`` is not a non-empty square matrix or holds NaN or inf
+        (:func:`kmi.utils.validation.check_adjacency`).
+
+    References
+    ----------
+    T. N. Kipf and M. Welling. "Semi-Supervised Classification with Graph
+    Convolutional Networks." ICLR 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.models import normalize_adjacency
+    >>> a = np.array([[0, 1], [1, 0]])
+    >>> normalize_adjacency(a).round(3).tolist()
+    [[0.5, 0.5], [0.5, 0.5]]
     """
     adjacency = check_adjacency(adjacency)
     n = adjacency.shape[0]
@@ -75,7 +103,10 @@ class GCNConv(keras.layers.Layer):
         Apply the symmetric degree normalisation. With ``False`` the adjacency is
         used as given (pass a matrix from :func:`normalize_adjacency`) and
         ``add_self_loops`` still adds ``X W`` once.
-    kernel_initializer, bias_initializer : str or initializer
+    kernel_initializer : str or initializer, default="glorot_uniform"
+        Initializer of the kernel; give it a seed
+        (``keras.initializers.GlorotUniform(seed=0)``) for reproducible weights.
+    bias_initializer : str or initializer, default="zeros"
     kernel_regularizer, bias_regularizer : str or regularizer, default=None
     **kwargs
         Passed to :class:`keras.layers.Layer`.
@@ -105,16 +136,16 @@ class GCNConv(keras.layers.Layer):
     def __init__(
         self,
         units: int,
-        activation=None,
+        activation: str | Any | None = None,
         use_bias: bool = True,
         add_self_loops: bool = True,
         normalize: bool = True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        **kwargs,
-    ):
+        kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        bias_initializer: str | keras.initializers.Initializer = "zeros",
+        kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+        bias_regularizer: str | keras.regularizers.Regularizer | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if not isinstance(units, int | np.integer) or isinstance(units, bool) or units < 1:
             raise ValueError(f"units must be a positive integer. Received: units={units!r}")
@@ -132,8 +163,7 @@ class GCNConv(keras.layers.Layer):
     def _check_input_shapes(self, input_shape):
         if not isinstance(input_shape, list | tuple) or len(input_shape) != 2:
             raise ValueError(
-                "GCNConv is called on [features, adjacency]. "
-                f"Received: input_shape={input_shape}"
+                f"GCNConv is called on [features, adjacency]. Received: input_shape={input_shape}"
             )
         x_shape, a_shape = (tuple(s) for s in input_shape)
         if len(x_shape) != 2 or len(a_shape) != 2:
@@ -153,7 +183,8 @@ class GCNConv(keras.layers.Layer):
             )
         return x_shape, a_shape
 
-    def build(self, input_shape):
+    def build(self, input_shape: list[tuple]) -> None:
+        """Create the kernel (and bias) for ``[features shape, adjacency shape]``."""
         x_shape, _ = self._check_input_shapes(input_shape)
         if x_shape[-1] is None:
             raise ValueError(
@@ -175,8 +206,19 @@ class GCNConv(keras.layers.Layer):
         else:
             self.bias = None
 
-    def propagate(self, h, adjacency):
-        """``D^-1/2 (A + I) D^-1/2 h`` (or ``A h (+ h)`` without normalisation)."""
+    def propagate(self, h: Any, adjacency: Any) -> Any:
+        """``D^-1/2 (A + I) D^-1/2 h`` (or ``A h (+ h)`` without normalisation).
+
+        Parameters
+        ----------
+        h : tensor of shape (n_nodes, d)
+            Node states.
+        adjacency : tensor of shape (n_nodes, n_nodes), dense or sparse
+
+        Returns
+        -------
+        tensor of shape (n_nodes, d)
+        """
         if not self.normalize:
             out = ops.matmul(adjacency, h)
             return out + h if self.add_self_loops else out
@@ -192,7 +234,8 @@ class GCNConv(keras.layers.Layer):
             out = out + h
         return dinv * out
 
-    def call(self, inputs):
+    def call(self, inputs: list) -> Any:
+        """``activation(propagate(features @ kernel) + bias)`` of ``[features, adjacency]``."""
         x, adjacency = inputs
         h = ops.matmul(x, self.kernel)
         out = self.propagate(h, adjacency)
@@ -200,11 +243,13 @@ class GCNConv(keras.layers.Layer):
             out = out + self.bias
         return self.activation(out)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: list[tuple]) -> tuple:
+        """``(n_nodes, units)``."""
         x_shape, _ = self._check_input_shapes(input_shape)
         return (x_shape[0], self.units)
 
-    def get_config(self):
+    def get_config(self) -> dict:
+        """The layer's arguments, for ``from_config`` and ``model.save``."""
         return {
             **super().get_config(),
             "units": self.units,
@@ -228,6 +273,7 @@ def gcn(
     l2: float = 2.5e-4,
     sparse: bool = False,
     name: str = "gcn",
+    seed: int | None = None,
 ) -> keras.Model:
     """The two-layer GCN node classifier of Kipf and Welling (2017).
 
@@ -242,7 +288,9 @@ def gcn(
     n_features : int
         Features per node.
     n_classes : int
+        Number of classes.
     hidden_units : int, default=16
+        Width of the hidden layer.
     dropout : float, default=0.5
         Dropout rate on the input of each layer.
     l2 : float, default=2.5e-4
@@ -254,6 +302,10 @@ def gcn(
         ``predict``). A dense adjacency is what :class:`kmi.attacks.GraphMI`
         differentiates; both give the same predictions.
     name : str, default="gcn"
+        Name of the model.
+    seed : int, default=None
+        Seeds the kernels' initialisation and the two dropout layers, each with a seed
+        of its own derived from it; ``None`` draws as Keras does.
 
     Returns
     -------
@@ -264,7 +316,7 @@ def gcn(
     Raises
     ------
     ValueError
-        On non-positive sizes or a dropout rate outside [0, 1).
+        On non-positive sizes, a dropout rate outside [0, 1) or a bad ``seed``.
 
     Notes
     -----
@@ -283,27 +335,34 @@ def gcn(
     Examples
     --------
     >>> from kmi.models import gcn
-    >>> model = gcn(1433, 7)
+    >>> model = gcn(1433, 7, seed=0)
     >>> [tuple(t.shape) for t in model.inputs], tuple(model.outputs[0].shape)
     ([(None, 1433), (None, None)], (None, 7))
     """
-    for arg, value in (("n_features", n_features), ("n_classes", n_classes),
-                       ("hidden_units", hidden_units)):
+    for arg, value in (
+        ("n_features", n_features),
+        ("n_classes", n_classes),
+        ("hidden_units", hidden_units),
+    ):
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
+    seeds = SeedStream(seed)
     features = keras.Input(shape=(int(n_features),), name="features")
     adjacency = keras.Input(shape=(None,), sparse=bool(sparse), name="adjacency")
-    h = keras.layers.Dropout(dropout, name="dropout_1")(features)
+    h = keras.layers.Dropout(dropout, seed=seeds.next(), name="dropout_1")(features)
     h = GCNConv(
         hidden_units,
         activation="relu",
+        kernel_initializer=seeds.initializer(),
         kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
         name="gcn_conv_1",
     )([h, adjacency])
-    h = keras.layers.Dropout(dropout, name="dropout_2")(h)
-    out = GCNConv(n_classes, activation="softmax", name="gcn_conv_2")([h, adjacency])
+    h = keras.layers.Dropout(dropout, seed=seeds.next(), name="dropout_2")(h)
+    out = GCNConv(
+        n_classes, activation="softmax", kernel_initializer=seeds.initializer(), name="gcn_conv_2"
+    )([h, adjacency])
     return keras.Model([features, adjacency], out, name=name)
 
 
@@ -327,8 +386,9 @@ class GraphPredictor:
     Raises
     ------
     ValueError
-        If the adjacency is not square or holds NaN, or when a query does not have
-        one row per node.
+        If the adjacency is not square or holds NaN, or when a query is not a finite
+        feature matrix with one row per node
+        (:func:`kmi.utils.validation.check_features`).
 
     Examples
     --------
@@ -341,16 +401,26 @@ class GraphPredictor:
     ((3, 2), 'black-box')
     """
 
-    def __init__(self, model, adjacency):
+    def __init__(self, model: keras.Model, adjacency: ArrayLike | sp.spmatrix) -> None:
         self.model = model
         self.adjacency = check_adjacency(adjacency)
         self.n_nodes = int(self.adjacency.shape[0])
         self._forward = None  # compiled on the first dense query
         self._dense = None
 
-    def __call__(self, features):
-        features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or features.shape[0] != self.n_nodes:
+    def __call__(self, features: ArrayLike) -> np.ndarray:
+        """The model's output for every node, given every node's features.
+
+        Parameters
+        ----------
+        features : array-like of shape (n_nodes, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_nodes, n_outputs)
+        """
+        features = check_features(features, name="features")
+        if features.shape[0] != self.n_nodes:
             raise ValueError(
                 f"A query must give the features of all {self.n_nodes} nodes of the graph, in "
                 "one call (wrap the predictor with Target(..., batch_size=None) for graphs "
@@ -371,5 +441,5 @@ class GraphPredictor:
             out = self._forward(ops.convert_to_tensor(features), self._dense)
         return ops.convert_to_numpy(out)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"GraphPredictor({self.model.name!r}, n_nodes={self.n_nodes})"

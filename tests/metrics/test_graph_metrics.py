@@ -4,9 +4,7 @@ import scipy.sparse as sp
 
 from kmi.metrics.graph import edge_ap, edge_auc, edge_labels, edge_metrics, edge_scorer
 
-A = np.array(
-    [[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype="float32"
-)
+A = np.array([[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype="float32")
 # Upper-triangle pairs: (0,1)=edge, (0,2), (0,3), (1,2)=edge, (1,3), (2,3).
 PERFECT = np.array(
     [[0, 0.9, 0.1, 0.2], [0.9, 0, 0.8, 0.3], [0.1, 0.8, 0, 0.0], [0.2, 0.3, 0.0, 0]]
@@ -73,3 +71,14 @@ def test_bad_inputs():
         edge_auc(A, PERFECT[2:, 2:], nodes=[2, 3])
     with pytest.raises(ValueError, match="Received: pairs='some'"):
         edge_ap(A, PERFECT, pairs="some")
+
+
+def test_empty_or_all_nan_inputs_are_refused():
+    with pytest.raises(ValueError, match=r"non-empty square.*Received: adjacency shape=\(0, 0\)"):
+        edge_auc(np.zeros((0, 0)), np.zeros((0, 0)))
+    with pytest.raises(ValueError, match="at least 1 node"):
+        edge_labels(A, [])
+    with pytest.raises(ValueError, match="must not contain NaN"):
+        edge_metrics(np.full((4, 4), np.nan), PERFECT)
+    with pytest.raises(ValueError, match="scores are all NaN.*Received: 6 NaN scores"):
+        edge_ap(A, np.full((4, 4), np.nan))

@@ -37,10 +37,51 @@ def test_attack_accuracy_errors():
         attack_accuracy(scores_model, images[:, 0], [0, 1])
     with pytest.raises(ValueError, match="Received: labels in"):
         attack_accuracy(scores_model, images, [0, 9])
-    with pytest.raises(ValueError, match="Received: labels.shape"):
+    with pytest.raises(ValueError, match=r"Received: len\(labels\)=1"):
         attack_accuracy(scores_model, images, [0])
+    with pytest.raises(ValueError, match="integer class labels"):
+        attack_accuracy(scores_model, images, [0.5, 1])
     with pytest.raises(ValueError, match="Received: top_k"):
         attack_accuracy(scores_model, images, [0, 1], top_k=0)
+
+
+PRIVATE = one_hot_images([0, 1])
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        lambda x: attack_accuracy(scores_model, x, [0] * len(x)),
+        lambda x: knn_distance(x, [0] * len(x), PRIVATE, [0, 1]),
+        lambda x: nearest_neighbor_accuracy(x, [0] * len(x), PRIVATE, [0, 1]),
+        lambda x: psnr(x, np.zeros_like(x)),
+        lambda x: ssim(x, np.zeros_like(x)),
+        lambda x: feature_frechet_distance(x, PRIVATE),
+        lambda x: image_attack_metrics(x, [0] * len(x), eval_model=scores_model),
+    ],
+    ids=["accuracy", "knn", "nn_accuracy", "psnr", "ssim", "frechet", "summary"],
+)
+def test_empty_or_all_nan_reconstructions_are_refused(metric):
+    with pytest.raises(
+        ValueError, match=r"images is empty.*Received: images.shape=\(0, 1, 4, 1\)"
+    ):
+        metric(np.zeros((0, 1, 4, 1), "float32"))
+    with pytest.raises(ValueError, match="only NaN or infinite images.*Received: images.shape"):
+        metric(np.full((2, 1, 4, 1), np.nan, "float32"))
+
+
+def test_private_and_reference_images_are_checked():
+    recon = one_hot_images([0, 1])
+    bad = PRIVATE.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="private_images contains NaN"):
+        knn_distance(recon, [0, 1], bad, [0, 1])
+    with pytest.raises(ValueError, match=r"Received: len\(private_labels\)=1"):
+        nearest_neighbor_accuracy(recon, [0, 1], PRIVATE, [0])
+    with pytest.raises(ValueError, match="reference is empty"):
+        psnr(recon, recon[:0])
+    with pytest.raises(ValueError, match="same image shape"):
+        knn_distance(recon, [0, 1], one_hot_images([0, 1], n=5), [0, 1])
 
 
 def test_knn_distance_and_nn_accuracy():

@@ -75,3 +75,39 @@ def test_advantage_interval():
     noisy = np.where(rng.random(2000) < 0.9, truth, 1 - truth)
     low, high = m.advantage_interval(truth, noisy, better)
     assert low < 0 < high  # two equally good attacks: no significant advantage
+
+
+@pytest.mark.parametrize("name", [*m.METRICS, "interval"])
+def test_empty_missing_or_all_missing_inputs_are_refused(name):
+    def metric(y_true, y_pred):
+        if name == "interval":
+            return m.advantage_interval(y_true, y_pred, y_pred)
+        return m.METRICS[name](y_true, y_pred)
+
+    with pytest.raises(ValueError, match=r"y_true is empty.*Received: len\(y_true\)=0"):
+        metric([], [])
+    with pytest.raises(ValueError, match=r"Received: len\(y_true\)=2, len\(y_pred\)=1"):
+        metric(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="y_true holds missing values.*Received: 1 missing of 2"):
+        metric(["a", np.nan], ["a", "b"])
+    with pytest.raises(ValueError, match="only missing values.*Received: 2 missing"):
+        metric(["a", "b"], [None, np.nan])
+    # a missing prediction among others counts as wrong
+    assert m.accuracy(["a", "b"], ["a", np.float32("nan")]) == 0.5
+
+
+def test_auc_and_interval_errors():
+    with pytest.raises(ValueError, match=r"Received: scores.shape=\(2, 3\)"):
+        m.auc(["a", "b"], np.ones((2, 3)), ["a", "b"])
+    with pytest.raises(ValueError, match="NaN in every row"):
+        m.auc(["a", "b"], np.full((2, 2), np.nan), ["a", "b"])
+    with pytest.raises(ValueError, match="y_true is empty"):
+        m.auc([], np.ones((0, 2)), ["a", "b"])
+    with pytest.raises(ValueError, match="classes is empty"):
+        m.paired_interval([], [], [])
+    with pytest.raises(ValueError, match="Received: lengths 2, 1 and 2"):
+        m.paired_interval([0, 1], [True], [True, False])
+    with pytest.raises(ValueError, match="Received: n_boot=0"):
+        m.paired_interval([0, 1], [True, True], [True, False], n_boot=0)
+    with pytest.raises(ValueError, match="Received: level=1"):
+        m.paired_interval([0, 1], [True, True], [True, False], level=1)

@@ -114,3 +114,38 @@ def test_exposure_skew_normal_matches_normal_tail():
         assert out == pytest.approx(expected, rel=0.05)
     # capped at log2 |R|
     assert exposure(-100.0, ref, method="skew-normal", randomness_space=2**12) == 12.0
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [word_precision, word_recall, word_f1, exact_match, bleu, text_attack_metrics],
+    ids=lambda f: f.__name__,
+)
+def test_empty_blank_or_all_none_texts_are_refused(metric):
+    with pytest.raises(ValueError, match=r"y_true is empty.*Received: len\(y_true\)=0"):
+        metric([], [])
+    with pytest.raises(ValueError, match="y_pred holds only None.*Received: 2 None"):
+        metric(["a b", "c"], [None, None])
+    with pytest.raises(ValueError, match="empty or blank"):
+        metric(["a", " "], ["a", "b"])
+    with pytest.raises(TypeError, match="y_pred.*not one string"):
+        metric(["a"], "a")
+    with pytest.raises(TypeError, match=r"y_true\[1\] of type int"):
+        metric(["a", 3], ["a", "b"])
+
+
+def test_numeric_inputs_empty_or_nan_are_refused():
+    with pytest.raises(ValueError, match="a contains only NaN"):
+        cosine_similarity(np.full((2, 2), np.nan), np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"Received: b shape=\(0, 2\)"):
+        cosine_similarity(np.ones((1, 2)), np.ones((0, 2)))
+    with pytest.raises(ValueError, match="probs contains only NaN"):
+        sequence_log_perplexity(np.full((1, 2, 2), np.nan), [[0, 1]])
+    with pytest.raises(ValueError, match="non-empty array"):
+        sequence_log_perplexity(np.ones((0, 2, 2)), np.ones((0, 2), int))
+    with pytest.raises(ValueError, match=r"canary_scores is empty"):
+        exposure([], [1.0, 2.0])
+    with pytest.raises(ValueError, match="reference_scores is empty"):
+        exposure(0.0, [])
+    with pytest.raises(ValueError, match="must be finite"):
+        exposure(np.nan, [1.0, 2.0])

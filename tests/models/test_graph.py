@@ -35,8 +35,14 @@ def test_gcnconv_matches_hand_computed_propagation():
 
 
 def test_gcnconv_without_normalisation_and_activation():
-    layer = GCNConv(2, activation="relu", normalize=False, add_self_loops=False,
-                    kernel_initializer="identity", use_bias=False)
+    layer = GCNConv(
+        2,
+        activation="relu",
+        normalize=False,
+        add_self_loops=False,
+        kernel_initializer="identity",
+        use_bias=False,
+    )
     out = keras.ops.convert_to_numpy(layer([X4, -PATH]))
     np.testing.assert_allclose(out, np.maximum(-PATH @ X4, 0))
 
