@@ -14,6 +14,21 @@ def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
 
     ``data_home`` if given, else the ``KMI_DATA`` environment variable, else
     ``~/kmi_data``. The folder is not created here.
+
+    Parameters
+    ----------
+    data_home : str or path-like, default=None
+        A folder; ``~`` is expanded.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> from kmi.datasets import get_data_home
+    >>> get_data_home("shared/data").as_posix()
+    'shared/data'
     """
     if data_home is None:
         data_home = os.environ.get("KMI_DATA", Path.home() / "kmi_data")
@@ -25,6 +40,22 @@ def fetch_file(url: str, path: Path, *, name: str, download: bool = True) -> Pat
 
     The download goes to a temporary file renamed into place, so an interrupted
     download never leaves a partial file behind.
+
+    Parameters
+    ----------
+    url : str
+        Where the file is downloaded from.
+    path : pathlib.Path
+        Where it is kept.
+    name : str
+        What the file is, for the error message.
+    download : bool, default=True
+        Whether a missing file may be downloaded.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
 
     Raises
     ------

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
+from typing import BinaryIO
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,7 +47,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         When the pickle names any other global (a function to call, a class to build).
     """
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> object:
+        """The allowed object named ``module.name``; anything else is refused."""
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
@@ -57,7 +60,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def restricted_load(file, *, encoding: str = "latin1"):
+def restricted_load(
+    file: str | os.PathLike | bytes | bytearray | BinaryIO, *, encoding: str = "latin1"
+) -> object:
     """Unpickle ``file`` (a path or a binary file object) with :class:`RestrictedUnpickler`.
 
     ``encoding="latin1"`` reads NumPy arrays written by Python 2.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pandas as pd
 from sklearn.utils import Bunch
 
 from kmi.datasets._base import fetch_file, get_data_home
+
+__all__ = ["ADULT_COLUMNS", "load_adult"]
 
 ADULT_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/adult.data"
 
@@ -42,8 +45,12 @@ def _mglearn_copy() -> Path | None:
 
 
 def load_adult(
-    data_home=None, *, dropna: bool = True, return_X_y: bool = False, download: bool = True
-):
+    data_home: str | os.PathLike | None = None,
+    *,
+    dropna: bool = True,
+    return_X_y: bool = False,
+    download: bool = True,
+) -> Bunch | tuple[pd.DataFrame, pd.Series]:
     """Load the UCI Adult census data set (32,561 records, income above 50K or not).
 
     The file is read from the copy shipped inside the ``mglearn`` package when it is
@@ -77,6 +84,14 @@ def load_adult(
     References
     ----------
     R. Kohavi and B. Becker. UCI Adult data set (1996), from the 1994 US Census.
+
+    Examples
+    --------
+    >>> from kmi.datasets import load_adult
+    >>> # reads mglearn's copy, or adult/adult.data under data_home
+    >>> adult = load_adult(data_home="../shared/data")  # doctest: +SKIP
+    >>> adult.data.shape, adult.target.value_counts().to_dict()  # doctest: +SKIP
+    ((30162, 14), {'<=50K': 22654, '>50K': 7508})
     """
     path = _mglearn_copy()
     if path is None:

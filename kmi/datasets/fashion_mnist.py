@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +35,34 @@ CLASSES = (
 __all__ = ["CLASSES", "load_fashion_mnist", "read_idx"]
 
 
-def read_idx(path) -> np.ndarray:
+def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped or not, into a NumPy array.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file; a name ending in ``.gz`` is read through gzip.
+
+    Returns
+    -------
+    ndarray of uint8
+        Of the shape its header gives.
 
     Raises
     ------
     ValueError
         If the file is not an unsigned-byte IDX file or its size does not match
         its header.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from kmi.datasets.fashion_mnist import read_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiny-idx1-ubyte")
+    >>> with open(path, "wb") as fh:  # magic 0 0 8 (unsigned bytes), 1 dimension of 3
+    ...     _ = fh.write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
+    >>> read_idx(path).tolist()
+    [7, 8, 9]
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -74,7 +95,9 @@ def _locate(filename, data_home, download):
     return fetch_file(FASHION_MNIST_URL + filename, local, name="Fashion-MNIST", download=download)
 
 
-def load_fashion_mnist(data_home=None, *, download: bool = True):
+def load_fashion_mnist(
+    data_home: str | os.PathLike | None = None, *, download: bool = True
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load Fashion-MNIST: 60,000 training and 10,000 test images of clothes.
 
     Files are read from ``<data_home>/fashion-mnist/``, else from the folder the
@@ -105,6 +128,15 @@ def load_fashion_mnist(data_home=None, *, download: bool = True):
     ----------
     Xiao, Rasul and Vollgraf, "Fashion-MNIST: a Novel Image Dataset for
     Benchmarking Machine Learning Algorithms", 2017.
+
+    Examples
+    --------
+    >>> from kmi.datasets import load_fashion_mnist
+    >>> # reads fashion-mnist/*-ubyte.gz under data_home (or the Debian package's folder)
+    >>> (x_train, y_train), (x_test, y_test) = load_fashion_mnist(
+    ...     data_home="../shared/data", download=False)  # doctest: +SKIP
+    >>> x_train.shape, x_test.shape  # doctest: +SKIP
+    ((60000, 28, 28), (10000, 28, 28))
     """
     arrays = {
         key: read_idx(_locate(filename, data_home, download)) for key, filename in FILES.items()

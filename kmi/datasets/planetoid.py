@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import Bunch
 
 from kmi.datasets._base import fetch_file, get_data_home
 from kmi.datasets._pickle import restricted_load
+
+__all__ = ["PLANETOID_NAMES", "load_planetoid"]
 
 PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data/ind.{name}.{ext}"
 PLANETOID_NAMES = ("cora", "citeseer", "pubmed")
@@ -32,7 +36,7 @@ def _dict_of_lists_to_adjacency(graph, n_nodes: int) -> sp.csr_matrix:
 
 def load_planetoid(
     name: str = "cora",
-    data_home=None,
+    data_home: str | os.PathLike | None = None,
     *,
     row_normalize: bool = False,
     download: bool = True,
@@ -56,6 +60,7 @@ def load_planetoid(
     Parameters
     ----------
     name : {"cora", "citeseer", "pubmed"}, default="cora"
+        The graph (case-insensitive).
     data_home : str or path-like, default=None
         Data folder; see :func:`kmi.datasets.get_data_home`.
     row_normalize : bool, default=False
@@ -97,6 +102,7 @@ def load_planetoid(
     Examples
     --------
     >>> from kmi.datasets import load_planetoid
+    >>> # reads planetoid/ind.cora.* under data_home
     >>> cora = load_planetoid("cora", data_home="../shared/data")  # doctest: +SKIP
     >>> cora.features.shape, cora.adjacency.nnz // 2, len(cora.idx_test)  # doctest: +SKIP
     ((2708, 1433), 5278, 1000)

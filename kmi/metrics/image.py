@@ -39,6 +39,7 @@ __all__ = [
     "ssim",
 ]
 
+
 def _reconstructions(images, name="images"):
     """Reconstructions as float32 and the mask of their finite rows.
 

@@ -54,7 +54,9 @@ class SeedStream:
         self._count += 1
         return int(state >> 1)
 
-    def initializer(self, identifier="glorot_uniform"):
+    def initializer(
+        self, identifier: str | keras.initializers.Initializer = "glorot_uniform"
+    ) -> str | keras.initializers.Initializer:
         """A copy of the initializer ``identifier`` with the next seed.
 
         ``identifier`` is returned unchanged without a seed (Keras' default draw), and

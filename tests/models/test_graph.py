@@ -138,3 +138,13 @@ def test_target_sends_a_whole_graph_with_batch_size_none():
     assert target.n_calls_ == 1 and target.n_queries_ == 4
     with pytest.raises(ValueError, match=r"all 4 nodes"):
         Target(GraphPredictor(gcn(2, 3), PATH), batch_size=2).query(X4)
+
+
+def test_graph_predictor_checks_queries_with_kmi_validation():
+    predictor = GraphPredictor(gcn(2, 3, seed=0), PATH)
+    with pytest.raises(ValueError, match="features contains only NaN"):
+        predictor(np.full((4, 2), np.nan))
+    with pytest.raises(ValueError, match=r"Received: features shape=\(0, 2\)"):
+        predictor(np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="non-empty square"):
+        GraphPredictor(gcn(2, 3), np.zeros((0, 0)))

@@ -120,3 +120,7 @@ def test_pca_prior_errors():
     X[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         pca_prior(X, 2)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        pca_prior(X[:1], 1)
+    with pytest.raises(ValueError, match="X contains only NaN"):
+        pca_prior(np.full((3, 2, 2, 1), np.nan), 1)
