@@ -235,8 +235,7 @@ class LapGraph(_EdgeDP):
     ((4, 4), True)
     """
 
-    def __init__(self, epsilon=1.0, *, count_share=0.01, random_state=None,
-                 block_size=1_000_000):
+    def __init__(self, epsilon=1.0, *, count_share=0.01, random_state=None, block_size=1_000_000):
         self.epsilon = epsilon
         self.count_share = count_share
         self.random_state = random_state
@@ -275,7 +274,7 @@ class LapGraph(_EdgeDP):
             idx = np.concatenate([best_idx, np.arange(start, stop, dtype=np.int64)])
             val = np.concatenate([best_val, values])
             if len(val) > target:
-                top = np.argpartition(val, len(val) - target)[len(val) - target:]
+                top = np.argpartition(val, len(val) - target)[len(val) - target :]
                 idx, val = idx[top], val[top]
             best_idx, best_val = idx, val
         return _flat_to_pair(np.sort(best_idx), n)
