@@ -134,7 +134,7 @@ _CONV_LAYERS = (
 )
 
 
-def check_vectorized_distribution(model):
+def check_vectorized_distribution(model: keras.Model) -> None:
     """Refuse vmap'd convolution gradients on a sharded batch: they come out wrong.
 
     Measured with jax 0.10 on two virtual CPU devices: a Conv1D's per-example
@@ -165,7 +165,7 @@ def finite_number(value: Any) -> bool:
     )
 
 
-def check_clip_and_noise(l2_norm_clip, noise_multiplier):
+def check_clip_and_noise(l2_norm_clip: float, noise_multiplier: float | None) -> None:
     """Raise unless ``l2_norm_clip > 0`` and ``noise_multiplier`` is ``None`` or ``>= 0``."""
     if not (finite_number(l2_norm_clip) and l2_norm_clip > 0):
         raise ValueError(
@@ -182,14 +182,14 @@ def check_clip_and_noise(l2_norm_clip, noise_multiplier):
 
 
 def check_dpsgd_parameters(
-    l2_norm_clip,
-    noise_multiplier,
-    target_epsilon,
-    delta,
-    num_examples,
-    clipping,
-    accountant,
-):
+    l2_norm_clip: float,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    delta: float | None,
+    num_examples: int | None,
+    clipping: str,
+    accountant: str,
+) -> None:
     """Raise unless :class:`~kmi.defenses.DPSGD`'s parameters are valid (not its sampling)."""
     check_clip_and_noise(l2_norm_clip, noise_multiplier)
     if (noise_multiplier is None) == (target_epsilon is None):
