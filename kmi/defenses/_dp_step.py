@@ -34,7 +34,7 @@ _SEED_STRIDE = 0x9E3779B1
 _CACHED_TRAIN_FUNCTIONS = 4
 
 
-def first(x: Any) -> Any:
+def _first(x):
     """The first tensor (not ``None``) of a structure: its length is the batch size."""
     return next(t for t in keras.tree.flatten(x) if t is not None)
 
@@ -52,7 +52,7 @@ def _per_example(model, trainable, non_trainable, x, y, sample_weight):
     example sees its own mask, as in an ordinary batched step.
     """
     seed_idx = _seed_indices(model)
-    batch_size = ops.shape(first(x))[0]
+    batch_size = ops.shape(_first(x))[0]
     batch = {"x": x}
     if y is not None:
         batch["y"] = y
@@ -176,7 +176,7 @@ def make_grad_fn(
             trainable, non_trainable, x, y, sample_weight
         )
         if normalizer is None:
-            denominator = ops.cast(ops.shape(first(x))[0], "float32")
+            denominator = ops.cast(ops.shape(_first(x))[0], "float32")
         else:
             denominator = ops.cast(normalizer, "float32")
         if noise_multiplier > 0:
