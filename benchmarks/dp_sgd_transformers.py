@@ -396,8 +396,8 @@ def profile_worker(args):
     from keras import ops
 
     from kmi import backend as kmi_backend
+    from kmi.defenses._dp_step import make_grad_fn
     from kmi.defenses._ghost import plan_ghost
-    from kmi.defenses.dp import _make_grad_fn
 
     warnings.simplefilter("ignore")
     model, data = build(args.model, args.vocabulary, args.length)
@@ -430,7 +430,7 @@ def profile_worker(args):
         return kmi_backend.jit(grads)
 
     def dp_fn():
-        fn = _make_grad_fn(model, 1.0, 1.0, None, keras.random.SeedGenerator(0), 0, plan)
+        fn = make_grad_fn(model, 1.0, 1.0, None, keras.random.SeedGenerator(0), 0, plan)
         return kmi_backend.jit(lambda tv, nt, x, y: fn(tv, nt, ops.convert_to_tensor(0),
                                                          x, y, None)[2])  # fmt: skip
 

@@ -1,4 +1,17 @@
-"""Defenses against model inversion that drop into an existing ``model.fit``."""
+"""Defenses against model inversion that drop into an existing ``model.fit``.
+
+- :mod:`kmi.defenses.dp`: DP-SGD (:class:`DPSGD`, :func:`make_private`,
+  :class:`PrivacyBudget`, :class:`PoissonSampler`); its training step, checks and
+  ghost clipping live in private modules (``_dp_step``, ``_dp_checks``,
+  ``_sampling``, ``_ghost*``).
+- :mod:`kmi.defenses.accounting`: privacy accounting over ``dp-accounting``.
+- :mod:`kmi.defenses.layers`, :mod:`kmi.defenses.losses`,
+  :mod:`kmi.defenses.regularizers`: training-time penalties (MID, negative label
+  smoothing, BiDO).
+- :mod:`kmi.defenses.output`: output hardening of a served model.
+- :mod:`kmi.defenses.graph`: edge-level DP of a graph (EdgeRand, LapGraph).
+- :mod:`kmi.defenses.transfer`: fine-tune only the last layers (TL-DMI).
+"""
 
 from kmi.defenses.accounting import calibrate_noise, compute_epsilon
 from kmi.defenses.dp import (

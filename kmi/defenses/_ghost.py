@@ -15,7 +15,7 @@ does it is a *rule* (:mod:`kmi.defenses._ghost_rules`).
   embeddings, normalisations, keras-hub's ``ReversibleEmbedding`` and
   ``PositionEmbedding``) is handled by it;
 - any other layer owning trainable variables is recomputed alone, per example,
-  for the gradients of its own variables (:class:`~kmi.defenses._ghost_rules.PerExampleRule`);
+  for the gradients of its own variables (:class:`~kmi.defenses._ghost_recompute.PerExampleRule`);
   the rest of the model stays on the ghost route ("mixed");
 - a layer that calls its sublayers in a loop or on a reshaped batch (``RNN``,
   ``Bidirectional``, ``TimeDistributed``) is handled as one such unit.
@@ -32,7 +32,8 @@ import keras
 from keras import ops
 
 from kmi import backend as kmi_backend
-from kmi.defenses import _ghost_rules as rules
+from kmi.defenses._ghost_base import Call, Context, own_variables
+from kmi.defenses._ghost_rules import PER_EXAMPLE, covered_classes, rule_for
 
 #: Layers that call their sublayers in a loop or on a reshaped batch: never tapped inside.
 _CONTAINERS = (keras.layers.RNN, keras.layers.Wrapper)
@@ -76,7 +77,7 @@ class GhostPlan:
         return (
             f"no ghost-clipping rule for {names}; their own variables get per-example "
             f"gradients, every other layer is ghost-clipped (rules exist for "
-            f"{', '.join(sorted(set(rules.covered_classes())))})"
+            f"{', '.join(sorted(set(covered_classes())))})"
         )
 
 
@@ -162,7 +163,7 @@ def _analyse(model):
             )
     owner = {}
     for layer in layers:
-        for variable in rules.own_variables(layer):
+        for variable in own_variables(layer):
             owner[id(variable)] = layer
     parents = _parents(model)
     entries, index_of, slots, uncovered = [], {}, [], []
@@ -181,10 +182,10 @@ def _analyse(model):
                 "not to a layer"
             )
         unit = _container(layer, parents, model)
-        rule = None if unit is not None else rules.rule_for(layer)
+        rule = None if unit is not None else rule_for(layer)
         if rule is not None and rule.problem(layer) is None:
             known = {id(v) for v in rule.variables(layer)}
-            if all(id(v) in known for v in rules.own_variables(layer) if v.trainable):
+            if all(id(v) in known for v in own_variables(layer) if v.trainable):
                 e = entry(layer, rule, rule.variables(layer))
                 slots.append((e, [id(v) for v in entries[e].variables].index(id(variable))))
                 continue
@@ -199,7 +200,7 @@ def _analyse(model):
                 )
             owned = {id(v) for v in unit.trainable_variables}
             variables = [v for v in model.trainable_variables if id(v) in owned]
-            entry(unit, rules.PER_EXAMPLE, variables)
+            entry(unit, PER_EXAMPLE, variables)
             uncovered.append(unit)
         e = index_of[id(unit)]
         slots.append((e, [id(v) for v in entries[e].variables].index(id(variable))))
@@ -260,7 +261,7 @@ class _Tapping:
     def _wrapped(self, index, entry, original):
         def call(*args, **kwargs):
             calls = self.calls.setdefault(index, [])
-            record = rules.Call()
+            record = Call()
             record.static["taps"] = []
             key = (index, len(calls))
             calls.append(record)
@@ -369,7 +370,7 @@ def ghost_norms(model, plan, trainable, non_trainable, x, y, sample_weight):
     # The batch loss is the mean of the examples' losses: scale the taps' gradients
     # by the batch size to get each example's own.
     n = ops.cast(batch_size, loss.dtype)
-    ctx = rules.Context(batch_size, mapping)
+    ctx = Context(batch_size, mapping)
     weighted_output_grad = _weighted_output_grad(
         model, x, y, y_pred, sample_weight, mapping + scratch, n
     )

@@ -245,7 +245,56 @@ def max_steps(
     accountant: str = "rdp",
     upper: int = 10**7,
 ) -> int:
-    """Largest number of steps whose epsilon stays <= ``target_epsilon`` (bisection)."""
+    """Largest number of DP-SGD steps whose epsilon stays within ``target_epsilon``.
+
+    Found by bisection over :func:`compute_epsilon`, which grows with the number
+    of steps. :class:`~kmi.defenses.PrivacyBudget` uses it to stop a ``fit``.
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        Noise standard deviation divided by the clipping norm.
+    target_epsilon : float
+        The privacy budget.
+    sampling_rate : float
+        Probability that an example joins a batch.
+    delta : float
+        Target delta.
+    accountant : {"rdp", "pld"}, default="rdp"
+        As in :func:`compute_epsilon`.
+    upper : int, default=10**7
+        Largest number of steps searched; returned when even it stays within
+        the budget.
+
+    Returns
+    -------
+    int
+        The number of steps (``0`` if a single step exceeds the budget).
+
+    Raises
+    ------
+    ValueError
+        If a value is out of range (see :func:`compute_epsilon`).
+
+    See Also
+    --------
+    compute_epsilon : epsilon after a given number of steps.
+    PrivacyBudget : stops a DP-SGD ``fit`` after this many steps.
+
+    Examples
+    --------
+    How many batches of 256 out of 60,000 examples fit in ``epsilon=1``:
+
+    >>> from kmi.defenses import compute_epsilon
+    >>> from kmi.defenses.accounting import max_steps
+    >>> steps = max_steps(1.1, 1.0, sampling_rate=256 / 60000, delta=1e-5)
+    >>> steps, steps * 256 // 60000  # steps, whole epochs
+    (1709, 7)
+    >>> def eps(n):
+    ...     return compute_epsilon(1.1, sampling_rate=256 / 60000, steps=n, delta=1e-5)
+    >>> eps(steps) <= 1.0 < eps(steps + 1)
+    True
+    """
 
     def eps(steps):
         return compute_epsilon(

@@ -13,9 +13,11 @@ returns a scipy.sparse CSR matrix, symmetric, binary, with no self-loops. The sa
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
@@ -88,16 +90,37 @@ def _symmetric(n, rows, cols):
 
 
 class _EdgeDP(TransformerMixin, BaseEstimator):
-    def fit(self, X, y=None):
-        """Validate ``epsilon`` and the adjacency ``X``; return self.
+    """Base of the edge-DP transformers: validation, and the perturbed graph's format."""
 
-        Nothing is learnt from the graph (that would spend privacy budget).
+    def fit(self, X: ArrayLike | sp.spmatrix, y: Any = None) -> _EdgeDP:
+        """Validate ``epsilon`` and the adjacency ``X``.
+
+        Nothing is learnt from the graph (that would spend privacy budget); only
+        its number of nodes is kept, to check ``transform``'s input.
+
+        Parameters
+        ----------
+        X : ndarray or scipy.sparse matrix of shape (n_nodes, n_nodes)
+            The private graph.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+            The fitted transformer.
+
+        Raises
+        ------
+        ValueError
+            If ``epsilon`` is not a positive, finite number, or the adjacency is
+            not square or holds NaN.
         """
         self.epsilon_ = _check_epsilon(self.epsilon)
         self.n_nodes_ = _upper_edges(X)[0]
         return self
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike | sp.spmatrix) -> sp.csr_matrix:
         """Perturb the adjacency ``X``.
 
         Parameters
@@ -151,11 +174,14 @@ class EdgeRand(_EdgeDP):
     epsilon : float, default=1.0
         Privacy budget (edge-level DP).
     random_state : int, RandomState instance or None, default=None
+        Seed of the perturbation; the same seed gives the same graph.
 
     Attributes
     ----------
     epsilon_ : float
+        The validated budget.
     n_nodes_ : int
+        Number of nodes of the graph seen in ``fit``.
 
     See Also
     --------
@@ -173,9 +199,18 @@ class EdgeRand(_EdgeDP):
     >>> A = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]])
     >>> EdgeRand(epsilon=8.0, random_state=0).fit_transform(A).toarray().astype(int).tolist()
     [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
+
+    A small budget adds many random edges to a sparse graph:
+
+    >>> ring = np.roll(np.eye(200), 1, axis=1) + np.roll(np.eye(200), -1, axis=1)
+    >>> noisy = EdgeRand(epsilon=2.0, random_state=0).fit_transform(ring)
+    >>> int(ring.sum()) // 2, noisy.nnz // 2  # edges before, after
+    (200, 2494)
     """
 
-    def __init__(self, epsilon=1.0, *, random_state=None):
+    def __init__(
+        self, epsilon: float = 1.0, *, random_state: int | np.random.RandomState | None = None
+    ) -> None:
         self.epsilon = epsilon
         self.random_state = random_state
 
@@ -208,13 +243,16 @@ class LapGraph(_EdgeDP):
     count_share : float, default=0.01
         Share of ``epsilon`` spent on the number of edges (the paper uses 0.01).
     random_state : int, RandomState instance or None, default=None
+        Seed of the perturbation; the same seed gives the same graph.
     block_size : int, default=1_000_000
         Cells drawn at once; memory stays bounded on large graphs.
 
     Attributes
     ----------
     epsilon_ : float
+        The validated budget.
     n_nodes_ : int
+        Number of nodes of the graph seen in ``fit``.
 
     See Also
     --------
@@ -233,16 +271,49 @@ class LapGraph(_EdgeDP):
     >>> noisy = LapGraph(epsilon=2.0, random_state=0).fit_transform(A)
     >>> noisy.shape, bool((noisy != noisy.T).nnz == 0)
     ((4, 4), True)
+
+    Unlike :class:`EdgeRand`, it keeps about as many edges as there were:
+
+    >>> ring = np.roll(np.eye(200), 1, axis=1) + np.roll(np.eye(200), -1, axis=1)
+    >>> noisy = LapGraph(epsilon=2.0, random_state=0).fit_transform(ring)
+    >>> int(ring.sum()) // 2, noisy.nnz // 2  # edges before, after
+    (200, 205)
     """
 
-    def __init__(self, epsilon=1.0, *, count_share=0.01, random_state=None,
-                 block_size=1_000_000):
+    def __init__(
+        self,
+        epsilon: float = 1.0,
+        *,
+        count_share: float = 0.01,
+        random_state: int | np.random.RandomState | None = None,
+        block_size: int = 1_000_000,
+    ) -> None:
         self.epsilon = epsilon
         self.count_share = count_share
         self.random_state = random_state
         self.block_size = block_size
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike | sp.spmatrix, y: Any = None) -> LapGraph:
+        """Validate the parameters and the adjacency ``X``.
+
+        Parameters
+        ----------
+        X : ndarray or scipy.sparse matrix of shape (n_nodes, n_nodes)
+            The private graph.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+            The fitted transformer.
+
+        Raises
+        ------
+        ValueError
+            If ``epsilon``, ``count_share`` or ``block_size`` is out of range, or
+            the adjacency is not square or holds NaN.
+        """
         if (
             not isinstance(self.count_share, numbers.Real)
             or not 0.0 < float(self.count_share) < 1.0
@@ -275,7 +346,7 @@ class LapGraph(_EdgeDP):
             idx = np.concatenate([best_idx, np.arange(start, stop, dtype=np.int64)])
             val = np.concatenate([best_val, values])
             if len(val) > target:
-                top = np.argpartition(val, len(val) - target)[len(val) - target:]
+                top = np.argpartition(val, len(val) - target)[len(val) - target :]
                 idx, val = idx[top], val[top]
             best_idx, best_val = idx, val
         return _flat_to_pair(np.sort(best_idx), n)

@@ -1,5 +1,9 @@
 """Training-time defense losses: negative label smoothing and its schedule."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -26,8 +30,17 @@ class NegativeLabelSmoothing(keras.losses.Loss):
         Whether ``y_true`` holds class indices (else one-hot rows). ``None``
         infers it: ``y_true`` with one dimension fewer than ``y_pred``, or a
         last dimension of 1, is sparse.
-    reduction, name, dtype
+    reduction : str, default="sum_over_batch_size"
         As in ``keras.losses.Loss``.
+    name : str, default="negative_label_smoothing"
+        As in ``keras.losses.Loss``.
+    dtype : str, optional
+        As in ``keras.losses.Loss``.
+
+    Raises
+    ------
+    ValueError
+        If ``alpha >= 1``.
 
     See Also
     --------
@@ -46,17 +59,36 @@ class NegativeLabelSmoothing(keras.losses.Loss):
     >>> loss = NegativeLabelSmoothing(alpha=0.0)
     >>> round(float(loss(np.array([1]), np.array([[0.0, 0.0]]))), 4)  # log(2)
     0.6931
+
+    A negative ``alpha`` rewards confidence beyond the one-hot target: the loss of
+    a confident, correct prediction falls below zero.
+
+    >>> logits = np.array([[4.0, 0.0]])
+    >>> round(float(NegativeLabelSmoothing(alpha=-0.5)(np.array([0]), logits)), 3)
+    -0.982
+
+    In a model:
+
+    >>> import keras
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)
+    ... ])
+    >>> model.compile("adam", NegativeLabelSmoothing(alpha=-0.05))
+    >>> x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    >>> history = model.fit(x, (x[:, 0] > 0).astype("int32"), epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['loss']
     """
 
     def __init__(
         self,
-        alpha=-0.05,
-        from_logits=True,
-        sparse=None,
-        reduction="sum_over_batch_size",
-        name="negative_label_smoothing",
-        dtype=None,
-    ):
+        alpha: float = -0.05,
+        from_logits: bool = True,
+        sparse: bool | None = None,
+        reduction: str = "sum_over_batch_size",
+        name: str = "negative_label_smoothing",
+        dtype: str | None = None,
+    ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if not alpha < 1:
             raise ValueError(f"alpha must be < 1. Received: alpha={alpha!r}")
@@ -64,7 +96,7 @@ class NegativeLabelSmoothing(keras.losses.Loss):
         self.from_logits = bool(from_logits)
         self.sparse = sparse
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         y_pred = ops.convert_to_tensor(y_pred)
         n_classes = y_pred.shape[-1]
         y_true = ops.convert_to_tensor(y_true)
@@ -86,7 +118,7 @@ class NegativeLabelSmoothing(keras.losses.Loss):
             log_probs = ops.log(ops.clip(y_pred, 1e-7, 1.0))
         return -ops.sum(targets * log_probs, axis=-1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "alpha": self.alpha,
@@ -109,18 +141,36 @@ class LabelSmoothingSchedule(keras.callbacks.Callback):
     Parameters
     ----------
     final_alpha : float, default=-0.05
+        The smoothing factor reached at the end of the ramp.
     ramp_epochs : int, default=10
         Epochs over which ``alpha`` moves; ``0`` sets it at once.
     start_alpha : float, default=0.0
+        The smoothing factor of the first epoch.
     loss : NegativeLabelSmoothing, optional
         The loss to drive. Default: the model's compiled loss (which must be a
         :class:`NegativeLabelSmoothing`).
+
+    Raises
+    ------
+    ValueError
+        At the start of ``fit``: ``ramp_epochs`` is not a non-negative integer, or
+        there is no :class:`NegativeLabelSmoothing` loss to drive.
+
+    See Also
+    --------
+    NegativeLabelSmoothing : the loss whose ``alpha`` it sets.
 
     Notes
     -----
     The loss coefficient is a constant of the compiled train step, so the train
     function is rebuilt (retraced) when ``alpha`` changes: once per epoch during
     the ramp.
+
+    References
+    ----------
+    Struppek, Hintersdorf and Kersting, "Be Careful What You Smooth For: Label
+    Smoothing Can Be a Privacy Shield but Also a Catalyst for Model Inversion
+    Attacks", ICLR 2024.
 
     Examples
     --------
@@ -135,14 +185,20 @@ class LabelSmoothingSchedule(keras.callbacks.Callback):
     [0.0, -0.05, -0.1]
     """
 
-    def __init__(self, final_alpha=-0.05, ramp_epochs=10, start_alpha=0.0, loss=None):
+    def __init__(
+        self,
+        final_alpha: float = -0.05,
+        ramp_epochs: int = 10,
+        start_alpha: float = 0.0,
+        loss: NegativeLabelSmoothing | None = None,
+    ) -> None:
         super().__init__()
         self.final_alpha = final_alpha
         self.ramp_epochs = ramp_epochs
         self.start_alpha = start_alpha
         self.loss = loss
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "final_alpha": self.final_alpha,
             "ramp_epochs": self.ramp_epochs,
@@ -150,17 +206,35 @@ class LabelSmoothingSchedule(keras.callbacks.Callback):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> LabelSmoothingSchedule:
         return cls(**config)
 
     def alpha_at(self, epoch: int) -> float:
-        """The smoothing factor used during ``epoch`` (0-based)."""
+        """The smoothing factor used during ``epoch``.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, 0-based.
+
+        Returns
+        -------
+        float
+            ``start_alpha + (final_alpha - start_alpha) * min(1, epoch / ramp_epochs)``.
+
+        Examples
+        --------
+        >>> from kmi.defenses import LabelSmoothingSchedule
+        >>> schedule = LabelSmoothingSchedule(final_alpha=-0.1, ramp_epochs=4)
+        >>> [round(schedule.alpha_at(e), 3) for e in range(6)]
+        [0.0, -0.025, -0.05, -0.075, -0.1, -0.1]
+        """
         if self.ramp_epochs <= 0:
             return float(self.final_alpha)
         t = min(1.0, epoch / self.ramp_epochs)
         return float(self.start_alpha + (self.final_alpha - self.start_alpha) * t)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         if int(self.ramp_epochs) != self.ramp_epochs or self.ramp_epochs < 0:
             raise ValueError(
                 "ramp_epochs must be a non-negative integer. "
@@ -180,7 +254,7 @@ class LabelSmoothingSchedule(keras.callbacks.Callback):
             )
         self._losses = candidates
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         alpha = self.alpha_at(epoch)
         if any(loss.alpha != alpha for loss in self._losses):
             for loss in self._losses:
@@ -188,6 +262,6 @@ class LabelSmoothingSchedule(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
         self._alpha = alpha
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             logs["label_smoothing_alpha"] = self._alpha

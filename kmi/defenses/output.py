@@ -5,8 +5,13 @@ tensors of any backend. :class:`kmi.targets.Target` applies them to query answer
 Keras layers wrapping them can be appended to a served model.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
+from numpy.typing import ArrayLike
 
 __all__ = [
     "ConfidenceNoise",
@@ -22,7 +27,7 @@ __all__ = [
 ]
 
 
-def round_confidence(scores, decimals: int = 2):
+def round_confidence(scores: ArrayLike, decimals: int = 2) -> Any:
     """Round scores to ``decimals`` decimal places (Fredrikson et al. 2015).
 
     Parameters
@@ -35,8 +40,31 @@ def round_confidence(scores, decimals: int = 2):
     Returns
     -------
     tensor of shape (n_samples, n_classes)
-        The rounded scores. Rows are not renormalised: rounding is what an API that
-        prints ``decimals`` digits releases.
+        The rounded scores, float32. Rows are not renormalised: rounding is what
+        an API that prints ``decimals`` digits releases.
+
+    Raises
+    ------
+    ValueError
+        If ``decimals`` is not a non-negative integer.
+
+    See Also
+    --------
+    RoundConfidence : the same as a layer.
+    kmi.targets.Target : applies it to query answers (``decimals=``).
+
+    References
+    ----------
+    Fredrikson, Jha and Ristenpart, "Model Inversion Attacks that Exploit
+    Confidence Information and Basic Countermeasures", CCS 2015.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.defenses import round_confidence
+    >>> scores = np.array([[0.123, 0.877], [0.5049, 0.4951]])
+    >>> np.asarray(round_confidence(scores, decimals=1), "float64").round(6).tolist()
+    [[0.1, 0.9], [0.5, 0.5]]
     """
     if int(decimals) != decimals or decimals < 0:
         raise ValueError(
@@ -46,12 +74,13 @@ def round_confidence(scores, decimals: int = 2):
     return ops.round(ops.convert_to_tensor(scores, dtype="float32") * scale) / scale
 
 
-def top_k_confidence(scores, k: int = 1):
+def top_k_confidence(scores: ArrayLike, k: int = 1) -> Any:
     """Keep the ``k`` largest scores of each row and set the others to zero.
 
     Parameters
     ----------
     scores : array-like of shape (n_samples, n_classes)
+        Probabilities (or any scores).
     k : int, default=1
         Number of scores released per row; ``1 <= k``. Values above ``n_classes``
         release every score.
@@ -61,6 +90,24 @@ def top_k_confidence(scores, k: int = 1):
     tensor of shape (n_samples, n_classes)
         Rows keep their original values in the top ``k`` positions (they are not
         renormalised, as an API showing the top ``k`` probabilities would not).
+        Scores tied with the ``k``-th largest are kept too.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive integer.
+
+    See Also
+    --------
+    TopK : the same as a layer, optionally renormalised.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.defenses import top_k_confidence
+    >>> scores = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
+    >>> np.asarray(top_k_confidence(scores, k=2), "float64").round(6).tolist()
+    [[0.0, 0.6, 0.3], [0.5, 0.0, 0.3]]
     """
     if int(k) != k or k < 1:
         raise ValueError(f"k must be a positive integer. Received: k={k!r}")
@@ -71,12 +118,38 @@ def top_k_confidence(scores, k: int = 1):
     return ops.where(scores >= kth, scores, ops.zeros_like(scores))
 
 
-def label_only(scores):
-    """Return only the predicted label (the arg-max) of each row, as int32."""
+def label_only(scores: ArrayLike) -> Any:
+    """Return only the predicted label (the arg-max) of each row.
+
+    Parameters
+    ----------
+    scores : array-like of shape (n_samples, n_classes)
+        Probabilities or logits.
+
+    Returns
+    -------
+    tensor of shape (n_samples,)
+        The index of each row's largest score, int32.
+
+    See Also
+    --------
+    LabelOnly : the same as a layer, optionally one-hot.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.defenses import label_only
+    >>> np.asarray(label_only(np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]))).tolist()
+    [1, 0]
+    """
     return ops.cast(ops.argmax(ops.convert_to_tensor(scores), axis=-1), "int32")
 
 
-def confidence_noise(scores, stddev: float = 0.1, seed=None):
+def confidence_noise(
+    scores: ArrayLike,
+    stddev: float = 0.1,
+    seed: int | keras.random.SeedGenerator | None = None,
+) -> Any:
     """Perturb probabilities with Gaussian noise and return probabilities.
 
     Noise of standard deviation ``stddev`` is added to the log-probabilities and
@@ -96,6 +169,29 @@ def confidence_noise(scores, stddev: float = 0.1, seed=None):
     Returns
     -------
     tensor of shape (n_samples, n_classes)
+        Probabilities (rows sum to one), float32.
+
+    Raises
+    ------
+    ValueError
+        If ``stddev`` is negative.
+
+    See Also
+    --------
+    ConfidenceNoise : the same as a layer.
+
+    Examples
+    --------
+    The draws depend on the backend's random generator; what they keep does not:
+
+    >>> import numpy as np
+    >>> from kmi.defenses import confidence_noise
+    >>> scores = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    >>> noisy = np.asarray(confidence_noise(scores, stddev=0.1, seed=0))
+    >>> noisy.shape, bool(np.allclose(noisy.sum(axis=1), 1.0, atol=1e-6))
+    ((2, 3), True)
+    >>> noisy.argmax(axis=1).tolist(), bool(np.allclose(noisy, scores))
+    ([0, 2], False)
     """
     if not stddev >= 0:
         raise ValueError(f"stddev must be >= 0. Received: stddev={stddev!r}")
@@ -106,7 +202,7 @@ def confidence_noise(scores, stddev: float = 0.1, seed=None):
     return ops.softmax(logits, axis=-1)
 
 
-def reverse_sigmoid(scores, beta: float = 1.0, gamma: float = 0.1):
+def reverse_sigmoid(scores: ArrayLike, beta: float = 1.0, gamma: float = 0.1) -> Any:
     """Reverse-sigmoid perturbation of probabilities (Lee et al. 2019).
 
     ``r = beta * (sigmoid(gamma * logit(p)) - 1/2)`` is subtracted from each
@@ -127,12 +223,29 @@ def reverse_sigmoid(scores, beta: float = 1.0, gamma: float = 0.1):
     Returns
     -------
     tensor of shape (n_samples, n_classes)
-        Probabilities (rows sum to one).
+        Probabilities (rows sum to one), float32.
+
+    Raises
+    ------
+    ValueError
+        If ``beta`` is negative or ``gamma`` is not positive.
+
+    See Also
+    --------
+    ReverseSigmoid : the same as a layer.
 
     References
     ----------
     Lee, Edwards, Molloy and Srivastava, "Defending Against NN Model Stealing
     Attacks Using Deceptive Perturbations", IEEE S&P Workshops 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.defenses import reverse_sigmoid
+    >>> scores = np.array([[0.9, 0.1], [0.6, 0.4]])
+    >>> np.asarray(reverse_sigmoid(scores, beta=1.0, gamma=0.5), "float64").round(3).tolist()
+    [[0.65, 0.35], [0.549, 0.451]]
     """
     if not beta >= 0:
         raise ValueError(f"beta must be >= 0. Received: beta={beta!r}")
@@ -147,11 +260,11 @@ def reverse_sigmoid(scores, beta: float = 1.0, gamma: float = 0.1):
 class _OutputDefense(keras.layers.Layer):
     """Base of the output-hardening layers: applied in training and inference."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.supports_masking = False
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
 
@@ -164,10 +277,25 @@ class RoundConfidence(_OutputDefense):
     Parameters
     ----------
     decimals : int, default=2
+        Number of decimals kept, >= 0.
     renormalize : bool, default=False
         Divide each rounded row by its sum, so that it sums to one again.
     **kwargs
         Standard layer arguments.
+
+    Raises
+    ------
+    ValueError
+        If ``decimals`` is not a non-negative integer.
+
+    See Also
+    --------
+    round_confidence : the function it applies.
+
+    References
+    ----------
+    Fredrikson, Jha and Ristenpart, "Model Inversion Attacks that Exploit
+    Confidence Information and Basic Countermeasures", CCS 2015.
 
     Examples
     --------
@@ -175,9 +303,18 @@ class RoundConfidence(_OutputDefense):
     >>> from kmi.defenses import RoundConfidence
     >>> print(np.round(np.asarray(RoundConfidence(1)(np.array([[0.123, 0.877]]))), 6))
     [[0.1 0.9]]
+
+    Appended to a served model, after its softmax:
+
+    >>> import keras
+    >>> served = keras.Sequential([
+    ...     keras.Input((4,)), keras.layers.Dense(3, activation="softmax"), RoundConfidence(2)
+    ... ])
+    >>> served.output_shape
+    (None, 3)
     """
 
-    def __init__(self, decimals=2, renormalize=False, **kwargs):
+    def __init__(self, decimals: int = 2, renormalize: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if int(decimals) != decimals or decimals < 0:
             raise ValueError(
@@ -186,13 +323,13 @@ class RoundConfidence(_OutputDefense):
         self.decimals = int(decimals)
         self.renormalize = bool(renormalize)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         out = round_confidence(inputs, self.decimals)
         if self.renormalize:
             out = out / ops.maximum(ops.sum(out, axis=-1, keepdims=True), 1e-12)
         return out
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "decimals": self.decimals, "renormalize": self.renormalize}
 
 
@@ -203,10 +340,20 @@ class TopK(_OutputDefense):
     Parameters
     ----------
     k : int, default=1
+        Number of probabilities released per row, >= 1.
     renormalize : bool, default=False
         Divide the kept probabilities by their sum (rows then sum to one).
     **kwargs
         Standard layer arguments.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive integer.
+
+    See Also
+    --------
+    top_k_confidence : the function it applies.
 
     Examples
     --------
@@ -216,20 +363,20 @@ class TopK(_OutputDefense):
     [[0.0, 1.0, 0.0]]
     """
 
-    def __init__(self, k=1, renormalize=False, **kwargs):
+    def __init__(self, k: int = 1, renormalize: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer. Received: k={k!r}")
         self.k = int(k)
         self.renormalize = bool(renormalize)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         out = top_k_confidence(inputs, self.k)
         if self.renormalize:
             out = out / ops.maximum(ops.sum(out, axis=-1, keepdims=True), 1e-12)
         return out
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "k": self.k, "renormalize": self.renormalize}
 
 
@@ -245,27 +392,46 @@ class LabelOnly(_OutputDefense):
         (a valid, degenerate probability vector, for code that expects scores).
     **kwargs
         Standard layer arguments.
+
+    See Also
+    --------
+    label_only : the function it applies.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.defenses import LabelOnly
+    >>> scores = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
+    >>> np.asarray(LabelOnly()(scores)).tolist()
+    [1, 0]
+    >>> np.asarray(LabelOnly(one_hot=True)(scores)).tolist()
+    [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    >>> served = keras.Sequential([
+    ...     keras.Input((4,)), keras.layers.Dense(3, activation="softmax"), LabelOnly()
+    ... ])
+    >>> served.output_shape
+    (None,)
     """
 
-    def __init__(self, one_hot=False, **kwargs):
+    def __init__(self, one_hot: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.one_hot = bool(one_hot)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         labels = label_only(inputs)
         if self.one_hot:
             return ops.one_hot(labels, ops.shape(inputs)[-1], dtype="float32")
         return labels
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape if self.one_hot else input_shape[:-1]
 
-    def compute_output_spec(self, inputs):
+    def compute_output_spec(self, inputs: Any) -> keras.KerasTensor:
         if self.one_hot:
             return keras.KerasTensor(inputs.shape, dtype="float32")
         return keras.KerasTensor(inputs.shape[:-1], dtype="int32")
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "one_hot": self.one_hot}
 
 
@@ -280,13 +446,35 @@ class ConfidenceNoise(_OutputDefense):
     Parameters
     ----------
     stddev : float, default=0.1
+        Standard deviation of the noise on log-probabilities, >= 0.
     seed : int, optional
         Seed of the layer's ``keras.random.SeedGenerator``.
     **kwargs
         Standard layer arguments.
+
+    Raises
+    ------
+    ValueError
+        If ``stddev`` is negative.
+
+    See Also
+    --------
+    confidence_noise : the function it applies.
+
+    Examples
+    --------
+    Every call draws new noise, at inference too; rows stay probabilities:
+
+    >>> import numpy as np
+    >>> from kmi.defenses import ConfidenceNoise
+    >>> layer = ConfidenceNoise(stddev=0.1, seed=0)
+    >>> scores = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    >>> first, second = np.asarray(layer(scores)), np.asarray(layer(scores))
+    >>> bool(np.allclose(first.sum(axis=1), 1.0, atol=1e-6)), bool(np.allclose(first, second))
+    (True, False)
     """
 
-    def __init__(self, stddev=0.1, seed=None, **kwargs):
+    def __init__(self, stddev: float = 0.1, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not stddev >= 0:
             raise ValueError(f"stddev must be >= 0. Received: stddev={stddev!r}")
@@ -294,10 +482,10 @@ class ConfidenceNoise(_OutputDefense):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return confidence_noise(inputs, self.stddev, seed=self.seed_generator)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
 
 
@@ -310,17 +498,36 @@ class ReverseSigmoid(_OutputDefense):
     Parameters
     ----------
     beta : float, default=1.0
+        Perturbation magnitude, >= 0.
     gamma : float, default=0.1
+        Convergence parameter of the sigmoid, > 0.
     **kwargs
         Standard layer arguments.
+
+    Raises
+    ------
+    ValueError
+        If ``beta`` is negative or ``gamma`` is not positive.
+
+    See Also
+    --------
+    reverse_sigmoid : the function it applies.
 
     References
     ----------
     Lee, Edwards, Molloy and Srivastava, "Defending Against NN Model Stealing
     Attacks Using Deceptive Perturbations", IEEE S&P Workshops 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.defenses import ReverseSigmoid
+    >>> out = np.asarray(ReverseSigmoid()(np.array([[0.6, 0.3, 0.1]])), "float64")
+    >>> out.round(3).tolist(), bool(np.isclose(out.sum(), 1.0))
+    ([[0.553, 0.301, 0.145]], True)
     """
 
-    def __init__(self, beta=1.0, gamma=0.1, **kwargs):
+    def __init__(self, beta: float = 1.0, gamma: float = 0.1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0. Received: beta={beta!r}")
@@ -329,9 +536,8 @@ class ReverseSigmoid(_OutputDefense):
         self.beta = float(beta)
         self.gamma = float(gamma)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return reverse_sigmoid(inputs, self.beta, self.gamma)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta": self.beta, "gamma": self.gamma}
-

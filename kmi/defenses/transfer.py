@@ -1,11 +1,15 @@
 """Transfer-learning defense: fine-tune only the last layers (TL-DMI)."""
 
+from __future__ import annotations
+
 import keras
 
 __all__ = ["freeze_until"]
 
 
-def freeze_until(model, layer, *, inclusive: bool = True):
+def freeze_until(
+    model: keras.Model, layer: str | int | keras.layers.Layer, *, inclusive: bool = True
+) -> keras.Model:
     """Freeze a model's layers up to ``layer``, the TL-DMI recipe (Ho et al. 2024).
 
     TL-DMI pre-trains a model on public data, then fine-tunes only its last
@@ -35,6 +39,10 @@ def freeze_until(model, layer, *, inclusive: bool = True):
     ValueError
         If ``layer`` is not a top-level layer of ``model``.
 
+    See Also
+    --------
+    check_dp_compatible : a frozen ``BatchNormalization`` is accepted by DP-SGD.
+
     References
     ----------
     Ho, Hao, Chandrasegaran, Nguyen and Cheung, "Model Inversion Robustness: Can
@@ -48,6 +56,10 @@ def freeze_until(model, layer, *, inclusive: bool = True):
     ...                           keras.layers.Dense(8, name="b"), keras.layers.Dense(2)])
     >>> [layer.trainable for layer in freeze_until(model, "b").layers]
     [False, False, True]
+    >>> [layer.trainable for layer in freeze_until(model, -1, inclusive=False).layers]
+    [False, False, True]
+    >>> len(model.trainable_weights)  # the last Dense's kernel and bias
+    2
     """
     layers = list(model.layers)
     if isinstance(layer, keras.layers.Layer):

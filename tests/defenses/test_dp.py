@@ -434,10 +434,10 @@ def test_dict_losses_of_a_multi_output_model_are_logged(clipping):
 
 
 def test_a_second_fit_does_not_recompile(monkeypatch):
-    from kmi.defenses import dp as dp_module
+    from kmi.defenses import _dp_step
 
     traces = {"dp": 0}
-    make_grad_fn = dp_module._make_grad_fn
+    make_grad_fn = _dp_step.make_grad_fn
 
     def counting(*args, **kwargs):
         grad_fn = make_grad_fn(*args, **kwargs)
@@ -448,7 +448,7 @@ def test_a_second_fit_does_not_recompile(monkeypatch):
 
         return traced
 
-    monkeypatch.setattr(dp_module, "_make_grad_fn", counting)
+    monkeypatch.setattr(_dp_step, "make_grad_fn", counting)
     x, y = _data(32)
     model = _mlp()
     model.fit(x, y, batch_size=8, verbose=0)

@@ -12,7 +12,7 @@ import pytest
 from keras import ops
 
 from kmi.backend import value_and_grad_with_aux
-from kmi.defenses import DPSGD, _ghost, _ghost_rules
+from kmi.defenses import DPSGD, _ghost, _ghost_base, _ghost_linear
 from kmi.defenses._ghost import ghost_norms, ghost_unsupported, plan_ghost
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -312,8 +312,8 @@ def test_norms_and_clipped_sum_match_a_per_example_loop(name, route, monkeypatch
     if name == "channels_first" and not JAX:
         pytest.skip("TensorFlow's CPU convolutions do not run channels_first")
     # the ghost norm is the route of layers too large to form per-example gradients
-    for decision in ("_materialize", "_materialize_conv"):
-        monkeypatch.setattr(_ghost_rules, decision, lambda *a: route == "materialize")
+    for module, decision in ((_ghost_base, "_materialize"), (_ghost_linear, "_materialize_conv")):
+        monkeypatch.setattr(module, decision, lambda *a: route == "materialize")
     build, uncovered = MODELS[name]
     model, x, y = build(np.random.default_rng(0))
     _compiled(model)
