@@ -1,69 +1,104 @@
 """Shared machinery of the tabular attribute-inference attacks.
 
 Records are handled internally as pandas DataFrames (a NumPy array becomes a frame
-with integer column labels) and handed to the target in the format it was fitted
-with. Candidate completions of a record (each sensitive value, times each combination
-of the values of unknown non-sensitive features) are built for many records at once
-and sent to the target as one batched query.
+with integer column labels, :mod:`kmi.attacks._tabular_records`) and handed to the
+target in the format it was fitted with. Candidate completions of a record (each
+sensitive value, times each combination of the values of unknown non-sensitive
+features) are built for many records at once and sent to the target as one batched
+query.
 """
 
 from __future__ import annotations
 
 import itertools
-import numbers
+from collections.abc import Hashable
+from typing import Self
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from sklearn.utils.validation import check_array, check_is_fitted
+from numpy.typing import ArrayLike
+from sklearn.utils._param_validation import HasMethods
+from sklearn.utils.validation import check_is_fitted
 
 from kmi._progress import chunks, warn_interrupted
+from kmi.attacks._tabular_records import (
+    as_frame,
+    check_known_finite,
+    check_record_labels,
+    is_numeric,
+    resolve_columns,
+    resolve_sensitive,
+    value_domain,
+)
 from kmi.base import BaseAttack
 
-#: Most distinct values a sensitive or enumerated feature may take.
-MAX_VALUES = 100
+#: Text shared by the tabular attacks' docstrings (see :mod:`kmi._docstring`).
+TABULAR_DOC = {
+    "tabular_params": """\
+target : Target, keras.Model, scikit-learn estimator or callable
+    The attacked model; wrapped with :func:`kmi.targets.as_target` in ``fit``.
+sensitive_feature : int or str
+    Column index, or DataFrame column name, of the attribute to infer (required).
+sensitive_values : array-like, default=None
+    Candidate values; ``None`` takes the distinct values of the sensitive
+    column in the auxiliary data (at most 100).""",
+    "missing_features": """\
+missing_features : list of int or str, default=None
+    Non-sensitive columns the attacker does not know; their values are
+    enumerated over those seen in the auxiliary data.""",
+    "estimator": """\
+estimator : scikit-learn classifier, default=None
+    The attack model (cloned); ``None`` uses
+    :class:`~sklearn.ensemble.HistGradientBoostingClassifier`.""",
+    "random_state": """\
+random_state : int, RandomState instance or None, default=None
+    Draws, in ``fit``, the seed of every ``random_state`` of the attack model.""",
+    "verbose": """\
+verbose : int, default=0
+    Show a progress bar while querying.""",
+    "example_records": """\
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> X = rng.integers(0, 2, size=(400, 3)).astype(float)
+>>> y = (X[:, 0] + X[:, 1] > 1).astype(int)""",
+    "mehnaz2022": """\
+S. Mehnaz, S. V. Dibbo, E. Kabir, N. Li and E. Bertino. "Are Your Sensitive
+Attributes Private? Novel Model Inversion Attribute Inference Attacks on
+Classification Models." USENIX Security 2022.""",
+    "tabular_attributes": """\
+target_ : Target
+    The wrapped target.
+sensitive_values_ : ndarray of shape (n_values,)
+    Candidate values, in the column order of :meth:`invert_proba`.
+prior_ : ndarray of shape (n_values,)
+    Marginal frequency of each value in the auxiliary data (Laplace-smoothed).
+sensitive_column_ : int or str
+    The sensitive column's label.
+n_features_in_ : int
+    Number of columns of the auxiliary data.
+feature_names_in_ : ndarray of str
+    Column names, when fitted on a DataFrame with string column names.""",
+}
 
-
-def _is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
-
-
-def _as_frame(X) -> tuple[pd.DataFrame, bool]:
-    """X as a DataFrame (integer column labels for arrays) and whether it was one."""
-    # shape, emptiness, sparse and complex input get scikit-learn's own messages
-    check_array(X, dtype=None, ensure_all_finite=False, accept_sparse=False)
-    if isinstance(X, pd.DataFrame):
-        _check_hashable(X)
-        return X.reset_index(drop=True), True
-    if isinstance(X, pd.Series):
-        raise ValueError(
-            "Expected a 2-D table of records, got a pandas Series; pass a DataFrame. "
-            f"Received: X of type {type(X).__name__}"
-        )
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise ValueError(
-            "Expected a 2-D array of records (n_samples, n_features). "
-            f"Received: X with shape {arr.shape}"
-        )
-    frame = pd.DataFrame(arr, columns=range(arr.shape[1]))
-    # object arrays of numbers become numeric columns
-    frame = frame.infer_objects()
-    _check_hashable(frame)
-    return frame, False
-
-
-def _check_hashable(frame: pd.DataFrame) -> None:
-    for col in frame.columns:
-        if frame[col].dtype == object:
-            try:
-                pd.unique(frame[col])
-            except TypeError as exc:
-                raise TypeError(
-                    f"Column {col!r} holds values that are neither strings nor numbers "
-                    f"(argument must be a string or a number). Received: {exc}"
-                ) from exc
+#: Constraints of the parameters every tabular attack has. ``sensitive_feature`` is
+#: any column label; ``None`` (the default) is refused by ``fit`` as missing.
+TABULAR_CONSTRAINTS = {
+    "target": "no_validation",
+    "sensitive_feature": [Hashable],
+    "sensitive_values": ["array-like", None],
+}
+#: ... and of the attacks that enumerate unknown features (missing_features).
+ENUMERATION_CONSTRAINTS = {
+    **TABULAR_CONSTRAINTS,
+    "missing_features": ["array-like", None],
+    "verbose": ["verbose"],
+}
+#: ... and of the attacks that train an attack model.
+LEARNER_CONSTRAINTS = {
+    **TABULAR_CONSTRAINTS,
+    "estimator": [HasMethods(["fit", "predict_proba"]), None],
+    "random_state": ["random_state"],
+}
 
 
 class TabularAttack(BaseAttack):
@@ -75,114 +110,21 @@ class TabularAttack(BaseAttack):
     returning one non-negative score per record and candidate value.
     """
 
+    #: Each record's sensitive value is inferred.
+    level = "instance"
+    #: ``fit`` learns from auxiliary records that include the sensitive column.
+    needs_public_data = True
+    #: Whether the attack enumerates unknown non-sensitive features.
+    supports_missing_features = False
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True  # the records' labels
         return tags
 
-    #: Whether the attack queries the target; the imputation baseline does not.
-    uses_target = True
-    #: Whether the attack enumerates unknown non-sensitive features.
-    supports_missing_features = False
-
     # ------------------------------------------------------------------ layout
-    def _resolve_sensitive(self, frame: pd.DataFrame, was_frame: bool):
-        feat = self.sensitive_feature
-        columns = list(frame.columns)
-        if feat is None:
-            raise ValueError(
-                "sensitive_feature is required: the column index or DataFrame column name "
-                "of the attribute to infer. Received: sensitive_feature=None"
-            )
-        if feat in columns and not (isinstance(feat, numbers.Integral) and not was_frame):
-            return feat
-        if isinstance(feat, numbers.Integral) and not isinstance(feat, bool):
-            if 0 <= feat < len(columns):
-                return columns[feat]
-            raise ValueError(
-                f"sensitive_feature={feat} is out of range: the auxiliary data has "
-                f"{len(columns)} columns, and it must include the sensitive column. "
-                f"Received: sensitive_feature={feat!r}"
-            )
-        raise ValueError(
-            "The sensitive column is absent from the auxiliary data: fit needs auxiliary "
-            f"records that include it. Columns are {columns[:20]!r}. "
-            f"Received: sensitive_feature={feat!r}"
-        )
-
-    def _resolve_columns(self, names, columns, what):
-        out = []
-        for name in names or ():
-            if name in columns:
-                out.append(name)
-            elif isinstance(name, numbers.Integral) and 0 <= name < len(columns):
-                out.append(columns[name])
-            else:
-                raise ValueError(
-                    f"{what} names a column the data does not have. Columns are "
-                    f"{columns[:20]!r}. Received: {what}={names!r}"
-                )
-        return out
-
-    def _domain(self, series: pd.Series, what: str) -> np.ndarray:
-        values = pd.unique(series.dropna())
-        if len(values) == 0:
-            raise ValueError(f"The auxiliary data has no non-missing value of {what}.")
-        if len(values) > MAX_VALUES:
-            raise ValueError(
-                f"{what} takes {len(values)} distinct values in the auxiliary data, more "
-                f"than the {MAX_VALUES} an attribute-inference attack enumerates; it looks "
-                "continuous. Bin it first, or pass the candidate values explicitly. "
-                f"Received: {len(values)} distinct values"
-            )
-        try:
-            return np.sort(values)
-        except TypeError:
-            return np.asarray(values, dtype=object)
-
-    def _check_known_finite(self, frame: pd.DataFrame, columns, where: str):
-        bad = []
-        for col in columns:
-            series = frame[col]
-            if _is_numeric(series):
-                ok = np.isfinite(series.to_numpy(dtype="float64", na_value=np.nan))
-            else:
-                ok = series.notna().to_numpy()
-            if not ok.all():
-                bad.append(col)
-        if bad:
-            hint = (
-                " or declare them missing_features=[...] to enumerate their values"
-                if self.supports_missing_features
-                else ""
-            )
-            raise ValueError(
-                f"{where} contains NaN, inf or missing values in known feature(s) {bad[:10]!r}. "
-                f"Impute or drop those records{hint}. Received: non-finite values in {bad[:10]!r}"
-            )
-
-    def _check_y(self, y, n: int):
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None: "
-                "pass the records' labels. Received: y=None"
-            )
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
-        if y.ndim != 1 or len(y) != n:
-            raise ValueError(
-                f"y must hold one label per record: expected shape ({n},). "
-                f"Received: y with shape {y.shape}"
-            )
-        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-            raise ValueError("y contains NaN or inf. Received: non-finite labels")
-        return y
-
     def _validate_fit(self, X, y):
-        if self.uses_target or getattr(self, "target", None) is not None:
-            self._validate_target()
-        frame, was_frame = _as_frame(X)
+        frame, was_frame = as_frame(X)
         if len(frame) == 0:
             raise ValueError("Found an empty auxiliary data set. Received: X with 0 rows")
         self.is_frame_ = was_frame
@@ -191,8 +133,10 @@ class TabularAttack(BaseAttack):
         if was_frame and all(isinstance(c, str) for c in self.columns_):
             self.feature_names_in_ = np.asarray(self.columns_, dtype=object)
         self._array_dtype = None if was_frame else np.asarray(X).dtype
-        self.sensitive_column_ = self._resolve_sensitive(frame, was_frame)
-        missing = self._resolve_columns(
+        self.sensitive_column_ = resolve_sensitive(
+            self.sensitive_feature, self.columns_, was_frame
+        )
+        missing = resolve_columns(
             getattr(self, "missing_features", None), self.columns_, "missing_features"
         )
         if self.sensitive_column_ in missing:
@@ -205,11 +149,11 @@ class TabularAttack(BaseAttack):
             c for c in self.columns_ if c != self.sensitive_column_ and c not in missing
         ]
         self._dtypes = frame.dtypes
-        y = self._check_y(y, len(frame))
-        self._check_known_finite(frame, self.known_columns_, "The auxiliary data")
+        y = check_record_labels(y, len(frame), type(self).__name__)
+        self._check_known_finite(frame, "The auxiliary data")
 
         sens = frame[self.sensitive_column_]
-        if _is_numeric(sens) and not np.isfinite(sens.to_numpy(dtype="float64")).all():
+        if is_numeric(sens) and not np.isfinite(sens.to_numpy(dtype="float64")).all():
             raise ValueError(
                 "The auxiliary data has NaN, inf or missing values in the sensitive column "
                 f"{self.sensitive_column_!r}: fit learns from auxiliary records whose sensitive "
@@ -223,7 +167,7 @@ class TabularAttack(BaseAttack):
                 f"Received: {int(sens.isna().sum())} missing values"
             )
         if self.sensitive_values is None:
-            values = self._domain(sens, f"the sensitive feature {self.sensitive_column_!r}")
+            values = value_domain(sens, f"the sensitive feature {self.sensitive_column_!r}")
         else:
             values = np.asarray(list(self.sensitive_values))
             if values.ndim != 1 or len(values) == 0 or len(pd.unique(values)) != len(values):
@@ -236,9 +180,12 @@ class TabularAttack(BaseAttack):
         counts = np.bincount(s_idx[s_idx >= 0], minlength=len(values)).astype(float)
         self.prior_ = (counts + 1.0) / (counts.sum() + len(values))
 
-        self.missing_domains_ = [self._domain(frame[c], f"missing feature {c!r}") for c in missing]
+        self.missing_domains_ = [value_domain(frame[c], f"missing feature {c!r}") for c in missing]
         self._combo_weights = self._combination_weights(frame)
         return frame, s_idx, y
+
+    def _check_known_finite(self, frame: pd.DataFrame, where: str) -> None:
+        check_known_finite(frame, self.known_columns_, where, self.supports_missing_features)
 
     def _value_index(self, series: pd.Series) -> np.ndarray:
         """Index of each value in sensitive_values_, -1 when not a candidate or missing."""
@@ -263,7 +210,7 @@ class TabularAttack(BaseAttack):
 
     def _validate_invert(self, X, y, *, need_truth=False):
         check_is_fitted(self, "sensitive_values_")
-        frame, was_frame = _as_frame(X)
+        frame, was_frame = as_frame(X)
         n = len(frame)
         if was_frame != self.is_frame_:
             kind = "a DataFrame" if self.is_frame_ else "an array"
@@ -306,8 +253,8 @@ class TabularAttack(BaseAttack):
             if col not in frame.columns:
                 frame[col] = np.nan
         frame = frame[self.columns_]
-        self._check_known_finite(frame, self.known_columns_, "X")
-        y = self._check_y(y, n)
+        self._check_known_finite(frame, "X")
+        y = check_record_labels(y, n, type(self).__name__)
         return frame, y, truth
 
     # ------------------------------------------------------------------ targets
@@ -337,13 +284,14 @@ class TabularAttack(BaseAttack):
             combos = np.asarray(combos, dtype=object)
             for j, col in enumerate(self.missing_columns_):
                 column = np.tile(combos[:, j], n * k)
-                if _is_numeric(pd.Series(self.missing_domains_[j])):
+                if is_numeric(pd.Series(self.missing_domains_[j])):
                     column = column.astype(float)
                 rep[col] = column
         return rep
 
     @property
     def n_combinations_(self) -> int:
+        """Combinations of the unknown features' values enumerated per candidate."""
         return len(self._combo_weights)
 
     def _encode_labels(self, y) -> np.ndarray:
@@ -378,7 +326,7 @@ class TabularAttack(BaseAttack):
             )
 
     # ------------------------------------------------------------------ public API
-    def invert_proba(self, X, y) -> np.ndarray:
+    def invert_proba(self, X: ArrayLike | pd.DataFrame, y: ArrayLike) -> np.ndarray:
         """Scores of each candidate sensitive value for each record.
 
         Parameters
@@ -407,7 +355,7 @@ class TabularAttack(BaseAttack):
         out[np.isnan(scores).any(axis=1)] = np.nan
         return out
 
-    def invert(self, X, y) -> np.ndarray:
+    def invert(self, X: ArrayLike | pd.DataFrame, y: ArrayLike) -> np.ndarray:
         """Infer the sensitive value of each record.
 
         Parameters
@@ -437,7 +385,7 @@ class TabularAttack(BaseAttack):
             values[~done] = np.nan if values.dtype.kind == "f" else None
         return values
 
-    def score(self, X, y) -> float:
+    def score(self, X: ArrayLike | pd.DataFrame, y: ArrayLike) -> float:
         """Accuracy of :meth:`invert` against the sensitive column of ``X``.
 
         Parameters
@@ -456,13 +404,24 @@ class TabularAttack(BaseAttack):
         pred = self._decode(self._normalise(self._invert_scores(frame, y_checked)))
         return float(np.mean(pred == truth))
 
-    def truth(self, X) -> np.ndarray:
-        """The true sensitive values held in ``X`` (for scorers and reports)."""
+    def truth(self, X: ArrayLike | pd.DataFrame) -> np.ndarray:
+        """The true sensitive values held in ``X`` (for scorers and reports).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Records with their sensitive column, laid out as in ``fit``.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            The sensitive column of ``X``.
+        """
         check_is_fitted(self, "sensitive_values_")
-        frame, _ = _as_frame(X)
+        frame, _ = as_frame(X)
         return frame[self.sensitive_column_].to_numpy()
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike | pd.DataFrame, y: ArrayLike) -> Self:
         """Learn from auxiliary records and validate the target.
 
         Parameters
@@ -475,6 +434,16 @@ class TabularAttack(BaseAttack):
         Returns
         -------
         self
+
+        Raises
+        ------
+        sklearn.utils._param_validation.InvalidParameterError
+            If a parameter is invalid (a ``ValueError``).
+        kmi.targets.AccessError
+            If the target gives less access than the attack needs.
+        ValueError
+            If the records lack the sensitive column, hold NaN in known features,
+            or their labels do not match the target's output.
         """
         frame, s_idx, y = self._validate_fit(X, y)
         self._fit_attack(frame, s_idx, y)
@@ -510,57 +479,57 @@ class TabularAttack(BaseAttack):
     def _chunk_scores(self, frame, y) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ learners
-    def _feature_encoder(self, frame):
-        known = frame[self.known_columns_]
-        cats = [i for i, c in enumerate(self.known_columns_) if not _is_numeric(known[c])]
-        nums = [i for i, c in enumerate(self.known_columns_) if _is_numeric(known[c])]
-        encoder = ColumnTransformer(
-            [
-                ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), cats),
-                ("num", StandardScaler(), nums),
-            ],
-            sparse_threshold=0.0,
+    def _candidate_outputs(self, frame, query, width: int) -> tuple[np.ndarray, int]:
+        """``query`` (:meth:`_query_labels` or :meth:`_query_scores`) on every
+        candidate completion of every record, in chunks of records.
+
+        Returns the outputs, of shape (n_samples, n_values, width), NaN for records
+        not reached before an interruption, and the number of records done.
+        """
+        n, k = len(frame), len(self.sensitive_values_)
+        out = np.full((n, k, width), np.nan)
+        done = 0
+        size = max(1, self.chunk_rows // (k * self.n_combinations_))
+        desc = f"{type(self).__name__}: {n} records x {k} queries"
+        try:
+            for sl in chunks(n, size, verbose=getattr(self, "verbose", 0), desc=desc):
+                got = np.asarray(query(self._expand(frame.iloc[sl])), dtype="float64")
+                out[sl] = got.reshape(sl.stop - sl.start, k, width)
+                done = sl.stop
+        except KeyboardInterrupt:
+            warn_interrupted(done, n)
+        return out, done
+
+
+# ---------------------------------------------------------------------- the paper's cases
+#: :func:`confidence_scores` at or above this belong to values that make the target
+#: predict the record's label (cases 1 and 2 of Mehnaz et al. 2022).
+MATCH_SCORE = 2.0
+
+
+def confidence_scores(p: np.ndarray, y_enc: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """CSMIA's score of each candidate value of each record (Mehnaz et al. 2022).
+
+    ``p`` holds the target's scores of shape (n, k, m, n_classes) for the ``k``
+    candidate values and ``m`` combinations of unknown features of ``n`` records,
+    ``weights`` the prior weight of each combination. Values for which the target
+    predicts ``y`` (on a weighted share of combinations) score from
+    :data:`MATCH_SCORE`, by share then confidence in ``y``; the others score below
+    1, the less confident the target's wrong prediction, the higher.
+    """
+    if p.shape[-1] <= int(y_enc.max(initial=0)):
+        raise ValueError(
+            f"The target returned {p.shape[-1]} scores per record, fewer than the labels "
+            f"in y need. Received: max label index {int(y_enc.max())}"
         )
-        return encoder.fit(known)
-
-    def _label_features(self, y, fit=False):
-        y = np.asarray(y)
-        if y.dtype.kind == "f" and len(np.unique(y)) > MAX_VALUES:  # regression labels
-            if fit:
-                self._y_scale = (float(np.mean(y)), float(np.std(y)) or 1.0)
-            mean, std = self._y_scale
-            return ((y - mean) / std)[:, None]
-        if fit:
-            self._y_encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
-            self._y_encoder.fit(y.reshape(-1, 1).astype(object))
-        return self._y_encoder.transform(y.reshape(-1, 1).astype(object))
-
-    def _make_estimator(self):
-        from sklearn.base import clone
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        estimator = getattr(self, "estimator", None)
-        if estimator is None:
-            return HistGradientBoostingClassifier(random_state=self.random_state)
-        estimator = clone(estimator)
-        if "random_state" in estimator.get_params():
-            estimator.set_params(random_state=self.random_state)
-        return estimator
+    conf_y = np.take_along_axis(p, y_enc[:, None, None, None], axis=-1)[..., 0]
+    match = np.argmax(p, axis=-1) == y_enc[:, None, None]
+    share = match.astype(float) @ weights  # (n, k): weighted share of matching combinations
+    mean_conf_y = conf_y @ weights
+    mean_conf_pred = p.max(axis=-1) @ weights
+    return np.where(share > 0, MATCH_SCORE + share + mean_conf_y / 2.0, 1.0 - mean_conf_pred / 2.0)
 
 
-def _fit_learner(estimator, features, s_idx):
-    keep = s_idx >= 0
-    if len(np.unique(s_idx[keep])) < 2:
-        return None
-    return estimator.fit(features[keep], s_idx[keep])
-
-
-def _learner_proba(estimator, features, n_values, fallback):
-    """Class-probabilities over all candidate values (columns the learner never saw: 0)."""
-    if estimator is None:
-        return np.tile(fallback, (len(features), 1))
-    proba = estimator.predict_proba(features)
-    out = np.zeros((len(features), n_values))
-    out[:, estimator.classes_.astype(int)] = proba
-    return out
+def paper_cases(n_match: np.ndarray) -> np.ndarray:
+    """Case 1 (one value makes the target predict ``y``), 2 (several) or 3 (none)."""
+    return np.where(n_match == 1, 1, np.where(n_match > 1, 2, 3))

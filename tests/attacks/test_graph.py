@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from kmi.attacks import FeatureSimilarity, GraphMI, LinkStealing, LinkTeller
 from kmi.metrics.graph import edge_auc
 from kmi.models import GraphPredictor, gcn
-from kmi.targets import AccessError, Target
+from kmi.targets import AccessError, QueryBudgetExceededError, Target
 
 N = 40
 
@@ -23,8 +23,10 @@ def planted_partition(seed=0, n=N, p_in=0.25, p_out=0.01):
     prob = np.where(y[:, None] == y[None, :], p_in, p_out)
     A = np.triu((rng.random((n, n)) < prob).astype("float32"), 1)
     A = A + A.T
-    X = (rng.random((n, 16)) < np.where(y[:, None] == 1, [0.6] * 8 + [0.1] * 8,
-                                        [0.1] * 8 + [0.6] * 8)).astype("float32")
+    X = (
+        rng.random((n, 16))
+        < np.where(y[:, None] == 1, [0.6] * 8 + [0.1] * 8, [0.1] * 8 + [0.6] * 8)
+    ).astype("float32")
     return X, A, y
 
 
@@ -94,13 +96,25 @@ def test_link_stealing_supervised_with_a_partial_graph(graph):
     attack.fit(X, adjacency=sp.csr_matrix(known))
     assert attack.supervised_ and attack.n_train_pairs_ == 2 * int(np.triu(known, 1).sum())
     assert attack.score(X, adjacency=A) > 0.7
-    custom = LinkStealing(Target(GraphPredictor(model, A)), estimator=LogisticRegression(),
-                          random_state=0).fit(X, adjacency=known)
+    custom = LinkStealing(
+        Target(GraphPredictor(model, A)), estimator=LogisticRegression(), random_state=0
+    ).fit(X, adjacency=known)
     assert custom.score(X, adjacency=A) > 0.7
 
 
-@pytest.mark.parametrize("metric", ["cosine", "euclidean", "correlation", "chebyshev",
-                                    "braycurtis", "canberra", "cityblock", "sqeuclidean"])
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "cosine",
+        "euclidean",
+        "correlation",
+        "chebyshev",
+        "braycurtis",
+        "canberra",
+        "cityblock",
+        "sqeuclidean",
+    ],
+)
 def test_link_stealing_every_distance(metric, graph):
     X, A, y, model = graph
     attack = LinkStealing(Target(GraphPredictor(model, A)), metric=metric).fit()
@@ -136,29 +150,84 @@ def test_link_teller_interrupted_returns_what_it_has(graph):
     assert np.isnan(scores[3, 4]) and np.isfinite(scores[0, 1])
 
 
-def test_determinism(graph):
+def test_graphmi_counts_its_reads_on_the_target(graph):
     X, A, y, model = graph
-    target = Target(GraphPredictor(model, A))
-    for make in (lambda: GraphMI(model, max_iter=10), lambda: LinkTeller(target),
-                 lambda: LinkStealing(target, random_state=3)):
-        kw = {"adjacency": A, "X": X} if isinstance(make(), LinkStealing) else {}
-        first = make().fit(**kw)
-        second = make().fit(**kw)
-        y_arg = y if isinstance(first, GraphMI) else None
-        np.testing.assert_array_equal(first.invert(X, y_arg), second.invert(X, y_arg))
+    target = Target(model)  # a Keras model: white-box
+    attack = GraphMI(target, max_iter=4).fit()
+    attack.invert(X, y)
+    # every step reads the N nodes (forward and backward), and so does the decoding
+    assert target.n_queries_ == N * (4 + 1) > 0
+    assert attack.target_ is target
+    relaxed = Target(model)
+    GraphMI(relaxed, max_iter=4, decode=False).fit().invert(X, y)
+    assert relaxed.n_queries_ == N * 4
+    bare = GraphMI(model, max_iter=2).fit()
+    bare.invert(X, y)
+    assert bare.target_.n_queries_ == N * 3
 
 
-def test_estimator_basics(graph):
+def test_graphmi_stops_at_the_query_budget(graph):
     X, A, y, model = graph
+    target = Target(model, query_budget=3 * N)
+    attack = GraphMI(target, max_iter=10).fit()
+    with pytest.raises(QueryBudgetExceededError, match="Query budget exhausted"):
+        attack.invert(X, y)
+    assert attack.n_iter_ == 3 and target.n_queries_ == 3 * N
+    # what it found before the budget ran out is kept
+    assert attack.adjacency_.shape == (N, N) and attack.adjacency_.max() > 0
+    with pytest.raises(QueryBudgetExceededError):
+        GraphMI(Target(model, query_budget=N - 1), max_iter=1).fit().invert(X, y)
+
+
+def test_same_random_state_same_result(graph):
+    """LinkStealing draws randomness (non-edges, the MLP): only from random_state."""
+    X, A, y, model = graph
+    known = np.triu(A, 1)
+    known[np.random.default_rng(1).random(known.shape) < 0.5] = 0
+    known = known + known.T
     target = Target(GraphPredictor(model, A))
-    for attack in (GraphMI(model), LinkStealing(target), LinkTeller(target), FeatureSimilarity()):
+
+    def run(seed):
+        attack = LinkStealing(target, random_state=seed).fit(X, adjacency=known)
+        return attack.invert(X)
+
+    first, second = run(3), run(3)
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, run(4))
+    rs = [np.random.RandomState(5), np.random.RandomState(5)]
+    np.testing.assert_array_equal(run(rs[0]), run(rs[1]))
+    # the attacks that draw nothing give the same scores twice as well
+    for cls, kwargs, y_arg in ((GraphMI, {"max_iter": 10}, y), (LinkTeller, {}, None)):
+        attack_target = model if cls is GraphMI else target
+        runs = [cls(attack_target, **kwargs).fit().invert(X, y_arg) for _ in range(2)]
+        np.testing.assert_array_equal(*runs)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_estimator_basics(cls, graph):
+    X, A, y, model = graph
+    for target in (model, Target(GraphPredictor(model, A), access="white-box")):
+        attack = cls(target)
         copy = clone(attack)
-        assert copy.get_params()["target"] is attack.get_params()["target"] or isinstance(
-            attack.target, keras.Model)
-        assert attack.set_params(verbose=1) is attack if "verbose" in attack.get_params() else True
+        assert copy.target is attack.target  # shared, never deep-copied
+        assert copy.get_params().keys() == attack.get_params().keys()
         with pytest.raises(NotFittedError):
             attack.invert(X, y)
-        assert attack.fit() is attack
+    if "verbose" in attack.get_params():
+        assert attack.set_params(verbose=1) is attack and attack.verbose == 1
+    attack = _attack(cls, model, A)
+    assert attack.fit() is attack
+    assert set(cls._parameter_constraints) == set(attack.get_params())
+
+
+def test_capabilities():
+    for cls in ALL:
+        assert cls.level == "instance"
+        assert cls.needs_public_data is False  # fit works without auxiliary data
+        assert cls.needs_batchnorm is False and cls.uses_gan_prior is False
+    assert FeatureSimilarity.uses_target is False
+    assert all(cls.uses_target for cls in (GraphMI, LinkStealing, LinkTeller))
+    assert GraphMI.required_access == "white-box"
 
 
 def test_access_and_target_errors(graph):
@@ -196,13 +265,43 @@ def test_bad_inputs(graph):
         GraphMI(model, max_iter=1).fit().invert(X, y[:5])
     with pytest.raises(ValueError, match="do not match the target's output"):
         GraphMI(model, max_iter=1).fit().invert(X, y + 5)
-    with pytest.raises(ValueError, match="Received: max_iter=0"):
-        GraphMI(model, max_iter=0).fit()
-    with pytest.raises(ValueError, match="Received: delta=-1"):
-        LinkTeller(bb, delta=-1).fit()
-    with pytest.raises(ValueError, match="Received: metric='hamming'"):
-        LinkStealing(bb, metric="hamming").fit()
     with pytest.raises(ValueError, match="0 edges"):
         LinkStealing(bb).fit(X, adjacency=np.zeros((N, N)))
+    with pytest.raises(ValueError, match="no non-edge"):
+        LinkStealing(bb).fit(X, adjacency=1 - np.eye(N))
     with pytest.raises(ValueError, match="one row of scores per node"):
         LinkStealing(Target(GraphPredictor(model, A), output="label")).fit().invert(X)
+
+
+@pytest.mark.parametrize(
+    "cls, params, message",
+    [
+        (
+            GraphMI,
+            {"max_iter": 0},
+            r"'max_iter' parameter of GraphMI must be an int in the "
+            r"range \[1, inf\)\. Received: max_iter=0",
+        ),
+        (GraphMI, {"learning_rate": -0.1}, r"'learning_rate'.*Received: learning_rate=-0.1"),
+        (GraphMI, {"sparsity": np.inf}, r"'sparsity'.*Received: sparsity=inf"),
+        (GraphMI, {"smoothness_after": 1.5}, r"Received: smoothness_after=1.5"),
+        (GraphMI, {"edge_budget": 0}, r"'edge_budget'.*or None\. Received: edge_budget=0"),
+        (GraphMI, {"decode": "yes"}, r"'decode'.*Received: decode='yes'"),
+        (LinkTeller, {"delta": -1}, r"'delta' parameter of LinkTeller.*Received: delta=-1"),
+        (LinkTeller, {"verbose": -1}, r"Received: verbose=-1"),
+        (
+            LinkStealing,
+            {"metric": "hamming"},
+            r"'metric' parameter of LinkStealing must be a str among .*Received: metric='hamming'",
+        ),
+        (LinkStealing, {"estimator": "mlp"}, r"'estimator'.*Received: estimator='mlp'"),
+        (LinkStealing, {"random_state": "0"}, r"Received: random_state='0'"),
+        (FeatureSimilarity, {"metric": "hamming"}, r"Received: metric='hamming'"),
+    ],
+)
+def test_parameters_are_validated_in_fit(cls, params, message, graph):
+    X, A, y, model = graph
+    target = model if cls is GraphMI else Target(GraphPredictor(model, A))
+    attack = cls(target, **params)  # __init__ accepts anything
+    with pytest.raises(ValueError, match=message):
+        attack.fit()

@@ -25,8 +25,14 @@ from kmi.attacks import (
 from kmi.metrics.tabular import attack_scorer
 from kmi.targets import AccessError, QueryBudgetExceededError, Target
 
-ALL = [FredriksonMAP, CSMIA, LOMIA, DecisionTreeWhiteBox, AttributeInferenceModel,
-       ImputationBaseline]
+ALL = [
+    FredriksonMAP,
+    CSMIA,
+    LOMIA,
+    DecisionTreeWhiteBox,
+    AttributeInferenceModel,
+    ImputationBaseline,
+]
 
 
 def _seeded(cls, target, **kwargs):
@@ -206,8 +212,13 @@ def test_adult_pipeline_end_to_end():
     X, y = load_adult(return_X_y=True)
     X, y = X.iloc[:3000], y.iloc[:3000].to_numpy()
     prep = ColumnTransformer(
-        [("cat", OneHotEncoder(handle_unknown="ignore"),
-          make_column_selector(dtype_include="category"))],
+        [
+            (
+                "cat",
+                OneHotEncoder(handle_unknown="ignore"),
+                make_column_selector(dtype_include="category"),
+            )
+        ],
         remainder="passthrough",
     )
     model = make_pipeline(prep, DecisionTreeClassifier(min_samples_leaf=5, random_state=0))
@@ -257,11 +268,98 @@ def test_clone_shares_target_and_pickle_roundtrip(cls, records, tree_pipeline):
 def test_same_random_state_same_result(cls, records, tree_pipeline):
     X_m, y_m, X_a, y_a = records
     results = [
-        cls(tree_pipeline, sensitive_feature="sex", random_state=3).fit(X_a, y_a)
+        cls(tree_pipeline, sensitive_feature="sex", random_state=3)
+        .fit(X_a, y_a)
         .invert_proba(X_m, y_m)
         for _ in range(2)
     ]
     np.testing.assert_array_equal(*results)
+
+
+def test_random_state_seeds_the_attack_model(records, tree_pipeline):
+    """A random attack model (a forest) draws only from the attack's random_state."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    X_m, y_m, X_a, y_a = records
+    target = Target(tree_pipeline)
+
+    def run(cls, seed):
+        forest = RandomForestClassifier(n_estimators=3, max_depth=3)
+        attack = cls(target, sensitive_feature="sex", estimator=forest, random_state=seed)
+        return attack.fit(X_a, y_a).invert_proba(X_m, y_m)
+
+    for cls in (LOMIA, AttributeInferenceModel, ImputationBaseline):
+        np.testing.assert_array_equal(run(cls, 3), run(cls, 3))
+        same = [np.random.RandomState(7), np.random.RandomState(7)]
+        np.testing.assert_array_equal(run(cls, same[0]), run(cls, same[1]))
+        assert not np.array_equal(run(cls, 3), run(cls, 4)), cls.__name__
+    # a fitted attack answers the same whenever it is asked (LOMIA trains in invert)
+    attack = LOMIA(target, sensitive_feature="sex", random_state=np.random.RandomState(0))
+    attack.set_params(estimator=RandomForestClassifier(n_estimators=3)).fit(X_a, y_a)
+    np.testing.assert_array_equal(attack.invert_proba(X_m, y_m), attack.invert_proba(X_m, y_m))
+
+
+def test_capabilities_and_constraints():
+    for cls in ALL:
+        assert cls.level == "instance"
+        assert cls.needs_public_data is True  # fit learns from auxiliary records
+        assert cls.needs_batchnorm is False and cls.uses_gan_prior is False
+        assert set(cls._parameter_constraints) == set(cls().get_params()), cls.__name__
+    assert ImputationBaseline.uses_target is False
+    assert all(cls.uses_target for cls in ALL if cls is not ImputationBaseline)
+    assert DecisionTreeWhiteBox.required_access == "white-box"
+    assert LOMIA.required_access == FredriksonMAP.required_access == "label-only"
+
+
+@pytest.mark.parametrize(
+    "cls, params, message",
+    [
+        (
+            FredriksonMAP,
+            {"smoothing": -1.0},
+            r"The 'smoothing' parameter of FredriksonMAP must be a float in the range "
+            r"\[0.0, inf\)\. Received: smoothing=-1.0",
+        ),
+        (
+            LOMIA,
+            {"train_on": "members"},
+            r"The 'train_on' parameter of LOMIA must be a str among .*"
+            r"Received: train_on='members'",
+        ),
+        (
+            AttributeInferenceModel,
+            {"estimator": "hgb"},
+            r"'estimator' parameter of AttributeInferenceModel .*Received: estimator='hgb'",
+        ),
+        (ImputationBaseline, {"random_state": "0"}, r"Received: random_state='0'"),
+        (CSMIA, {"missing_features": "colour"}, r"Received: missing_features='colour'"),
+        (DecisionTreeWhiteBox, {"verbose": -2}, r"Received: verbose=-2"),
+        (CSMIA, {"sensitive_values": 1}, r"Received: sensitive_values=1"),
+        (CSMIA, {"sensitive_feature": ["sex"]}, r"Received: sensitive_feature=\['sex'\]"),
+    ],
+)
+def test_parameters_are_validated_in_fit(cls, params, message, records, tree_pipeline):
+    _, _, X_a, y_a = records
+    attack = cls(tree_pipeline, sensitive_feature="sex").set_params(**params)
+    with pytest.raises(ValueError, match=message):
+        attack.fit(X_a, y_a)
+
+
+def test_sensitive_feature_is_required(records, tree_pipeline):
+    _, _, X_a, y_a = records
+    with pytest.raises(ValueError, match="sensitive_feature is required"):
+        CSMIA(tree_pipeline).fit(X_a, y_a)
+
+
+def test_imputation_baseline_needs_no_target(records, tree_pipeline):
+    X_m, y_m, X_a, y_a = records
+    baseline = ImputationBaseline(sensitive_feature="sex", random_state=0).fit(X_a, y_a)
+    assert not hasattr(baseline, "target_")
+    with_target = ImputationBaseline(
+        Target(tree_pipeline), sensitive_feature="sex", random_state=0
+    ).fit(X_a, y_a)
+    assert with_target.target_.n_queries_ == 0
+    np.testing.assert_array_equal(with_target.invert(X_m, y_m), baseline.invert(X_m, y_m))
 
 
 # --------------------------------------------------------------------------- errors
@@ -301,8 +399,9 @@ def test_label_only_target_refused_by_csmia(records, tree_pipeline):
         CSMIA(target, sensitive_feature="sex").fit(X_a, y_a)
     LOMIA(target, sensitive_feature="sex").fit(X_a, y_a)  # label-only is enough for LOMIA
     with pytest.raises(AccessError, match="white-box"):
-        DecisionTreeWhiteBox(Target(tree_pipeline, access="black-box"),
-                             sensitive_feature="sex").fit(X_a, y_a)
+        DecisionTreeWhiteBox(
+            Target(tree_pipeline, access="black-box"), sensitive_feature="sex"
+        ).fit(X_a, y_a)
 
 
 def test_exhausted_query_budget(records, tree_pipeline):
@@ -311,6 +410,17 @@ def test_exhausted_query_budget(records, tree_pipeline):
     attack = CSMIA(target, sensitive_feature="sex").fit(X_a, y_a)
     with pytest.raises(QueryBudgetExceededError, match="Query budget exhausted"):
         attack.invert(X_m, y_m)  # needs 800 queries
+
+
+def test_decision_tree_white_box_counts_and_budgets_its_reads(records, tree_pipeline):
+    X_m, y_m, X_a, y_a = records
+    target = Target(tree_pipeline, query_budget=500)
+    attack = DecisionTreeWhiteBox(target, sensitive_feature="sex").fit(X_a, y_a)
+    assert target.n_queries_ == 0  # reading the tree's structure is not a query
+    attack.invert(X_m.iloc[:200], y_m[:200])
+    assert target.n_queries_ == 400  # running 2 completions of 200 records down the tree is
+    with pytest.raises(QueryBudgetExceededError, match="Query budget exhausted"):
+        attack.invert(X_m, y_m)
 
 
 def test_labels_that_do_not_match_the_target(records, tree_pipeline):
