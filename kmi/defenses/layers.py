@@ -69,7 +69,7 @@ class InformationBottleneck(keras.layers.Layer):
     ... ])
     >>> x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
     >>> y = (x[:, 0] > 0).astype("int32")
-    >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     >>> history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     >>> model.output_shape, len(history.history["loss"])
     ((None, 2), 1)

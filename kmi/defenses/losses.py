@@ -73,7 +73,7 @@ class NegativeLabelSmoothing(keras.losses.Loss):
     >>> model = keras.Sequential([
     ...     keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)
     ... ])
-    >>> model.compile("adam", NegativeLabelSmoothing(alpha=-0.05))
+    >>> model.compile("sgd", NegativeLabelSmoothing(alpha=-0.05))
     >>> x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
     >>> history = model.fit(x, (x[:, 0] > 0).astype("int32"), epochs=1, verbose=0)
     >>> sorted(history.history)
