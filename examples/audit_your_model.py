@@ -39,8 +39,12 @@ model.fit(X_private, y_private, epochs=20, batch_size=64, verbose=0)
 params = {
     "MIFace": {"max_iter": 100 if QUICK else 300, "learning_rate": 0.5, "optimizer": "sgd"},
     "InversionModel": {"epochs": 10 if QUICK else 50},
-    "GMI": {"gan_steps": 20 if QUICK else 300, "latent_dim": 16, "gan_width": 16,
-            "max_iter": 20 if QUICK else 200},
+    "GMI": {
+        "gan_steps": 20 if QUICK else 300,
+        "latent_dim": 16,
+        "gan_width": 16,
+        "max_iter": 20 if QUICK else 200,
+    },
     "BREPMI": {"gan_steps": 20, "max_iter": 3 if QUICK else 50},
 }
 report = audit(

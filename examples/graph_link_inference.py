@@ -25,8 +25,10 @@ labels = np.repeat([0, 1], n // 2)
 same = labels[:, None] == labels[None, :]
 A = np.triu(rng.random((n, n)) < np.where(same, 0.1, 0.005), 1).astype("float32")
 A = A + A.T
-X = (rng.random((n, 16)) < np.where(labels[:, None] == 1, [0.5] * 8 + [0.2] * 8,
-                                    [0.2] * 8 + [0.5] * 8)).astype("float32")
+X = (
+    rng.random((n, 16))
+    < np.where(labels[:, None] == 1, [0.5] * 8 + [0.2] * 8, [0.2] * 8 + [0.5] * 8)
+).astype("float32")
 train = rng.random(n) < 0.5
 
 
@@ -34,8 +36,15 @@ def train_gcn(adjacency):
     keras.utils.set_random_seed(0)
     model = gcn(X.shape[1], 2)
     model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
-    model.fit([X, adjacency], labels, sample_weight=train / train.mean(), batch_size=n,
-              epochs=100, shuffle=False, verbose=0)
+    model.fit(
+        [X, adjacency],
+        labels,
+        sample_weight=train / train.mean(),
+        batch_size=n,
+        epochs=100,
+        shuffle=False,
+        verbose=0,
+    )
     pred = model.predict([X, adjacency], batch_size=n, verbose=0).argmax(1)
     return model, float(np.mean(pred[~train] == labels[~train]))
 
@@ -56,10 +65,14 @@ def audit(model, served):
 
 
 model, acc = train_gcn(A)
-print(f"no defense     accuracy {acc:.2f}  edge AUC",
-      {k: round(v, 3) for k, v in audit(model, A).items()})
+print(
+    f"no defense     accuracy {acc:.2f}  edge AUC",
+    {k: round(v, 3) for k, v in audit(model, A).items()},
+)
 for eps in (1.0, 8.0):
     noisy = LapGraph(epsilon=eps, random_state=0).fit_transform(A).toarray()
     model, acc = train_gcn(noisy)
-    print(f"LapGraph eps={eps:g} accuracy {acc:.2f}  edge AUC",
-          {k: round(v, 3) for k, v in audit(model, noisy).items()})
+    print(
+        f"LapGraph eps={eps:g} accuracy {acc:.2f}  edge AUC",
+        {k: round(v, 3) for k, v in audit(model, noisy).items()},
+    )

@@ -30,8 +30,13 @@ X_aux, y_aux = X.iloc[half:].reset_index(drop=True), y[half:]
 
 model = make_pipeline(
     ColumnTransformer(
-        [("cat", OneHotEncoder(handle_unknown="ignore"),
-          make_column_selector(dtype_include="category"))],
+        [
+            (
+                "cat",
+                OneHotEncoder(handle_unknown="ignore"),
+                make_column_selector(dtype_include="category"),
+            )
+        ],
         remainder="passthrough",
     ),
     DecisionTreeClassifier(random_state=0),
@@ -45,9 +50,11 @@ print(f"ImputationBaseline: balanced accuracy {base['balanced_accuracy']:.3f}")
 
 csmia = CSMIA(target, sensitive_feature=sensitive).fit(X_aux, y_aux)
 cases = csmia.cases(X_members, y_members)
-print(f"CSMIA: {np.mean(cases == 1):.1%} of members in case 1, where it is right "
-      f"{np.mean(csmia.invert(X_members, y_members)[cases == 1] == truth[cases == 1]):.1%}"
-      " of the time")
+print(
+    f"CSMIA: {np.mean(cases == 1):.1%} of members in case 1, where it is right "
+    f"{np.mean(csmia.invert(X_members, y_members)[cases == 1] == truth[cases == 1]):.1%}"
+    " of the time"
+)
 
 search = GridSearchCV(
     LOMIA(target, sensitive_feature=sensitive, random_state=0),
@@ -58,6 +65,8 @@ search = GridSearchCV(
 print("LOMIA grid search on auxiliary data:", search.best_params_)
 lomia = search.best_estimator_
 found = attack_metrics(truth, lomia.invert(X_members, y_members))
-print(f"LOMIA{search.best_params_}: balanced accuracy {found['balanced_accuracy']:.3f}, "
-      f"advantage over imputation {advantage(found, base)['balanced_accuracy']:+.3f}; "
-      f"{target.n_queries_} queries")
+print(
+    f"LOMIA{search.best_params_}: balanced accuracy {found['balanced_accuracy']:.3f}, "
+    f"advantage over imputation {advantage(found, base)['balanced_accuracy']:+.3f}; "
+    f"{target.n_queries_} queries"
+)

@@ -48,19 +48,41 @@ mask = np.zeros(cand.shape, dtype=bool)
 mask[:, start:stop] = True
 probs = keras.ops.convert_to_numpy(keras.ops.softmax(lm(cand), axis=-1))
 scores = sequence_log_perplexity(probs, cand, mask=mask)
-bits = exposure(scores[0], scores[1:], randomness_space=canary.randomness_space,
-                method="skew-normal")
+bits = exposure(
+    scores[0], scores[1:], randomness_space=canary.randomness_space, method="skew-normal"
+)
 print(f"exposure {bits:.1f} of {canary.log2_randomness_space:.1f} bits")
 
-extraction = LMExtraction(lm, tokenizer=tok, prompts=[canary.prefix], top_k=5,
-                          max_new_tokens=stop - start, ranking="perplexity", random_state=0)
+extraction = LMExtraction(
+    lm,
+    tokenizer=tok,
+    prompts=[canary.prefix],
+    top_k=5,
+    max_new_tokens=stop - start,
+    ranking="perplexity",
+    random_state=0,
+)
 candidates = extraction.fit().invert(8 if QUICK else 64)
-print("LMExtraction best candidate:", candidates[0], "| canary in top 10:",
-      canary.texts[0] in candidates[:10])
+print(
+    "LMExtraction best candidate:",
+    candidates[0],
+    "| canary in top 10:",
+    canary.texts[0] in candidates[:10],
+)
 
-optimization = TokenOptimization(lm, tokenizer=tok, n_tokens=stop - start,
-                                 allowed_tokens="0123456789-", n_restarts=2 if QUICK else 8,
-                                 max_iter=5 if QUICK else 300, random_state=0).fit()
-print("TokenOptimization secret:", optimization.invert([canary.prefix])[0],
-      "| true secret:", canary.secrets[0],
-      f"| token accuracy {optimization.score(canary.texts):.2f}")
+optimization = TokenOptimization(
+    lm,
+    tokenizer=tok,
+    n_tokens=stop - start,
+    allowed_tokens="0123456789-",
+    n_restarts=2 if QUICK else 8,
+    max_iter=5 if QUICK else 300,
+    random_state=0,
+).fit()
+print(
+    "TokenOptimization secret:",
+    optimization.invert([canary.prefix])[0],
+    "| true secret:",
+    canary.secrets[0],
+    f"| token accuracy {optimization.score(canary.texts):.2f}",
+)

@@ -44,10 +44,13 @@ target = Target(TextPipeline(tok, encoder), task="embedding")
 released = target.query(private)
 
 for head, hypotheses in (("bow", 1), ("decoder", 1 if QUICK else 4)):
-    attack = EmbeddingInversion(target, head=head, n_hypotheses=hypotheses,
-                                epochs=1 if QUICK else 20, random_state=0).fit(public)
+    attack = EmbeddingInversion(
+        target, head=head, n_hypotheses=hypotheses, epochs=1 if QUICK else 20, random_state=0
+    ).fit(public)
     recovered = attack.invert(released)
     scores = text_attack_metrics(private, recovered)
-    print(f"{head:>8} (hypotheses={hypotheses}): word F1 {scores['word_f1']:.2f}, "
-          f"BLEU {scores['bleu']:.2f}, exact match {scores['exact_match']:.2f}")
+    print(
+        f"{head:>8} (hypotheses={hypotheses}): word F1 {scores['word_f1']:.2f}, "
+        f"BLEU {scores['bleu']:.2f}, exact match {scores['exact_match']:.2f}"
+    )
     print("   e.g.", repr(private[0]), "->", repr(recovered[0]))

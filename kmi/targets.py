@@ -559,4 +559,3 @@ def as_target(obj, **kwargs: Any) -> Target:
             )
         return obj
     return Target(obj, **kwargs)
-

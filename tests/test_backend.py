@@ -62,9 +62,7 @@ def test_conv_patches_reproduce_the_convolution(shape, kernel, strides, padding,
     patches = keras.ops.convert_to_numpy(conv_patches(x, kernel, strides, padding, dilation))
     flat_kernel = keras.ops.convert_to_numpy(conv.kernel).reshape(-1, 5)
     np.testing.assert_allclose(patches @ flat_kernel, out.reshape(2, -1, 5), atol=1e-5)
-    sliced = keras.ops.convert_to_numpy(
-        sliced_conv_patches(x, kernel, strides, padding, dilation)
-    )
+    sliced = keras.ops.convert_to_numpy(sliced_conv_patches(x, kernel, strides, padding, dilation))
     np.testing.assert_allclose(sliced, patches, atol=1e-6)
     g = np.random.default_rng(1).normal(size=out.shape).astype("float32")
     want = np.einsum("npk,npo->nko", patches, g.reshape(2, -1, 5))

@@ -23,8 +23,18 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
 
 
 def test_top_level_layout():
-    allowed = {"setup.cfg", "pyproject.toml", "README.md", "kmi", "tests", "examples",
-               "benchmarks", ".ci", ".git", ".gitignore"}
+    allowed = {
+        "setup.cfg",
+        "pyproject.toml",
+        "README.md",
+        "kmi",
+        "tests",
+        "examples",
+        "benchmarks",
+        ".ci",
+        ".git",
+        ".gitignore",
+    }
     ignored = {".venv", "venv", ".pytest_cache", ".ruff_cache", "build", "dist"}
     extra = {p.name for p in ROOT.iterdir()} - allowed - ignored
     extra = {n for n in extra if not n.endswith(".egg-info") and not n.startswith("kmi-report")}

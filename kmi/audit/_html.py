@@ -43,8 +43,10 @@ def _table(rows, columns):
     for row in rows:
         cls = ' class="baseline"' if "Baseline" in str(row.get("attack", "")) else ""
         body.append(f"<tr{cls}>" + "".join(_cell(c, row.get(c, "")) for c in columns) + "</tr>")
-    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 _GROUP_KEYS = ("target", "sensitive", "task", "split")
@@ -78,21 +80,31 @@ def render_svg_plot(plot, width=720, height=380) -> str:
     def sy(v):
         return top + h - (v - y0) / (y1 - y0) * h
 
-    out = [f'<svg class="plot" width="{width}" '
-           f'height="{height}" role="img" aria-label="{html.escape(plot["title"])}">',
-           f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#999"/>']
+    out = [
+        f'<svg class="plot" width="{width}" '
+        f'height="{height}" role="img" aria-label="{html.escape(plot["title"])}">',
+        f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#999"/>',
+    ]
     for v in _ticks(x0, x1):
-        out.append(f'<line x1="{sx(v):.1f}" y1="{top + h}" x2="{sx(v):.1f}" '
-                   f'y2="{top + h + 4}" stroke="#999"/><text x="{sx(v):.1f}" '
-                   f'y="{top + h + 16}" text-anchor="middle">{v:.2f}</text>')
+        out.append(
+            f'<line x1="{sx(v):.1f}" y1="{top + h}" x2="{sx(v):.1f}" '
+            f'y2="{top + h + 4}" stroke="#999"/><text x="{sx(v):.1f}" '
+            f'y="{top + h + 16}" text-anchor="middle">{v:.2f}</text>'
+        )
     for v in _ticks(y0, y1):
-        out.append(f'<line x1="{left - 4}" y1="{sy(v):.1f}" x2="{left}" y2="{sy(v):.1f}" '
-                   f'stroke="#999"/><text x="{left - 6}" y="{sy(v) + 4:.1f}" '
-                   f'text-anchor="end">{v:.2f}</text>')
-    out.append(f'<text x="{left + w / 2}" y="{height - 10}" text-anchor="middle">'
-               f'{html.escape(plot["x_label"])}</text>')
-    out.append(f'<text transform="translate(14,{top + h / 2}) rotate(-90)" '
-               f'text-anchor="middle">{html.escape(plot["y_label"])}</text>')
+        out.append(
+            f'<line x1="{left - 4}" y1="{sy(v):.1f}" x2="{left}" y2="{sy(v):.1f}" '
+            f'stroke="#999"/><text x="{left - 6}" y="{sy(v) + 4:.1f}" '
+            f'text-anchor="end">{v:.2f}</text>'
+        )
+    out.append(
+        f'<text x="{left + w / 2}" y="{height - 10}" text-anchor="middle">'
+        f"{html.escape(plot['x_label'])}</text>"
+    )
+    out.append(
+        f'<text transform="translate(14,{top + h / 2}) rotate(-90)" '
+        f'text-anchor="middle">{html.escape(plot["y_label"])}</text>'
+    )
     series: dict = {}
     for p in pts:
         series.setdefault(p.get("series", p["label"]), []).append(p)
@@ -100,20 +112,26 @@ def render_svg_plot(plot, width=720, height=380) -> str:
         color = _COLORS[i % len(_COLORS)]
         if len(series) > 1:  # legend, right of the plot
             ly = top + 14 + 18 * i
-            out.append(f'<circle cx="{left + w + 16}" cy="{ly - 4}" r="5" fill="{color}"/>'
-                       f'<text x="{left + w + 26}" y="{ly}">{html.escape(str(name))}</text>')
+            out.append(
+                f'<circle cx="{left + w + 16}" cy="{ly - 4}" r="5" fill="{color}"/>'
+                f'<text x="{left + w + 26}" y="{ly}">{html.escape(str(name))}</text>'
+            )
         group = sorted(group, key=lambda p: p["x"])
         if len(group) > 1:
             path = " ".join(f"{sx(p['x']):.1f},{sy(p['y']):.1f}" for p in group)
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}"/>')
         for j, p in enumerate(group):
-            out.append(f'<circle cx="{sx(p["x"]):.1f}" cy="{sy(p["y"]):.1f}" r="5" '
-                       f'fill="{color}"><title>{html.escape(p["label"])}: '
-                       f'({p["x"]:.3f}, {p["y"]:.3f})</title></circle>')
+            out.append(
+                f'<circle cx="{sx(p["x"]):.1f}" cy="{sy(p["y"]):.1f}" r="5" '
+                f'fill="{color}"><title>{html.escape(p["label"])}: '
+                f"({p['x']:.3f}, {p['y']:.3f})</title></circle>"
+            )
             if i == 0 or len(series) == 1:  # name each x once: the first series
                 dy = -8 if j % 2 == 0 else 16  # alternate above and below: close x's
-                out.append(f'<text x="{sx(p["x"]) + 6:.1f}" y="{sy(p["y"]) + dy:.1f}">'
-                           f'{html.escape(p["label"])}</text>')
+                out.append(
+                    f'<text x="{sx(p["x"]) + 6:.1f}" y="{sy(p["y"]) + dy:.1f}">'
+                    f"{html.escape(p['label'])}</text>"
+                )
     out.append("</svg>")
     return "".join(out)
 
@@ -128,8 +146,9 @@ def render_html(report) -> str:
         '<section id="summary"><h2>Summary</h2>',
     ]
     if report.summary:
-        parts.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in report.summary)
-                     + "</ul>")
+        parts.append(
+            "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in report.summary) + "</ul>"
+        )
     else:
         parts.append("<p>No attack was run.</p>")
     parts.append("</section>")
@@ -142,8 +161,11 @@ def render_html(report) -> str:
             groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
         for key, rows in groups.items():
             title = ", ".join(f"{k}: {v}" for k, v in zip(keys, key))
-            columns = [c for c in dict.fromkeys(k for r in rows for k in r)
-                       if c not in keys and not c.startswith("_")]
+            columns = [
+                c
+                for c in dict.fromkeys(k for r in rows for k in r)
+                if c not in keys and not c.startswith("_")
+            ]
             parts.append(f"<h3>{html.escape(title)}</h3>{_table(rows, columns)}")
     parts.append("</section>")
 
@@ -158,7 +180,7 @@ def render_html(report) -> str:
     if report.figures:
         parts.append('<section id="figures"><h2>Reconstructions</h2>')
         for fig in report.figures:
-            parts.append(f"<h3>{html.escape(fig['title'])}</h3><div class=\"grid\">")
+            parts.append(f'<h3>{html.escape(fig["title"])}</h3><div class="grid">')
             for image, caption in zip(fig["images"], fig["captions"]):
                 parts.append(
                     f'<figure><img alt="{html.escape(caption or fig["title"])}" '

@@ -36,10 +36,16 @@ def _preprocessor(scale: bool):
 
     return ColumnTransformer(
         [
-            ("cat", OneHotEncoder(handle_unknown="ignore"),
-             make_column_selector(dtype_include="category")),
-            ("num", StandardScaler() if scale else "passthrough",
-             make_column_selector(dtype_exclude="category")),
+            (
+                "cat",
+                OneHotEncoder(handle_unknown="ignore"),
+                make_column_selector(dtype_include="category"),
+            ),
+            (
+                "num",
+                StandardScaler() if scale else "passthrough",
+                make_column_selector(dtype_exclude="category"),
+            ),
         ],
         sparse_threshold=0.0,
     )
@@ -141,8 +147,11 @@ def adult_audit(
                 f"{train_acc:.3f} / {test_acc:.3f}"
             )
             if verbose:
-                print(f"\n[{task}] {kind}: income accuracy train {train_acc:.3f}, "
-                      f"test {test_acc:.3f}", flush=True)
+                print(
+                    f"\n[{task}] {kind}: income accuracy train {train_acc:.3f}, "
+                    f"test {test_acc:.3f}",
+                    flush=True,
+                )
             report.rows += run_tabular_attacks(
                 model,
                 X_aux=pick(aux),
@@ -162,8 +171,18 @@ def adult_audit(
 
 
 SUMMARY_COLUMNS = [
-    "attack", "accuracy", "balanced_accuracy", "f1", "g_mean", "mcc", "auc",
-    "adv_bal_acc", "adv_ci95", "fit_s", "invert_s", "queries",
+    "attack",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "g_mean",
+    "mcc",
+    "auc",
+    "adv_bal_acc",
+    "adv_ci95",
+    "fit_s",
+    "invert_s",
+    "queries",
 ]
 
 
@@ -208,12 +227,16 @@ def _train_mnist_target(defense, X, y, *, epochs, dp_epsilon, mid_beta, seed):
     if defense == "DP-SGD":
         model.compile(keras.optimizers.SGD(0.5, momentum=0.5), loss)
         batches = PoissonSampler(X, y, batch_size=128, seed=seed)
-        dp = DPSGD(l2_norm_clip=1.0, target_epsilon=dp_epsilon, delta=1e-5,
-                   sampling=batches, seed=seed)
+        dp = DPSGD(
+            l2_norm_clip=1.0, target_epsilon=dp_epsilon, delta=1e-5, sampling=batches, seed=seed
+        )
         # noisy steps: twice the epochs, with the noise calibrated for all of them
         model.fit(batches, epochs=epochs * 2, callbacks=[dp], verbose=0)
-        info = {"epsilon": round(float(dp.epsilon_), 2), "delta": 1e-5,
-                "noise_multiplier": round(float(dp.noise_multiplier_), 3)}
+        info = {
+            "epsilon": round(float(dp.epsilon_), 2),
+            "delta": 1e-5,
+            "noise_multiplier": round(float(dp.noise_multiplier_), 3),
+        }
     else:
         model.compile(keras.optimizers.Adam(1e-3), loss)
         model.fit(X, y, epochs=epochs, batch_size=64, verbose=0)
@@ -286,8 +309,7 @@ def mnist_audit(
         params = {
             "MIFace": {"max_iter": 30},
             "InversionModel": {"epochs": 3},
-            "GMI": {"gan_steps": 10, "gan_batch_size": 32, "max_iter": 10,
-                    "n_restarts": 1},
+            "GMI": {"gan_steps": 10, "gan_batch_size": 32, "max_iter": 10, "n_restarts": 1},
         }
     else:
         private, test, public = order[:3000], order[3000:4000], order[4000:]
@@ -312,7 +334,8 @@ def mnist_audit(
     if verbose:
         print("Training the evaluation classifier on the private images...", flush=True)
     eval_model, eval_acc = train_evaluation_model(
-        X[private], y[private], 10, epochs=eval_epochs, random_state=random_state)
+        X[private], y[private], 10, epochs=eval_epochs, random_state=random_state
+    )
     report.settings["evaluation classifier held-out accuracy"] = round(eval_acc, 3)
     prior: dict = {}
     utility = {}
@@ -328,8 +351,14 @@ def mnist_audit(
             if verbose:
                 print(f"\nTraining the target with {defense}...", flush=True)
             model, info = _train_mnist_target(
-                defense, X[private], y[private], epochs=epochs, dp_epsilon=dp_epsilon,
-                mid_beta=mid_beta, seed=random_state)
+                defense,
+                X[private],
+                y[private],
+                epochs=epochs,
+                dp_epsilon=dp_epsilon,
+                mid_beta=mid_beta,
+                seed=random_state,
+            )
             if path is not None:
                 import json
 
@@ -349,10 +378,21 @@ def mnist_audit(
             report.settings[f"{name}: {k}"] = v
         if verbose:
             print(f"{name}: test accuracy {accuracy:.3f}; attacking it...", flush=True)
-        audit(model, modality="image", private_data=(X[private], y[private]),
-              public_data=X[public], attacks=attacks, attack_params=params,
-              eval_model=eval_model, name=name, report=report, random_state=random_state,
-              verbose=verbose, checkpoint=checkpoint, shared_prior=prior)
+        audit(
+            model,
+            modality="image",
+            private_data=(X[private], y[private]),
+            public_data=X[public],
+            attacks=attacks,
+            attack_params=params,
+            eval_model=eval_model,
+            name=name,
+            report=report,
+            random_state=random_state,
+            verbose=verbose,
+            checkpoint=checkpoint,
+            shared_prior=prior,
+        )
     _add_tradeoff(report, utility)
     report.settings["wall time (s)"] = round(time.perf_counter() - started, 1)
     return report
@@ -362,19 +402,33 @@ def _add_tradeoff(report, utility) -> None:
     points = []
     for row in report.rows:
         if row["target"] in utility and row["attack"] != "PublicMeanBaseline":
-            points.append({"x": utility[row["target"]], "y": row["top_1"],
-                           "label": row["target"], "series": row["attack"]})
+            points.append(
+                {
+                    "x": utility[row["target"]],
+                    "y": row["top_1"],
+                    "label": row["target"],
+                    "series": row["attack"],
+                }
+            )
     if points:
         report.add_plot(
             "Test accuracy against attack success (evaluation top-1 of reconstructions)",
-            points, x_label="test accuracy of the model (utility)",
+            points,
+            x_label="test accuracy of the model (utility)",
             y_label="attack top-1 accuracy",
             note="Each point is one model attacked by one attack (colour: the attack); "
-                 "lower is more private, further right is more useful.")
+            "lower is more private, further right is more useful.",
+        )
         best = {}
         for p in points:
             best[p["label"]] = max(best.get(p["label"], 0.0), p["y"])
-        report.summary.insert(0,
-            "Trade-off: " + "; ".join(
+        report.summary.insert(
+            0,
+            "Trade-off: "
+            + "; ".join(
                 f"{name}: test accuracy {utility[name]:.1%}, best attack top-1 {best[name]:.0%}"
-                for name in utility if name in best) + ".")
+                for name in utility
+                if name in best
+            )
+            + ".",
+        )

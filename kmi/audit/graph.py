@@ -36,8 +36,9 @@ def _graph_data(target, private_data):
     A = check_adjacency(A, len(X))
     y = np.asarray(y)
     if y.shape != (len(X),):
-        raise ValueError(f"labels must hold one label per node ({len(X)}). "
-                         f"Received: labels shape {y.shape}")
+        raise ValueError(
+            f"labels must hold one label per node ({len(X)}). Received: labels shape {y.shape}"
+        )
     shapes = getattr(target.model, "input_shape", None)
     if isinstance(shapes, list) and shapes and shapes[0][-1] not in (None, X.shape[1]):
         raise ValueError(
@@ -48,8 +49,19 @@ def _graph_data(target, private_data):
     return X, A, y
 
 
-def audit_graph(report, target, private_data, *, attacks="auto", attack_params=None,
-                nodes=None, name="model", random_state=0, verbose=1, checkpoint=None):
+def audit_graph(
+    report,
+    target,
+    private_data,
+    *,
+    attacks="auto",
+    attack_params=None,
+    nodes=None,
+    name="model",
+    random_state=0,
+    verbose=1,
+    checkpoint=None,
+):
     """Run the graph attacks on ``target`` (a Keras model on ``[features, adjacency]``)
     and add their edge AUC / AP over the attacked nodes to ``report``."""
     from kmi.models import GraphPredictor
@@ -60,8 +72,9 @@ def audit_graph(report, target, private_data, *, attacks="auto", attack_params=N
         k = n if n <= 100 else min(300, max(100, n // 10))
         nodes = np.sort(np.random.default_rng(random_state).choice(n, k, replace=False))
     nodes = check_nodes(nodes, n, min_nodes=2)
-    served = Target(GraphPredictor(target.model, A.toarray()), access=target.access,
-                    batch_size=None)
+    served = Target(
+        GraphPredictor(target.model, A.toarray()), access=target.access, batch_size=None
+    )
     specs = GRAPH_ATTACKS if attacks == "auto" else attacks
     overrides = dict(attack_params or {})
     done = read_checkpoint(checkpoint)
@@ -73,8 +86,9 @@ def audit_graph(report, target, private_data, *, attacks="auto", attack_params=N
             continue
         params = {**params, **overrides.get(attack_name, {})}
         if not served.allows(cls.required_access):
-            skipped[attack_name] = (f"needs {cls.required_access} access; the target gives "
-                                    f"{target.access}")
+            skipped[attack_name] = (
+                f"needs {cls.required_access} access; the target gives {target.access}"
+            )
             if verbose:
                 print(f"  skip {attack_name}: {skipped[attack_name]}", flush=True)
             continue
@@ -92,10 +106,14 @@ def audit_graph(report, target, private_data, *, attacks="auto", attack_params=N
             scores = cls(served, **params).fit().invert(X, nodes=nodes)
         seconds = time.perf_counter() - t0
         truth = A.toarray()
-        row = {"target": str(name), "task": "infer edges", "split": "attacked nodes",
-               "attack": attack_name,
-               "access": cls.required_access if cls.uses_target else "none",
-               "nodes": len(nodes)}
+        row = {
+            "target": str(name),
+            "task": "infer edges",
+            "split": "attacked nodes",
+            "attack": attack_name,
+            "access": cls.required_access if cls.uses_target else "none",
+            "nodes": len(nodes),
+        }
         for pairs in ("all", "balanced"):
             m = edge_metrics(truth, scores, nodes, pairs=pairs, random_state=random_state)
             row[f"auc_{pairs}"] = float(m["auc"])
@@ -106,14 +124,18 @@ def audit_graph(report, target, private_data, *, attacks="auto", attack_params=N
         rows.append(row)
         append_checkpoint(checkpoint, [row])
         if verbose:
-            print(f"  {attack_name:<18} AUC {row['auc_all']:.3f}  AP {row['ap_all']:.3f}  "
-                  f"{seconds:6.1f} s  {row['queries']} queries", flush=True)
+            print(
+                f"  {attack_name:<18} AUC {row['auc_all']:.3f}  AP {row['ap_all']:.3f}  "
+                f"{seconds:6.1f} s  {row['queries']} queries",
+                flush=True,
+            )
     report.settings.setdefault("graph", f"{n} nodes, {A.nnz // 2} edges")
     report.settings[f"{name}: attacked nodes"] = len(nodes)
     report.settings[f"{name}: access"] = target.access
     if skipped:
         report.settings[f"{name}: skipped attacks"] = "; ".join(
-            f"{k}: {v}" for k, v in skipped.items())
+            f"{k}: {v}" for k, v in skipped.items()
+        )
     report.rows += rows
     report.summary += summarize_graph(rows)
     return rows
@@ -129,14 +151,19 @@ def summarize_graph(rows) -> list[str]:
         if not attacks:
             continue
         best = max(attacks, key=lambda r: r["auc_all"])
-        line = (f"{target}: the strongest attack, {best['attack']} ({best['access']} access), "
-                f"tells edges from non-edges among {best['nodes']} attacked nodes with AUC "
-                f"{best['auc_all']:.3f} (0.5 is guessing)")
+        line = (
+            f"{target}: the strongest attack, {best['attack']} ({best['access']} access), "
+            f"tells edges from non-edges among {best['nodes']} attacked nodes with AUC "
+            f"{best['auc_all']:.3f} (0.5 is guessing)"
+        )
         if base is not None:
-            verdict = ("the model leaks edges beyond what node features tell"
-                       if best["auc_all"] > base["auc_all"] + 0.02
-                       else "no clear leak beyond what node features tell")
-            line += (f"; node features alone, without the model, give {base['auc_all']:.3f}: "
-                     f"{verdict}")
+            verdict = (
+                "the model leaks edges beyond what node features tell"
+                if best["auc_all"] > base["auc_all"] + 0.02
+                else "no clear leak beyond what node features tell"
+            )
+            line += (
+                f"; node features alone, without the model, give {base['auc_all']:.3f}: {verdict}"
+            )
         lines.append(line + ".")
     return lines

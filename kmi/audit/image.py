@@ -31,16 +31,37 @@ BASELINE = "PublicMeanBaseline"
 #: with ``attack_params={"GMI": {...}}``.
 IMAGE_ATTACKS = (
     (BASELINE, None, {}),
-    ("MIFace", img.MIFace,
-     {"max_iter": 500, "learning_rate": 0.1, "optimizer": "adam", "tv_weight": 0.05}),
+    (
+        "MIFace",
+        img.MIFace,
+        {"max_iter": 500, "learning_rate": 0.1, "optimizer": "adam", "tv_weight": 0.05},
+    ),
     ("DeepInversion", img.DeepInversion, {"max_iter": 500}),
     ("InversionModel", img.InversionModel, {"epochs": 50}),
-    ("GMI", img.GMI, {"gan_steps": 1000, "gan_width": 16, "gan_learning_rate": 2e-4,
-                      "latent_dim": 32, "max_iter": 300, "n_restarts": 3}),
-    ("BREPMI", img.BREPMI, {"gan_steps": 1000, "gan_width": 16, "gan_learning_rate": 2e-4,
-                            "latent_dim": 32, "max_iter": 100}),
+    (
+        "GMI",
+        img.GMI,
+        {
+            "gan_steps": 1000,
+            "gan_width": 16,
+            "gan_learning_rate": 2e-4,
+            "latent_dim": 32,
+            "max_iter": 300,
+            "n_restarts": 3,
+        },
+    ),
+    (
+        "BREPMI",
+        img.BREPMI,
+        {
+            "gan_steps": 1000,
+            "gan_width": 16,
+            "gan_learning_rate": 2e-4,
+            "latent_dim": 32,
+            "max_iter": 100,
+        },
+    ),
 )
-
 
 
 def train_evaluation_model(images, labels, n_classes, *, epochs=10, random_state=0, verbose=0):
@@ -63,14 +84,20 @@ def train_evaluation_model(images, labels, n_classes, *, epochs=10, random_state
     n_val = max(1, len(images) // 10)
     val, train = order[:n_val], order[n_val:]
     width = 16 if images.shape[1] * images.shape[2] <= 64 * 64 else 32
-    model = evaluation_classifier(images.shape[1:], n_classes, width=width, augment=False,
-                                  seed=int(random_state))
+    model = evaluation_classifier(
+        images.shape[1:], n_classes, width=width, augment=False, seed=int(random_state)
+    )
     model.compile(
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(images[train], labels[train], epochs=int(epochs), batch_size=64,
-              verbose=2 if verbose else 0)
+    model.fit(
+        images[train],
+        labels[train],
+        epochs=int(epochs),
+        batch_size=64,
+        verbose=2 if verbose else 0,
+    )
     accuracy = attack_accuracy(model, images[val], labels[val], top_k=1)
     return model, float(accuracy)
 
@@ -78,8 +105,10 @@ def train_evaluation_model(images, labels, n_classes, *, epochs=10, random_state
 def _has_batchnorm(model) -> bool:
     import keras
 
-    return any(isinstance(layer, keras.layers.BatchNormalization)
-               for layer in getattr(model, "_flatten_layers", lambda: [])())
+    return any(
+        isinstance(layer, keras.layers.BatchNormalization)
+        for layer in getattr(model, "_flatten_layers", lambda: [])()
+    )
 
 
 def _skip_reason(cls, params, target, X_public, shape) -> str | None:
@@ -91,8 +120,10 @@ def _skip_reason(cls, params, target, X_public, shape) -> str | None:
     if cls.uses_gan_prior and not params.get("generator"):
         side_ok = shape[0] == shape[1] and shape[0] in (8, 16, 32, 64, 128)
         if not side_ok:
-            return (f"the GAN prior needs square images of side 8, 16, 32, 64 or 128 "
-                    f"(these are {shape[0]}x{shape[1]}; pad or resize them)")
+            return (
+                f"the GAN prior needs square images of side 8, 16, 32, 64 or 128 "
+                f"(these are {shape[0]}x{shape[1]}; pad or resize them)"
+            )
     return None
 
 
@@ -174,8 +205,7 @@ def run_image_attacks(
         if cls is not None:
             reason = _skip_reason(cls, params, target, X_public, shape)
             if reason is None and not target.allows(cls.required_access):
-                reason = (f"needs {cls.required_access} access; the target gives "
-                          f"{target.access}")
+                reason = f"needs {cls.required_access} access; the target gives {target.access}"
             if reason is not None:
                 if attacks != "auto":
                     raise ValueError(f"{name} cannot run: {reason}.")
@@ -209,8 +239,7 @@ def run_image_attacks(
                 skipped[name] = f"needs {cls.required_access} access"
                 continue
             if cls.uses_gan_prior and not prior and hasattr(attack, "generator_"):
-                prior.update(generator=attack.generator_,
-                             critic=getattr(attack, "critic_", None))
+                prior.update(generator=attack.generator_, critic=getattr(attack, "critic_", None))
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             images = np.asarray(attack.invert(classes), dtype="float32")
@@ -219,8 +248,7 @@ def run_image_attacks(
                 k = min(int(n_instances), len(X_private))
                 rebuilt = attack.invert(target.query(X_private[:k]))
                 instance = {
-                    "instance_top_1": attack_accuracy(eval_model, rebuilt, columns[:k],
-                                                      top_k=1),
+                    "instance_top_1": attack_accuracy(eval_model, rebuilt, columns[:k], top_k=1),
                     "instance_psnr": psnr(rebuilt, X_private[:k]),
                     "instance_ssim": ssim(rebuilt, X_private[:k]),
                 }
@@ -228,8 +256,12 @@ def run_image_attacks(
         if not np.isfinite(images).all():  # an interrupted attack: record nothing
             raise KeyboardInterrupt(f"{name} was interrupted")
         metrics = image_attack_metrics(
-            images, labels_idx, eval_model=eval_model, private_images=X_private,
-            private_labels=columns, feature_model=feature_model,
+            images,
+            labels_idx,
+            eval_model=eval_model,
+            private_images=X_private,
+            private_labels=columns,
+            feature_model=feature_model,
             top_k=(1, min(5, eval_model.output_shape[-1])),
         )
         row = {
@@ -250,8 +282,12 @@ def run_image_attacks(
         rows.append(row)
         append_checkpoint(checkpoint, [row])
         if verbose:
-            extra = (f"  instances top-1 {row['instance_top_1']:.3f}, "
-                     f"PSNR {row['instance_psnr']:.1f} dB" if instance else "")
+            extra = (
+                f"  instances top-1 {row['instance_top_1']:.3f}, "
+                f"PSNR {row['instance_psnr']:.1f} dB"
+                if instance
+                else ""
+            )
             print(
                 f"  {name:<20} top-1 {row.get('top_1', float('nan')):.3f}  "
                 f"top-5 {row.get('top_5', float('nan')):.3f}  "
@@ -267,9 +303,12 @@ def add_real_examples(report, X_private, y_private) -> None:
     y_private = np.asarray(y_private)
     classes = np.unique(y_private)
     real = [X_private[np.flatnonzero(y_private == c)[0]] for c in classes]
-    report.add_figure("Real private examples (one per class)", real,
-                      [str(c) for c in classes],
-                      note="What the attacks try to recover: a training image of each class.")
+    report.add_figure(
+        "Real private examples (one per class)",
+        real,
+        [str(c) for c in classes],
+        note="What the attacks try to recover: a training image of each class.",
+    )
 
 
 def add_reconstructions(report, rows) -> None:
@@ -278,10 +317,16 @@ def add_reconstructions(report, rows) -> None:
         if "_images" not in row:
             continue
         images = np.asarray(row["_images"], dtype="float32")
-        note = (f"Evaluation model top-1 {row.get('top_1', float('nan')):.2f} "
-                f"(chance {1 / max(len(images), 1):.2f}).")
-        report.add_figure(f"{row['target']}: {row['attack']}", list(images),
-                          [f"class {c}" for c in row.get("_labels", [])], note=note)
+        note = (
+            f"Evaluation model top-1 {row.get('top_1', float('nan')):.2f} "
+            f"(chance {1 / max(len(images), 1):.2f})."
+        )
+        report.add_figure(
+            f"{row['target']}: {row['attack']}",
+            list(images),
+            [f"class {c}" for c in row.get("_labels", [])],
+            note=note,
+        )
 
 
 def summarize_image(rows) -> list[str]:
@@ -302,15 +347,18 @@ def summarize_image(rows) -> list[str]:
             f"{best['top_1']:.0%}, chance {1 / n:.0%})"
         )
         if base is not None:
-            line += (f"; the baseline that never queries the model gets "
-                     f"{base['top_1']:.0%}")
+            line += f"; the baseline that never queries the model gets {base['top_1']:.0%}"
         inst = next((r for r in group if "instance_top_1" in r), None)
         if inst is not None:
-            line += (f". From the model's answers on private images, {inst['attack']} "
-                     f"rebuilds images recognised as the right class {inst['instance_top_1']:.0%}"
-                     f" of the time (PSNR {inst['instance_psnr']:.1f} dB)")
+            line += (
+                f". From the model's answers on private images, {inst['attack']} "
+                f"rebuilds images recognised as the right class {inst['instance_top_1']:.0%}"
+                f" of the time (PSNR {inst['instance_psnr']:.1f} dB)"
+            )
         lines.append(line + ".")
     return lines
+
+
 def check_image_data(target, X, y=None, name="private_data"):
     """Images of the model's input shape, finite; labels among its classes.
 
@@ -413,5 +461,3 @@ def audit_image(
     add_reconstructions(report, rows)
     report.rows += [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     report.summary += summarize_image(rows)
-
-

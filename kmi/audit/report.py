@@ -104,12 +104,9 @@ class Report:
                 "add_figure needs one caption per image. "
                 f"Received: {len(images)} images and {len(captions)} captions"
             )
-        self.figures.append(
-            {"title": title, "images": images, "captions": captions, "note": note}
-        )
+        self.figures.append({"title": title, "images": images, "captions": captions, "note": note})
 
-    def add_plot(self, title: str, points, *, x_label: str, y_label: str,
-                 note: str = "") -> None:
+    def add_plot(self, title: str, points, *, x_label: str, y_label: str, note: str = "") -> None:
         """Add a scatter plot (drawn as inline SVG in the HTML report).
 
         Parameters
@@ -126,12 +123,11 @@ class Report:
         for p in points:
             x, y = float(p["x"]), float(p["y"])
             if not (math.isfinite(x) and math.isfinite(y)):
-                raise ValueError(
-                    f"add_plot needs finite coordinates. Received: point {p!r}"
-                )
+                raise ValueError(f"add_plot needs finite coordinates. Received: point {p!r}")
             clean.append({**p, "x": x, "y": y, "label": str(p.get("label", ""))})
-        self.plots.append({"title": title, "points": clean, "x_label": x_label,
-                           "y_label": y_label, "note": note})
+        self.plots.append(
+            {"title": title, "points": clean, "x_label": x_label, "y_label": y_label, "note": note}
+        )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """The report as JSON; written atomically to ``path`` when given."""
@@ -144,8 +140,11 @@ class Report:
         """Rows as a Markdown table (one table per value of ``group``)."""
         if not self.rows:
             return "(no results)"
-        columns = columns or [k for k in dict.fromkeys(k for r in self.rows for k in r)
-                              if k != group and not k.startswith("_")]
+        columns = columns or [
+            k
+            for k in dict.fromkeys(k for r in self.rows for k in r)
+            if k != group and not k.startswith("_")
+        ]
         groups: dict[Any, list] = {}
         for row in self.rows:
             groups.setdefault(row.get(group) if group else None, []).append(row)
@@ -174,7 +173,6 @@ class Report:
         if path is not None:
             atomic_write(path, text)
         return text
-
 
     def to_html(self, path: str | os.PathLike | None = None) -> str:
         """One self-contained HTML page: summary first, then tables, figures, settings.

@@ -141,8 +141,9 @@ def run_tabular_attacks(
             row["adv_ci95"] = "n/a"
             if base is not None and cls.uses_target:
                 base_correct = np.frombuffer(base["_correct"].encode(), dtype=np.uint8) == 49
-                low, high = paired_interval(truth.astype(str), correct, base_correct,
-                                            random_state=random_state)
+                low, high = paired_interval(
+                    truth.astype(str), correct, base_correct, random_state=random_state
+                )
                 row["adv_ci95"] = f"[{low:+.3f}, {high:+.3f}]"
             row["fit_s"] = round(fit_s, 3)
             row["invert_s"] = round(invert_s, 3)
@@ -192,8 +193,10 @@ def summarize_tabular(rows) -> list[str]:
                 f"; guessing from the other columns without the model (imputation) reaches "
                 f"{base['balanced_accuracy']:.3f}, so {gain:+.3f}: {verdict}"
             )
-        other = next((r for r in group if r["split"] == "non-members"
-                      and r["attack"] == best["attack"]), None)
+        other = next(
+            (r for r in group if r["split"] == "non-members" and r["attack"] == best["attack"]),
+            None,
+        )
         if other is not None:
             line += (
                 f". On records outside the training set the same attack reaches "
@@ -208,6 +211,8 @@ def _interval_low(text):
         return float(str(text).strip("[]").split(",")[0])
     except (TypeError, ValueError):
         return None
+
+
 def audit_tabular(
     report,
     target,

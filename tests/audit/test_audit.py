@@ -15,8 +15,7 @@ from kmi.targets import Target
 TINY = {
     "MIFace": {"max_iter": 60, "learning_rate": 0.5, "optimizer": "sgd", "tv_weight": 0.0},
     "InversionModel": {"epochs": 30},
-    "GMI": {"gan_steps": 20, "latent_dim": 8, "gan_width": 8, "max_iter": 10,
-            "n_restarts": 1},
+    "GMI": {"gan_steps": 20, "latent_dim": 8, "gan_width": 8, "max_iter": 10, "n_restarts": 1},
     "BREPMI": {"max_iter": 3, "n_directions": 4, "init_batches": 2, "init_batch_size": 16},
 }
 
@@ -35,8 +34,14 @@ def digits():
 @pytest.fixture(scope="module")
 def image_report(digits):
     model, X, y, X_pub = digits
-    return audit(model, modality="image", private_data=(X, y), public_data=X_pub,
-                 attack_params=TINY, verbose=0)
+    return audit(
+        model,
+        modality="image",
+        private_data=(X, y),
+        public_data=X_pub,
+        attack_params=TINY,
+        verbose=0,
+    )
 
 
 def test_image_audit_runs_and_measures_the_applicable_attacks(image_report):
@@ -44,8 +49,10 @@ def test_image_audit_runs_and_measures_the_applicable_attacks(image_report):
     names = [r["attack"] for r in report.rows]
     # DeepInversion is skipped (no BatchNormalization), and says why
     assert names == ["PublicMeanBaseline", "MIFace", "InversionModel", "GMI", "BREPMI"]
-    assert "DeepInversion: the model has no BatchNormalization" in report.settings[
-        "model: skipped attacks"]
+    assert (
+        "DeepInversion: the model has no BatchNormalization"
+        in report.settings["model: skipped attacks"]
+    )
     base = report.rows[0]
     assert base["queries"] == 0 and base["access"] == "none"
     # one class in ten is the mean image's lot; MIFace on a softmax target does better
@@ -65,9 +72,15 @@ def test_image_audit_runs_and_measures_the_applicable_attacks(image_report):
 def test_image_audit_label_only_runs_only_what_it_allows(digits):
     model, X, y, X_pub = digits
     target = Target(model, access="label-only")
-    report = audit(target, modality="image", private_data=(X[:200], y[:200]),
-                   public_data=X_pub[:100], attack_params=TINY, eval_model=_eval(X, y),
-                   verbose=0)
+    report = audit(
+        target,
+        modality="image",
+        private_data=(X[:200], y[:200]),
+        public_data=X_pub[:100],
+        attack_params=TINY,
+        eval_model=_eval(X, y),
+        verbose=0,
+    )
     assert [r["attack"] for r in report.rows] == ["PublicMeanBaseline", "BREPMI"]
     assert "MIFace: needs white-box access" in report.settings["model: skipped attacks"]
 
@@ -99,8 +112,11 @@ def test_image_audit_journal_resumes(digits, tmp_path, monkeypatch):
 
     model, X, y, X_pub = digits
     journal = tmp_path / "audit.jsonl"
-    attacks = [("PublicMeanBaseline", None, {}), ("MIFace", MIFace, TINY["MIFace"]),
-               ("InversionModel", InversionModel, TINY["InversionModel"])]
+    attacks = [
+        ("PublicMeanBaseline", None, {}),
+        ("MIFace", MIFace, TINY["MIFace"]),
+        ("InversionModel", InversionModel, TINY["InversionModel"]),
+    ]
     ev = _eval(X, y)
 
     def interrupt(self, X, y=None):
@@ -109,8 +125,16 @@ def test_image_audit_journal_resumes(digits, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(InversionModel, "fit", interrupt)
         with pytest.raises(KeyboardInterrupt):
-            audit(model, modality="image", private_data=(X, y), public_data=X_pub,
-                  attacks=attacks, eval_model=ev, verbose=0, checkpoint=journal)
+            audit(
+                model,
+                modality="image",
+                private_data=(X, y),
+                public_data=X_pub,
+                attacks=attacks,
+                eval_model=ev,
+                verbose=0,
+                checkpoint=journal,
+            )
     done = [json.loads(line)["attack"] for line in journal.read_text().splitlines()]
     assert done == ["PublicMeanBaseline", "MIFace"]
 
@@ -118,8 +142,16 @@ def test_image_audit_journal_resumes(digits, tmp_path, monkeypatch):
         raise AssertionError("a finished attack was run again")
 
     monkeypatch.setattr(MIFace, "fit", refit)
-    report = audit(model, modality="image", private_data=(X, y), public_data=X_pub,
-                   attacks=attacks, eval_model=ev, verbose=0, checkpoint=journal)
+    report = audit(
+        model,
+        modality="image",
+        private_data=(X, y),
+        public_data=X_pub,
+        attacks=attacks,
+        eval_model=ev,
+        verbose=0,
+        checkpoint=journal,
+    )
     assert [r["attack"] for r in report.rows] == [a[0] for a in attacks]
     # the resumed MIFace still has its reconstruction grid
     assert "model: MIFace" in [f["title"] for f in report.figures]
@@ -130,14 +162,21 @@ def test_graph_audit():
     y = np.repeat([0, 1], 20)
     A = np.triu((rng.random((40, 40)) < np.where(y[:, None] == y, 0.25, 0.01)), 1)
     A = (A + A.T).astype("float32")
-    X = (rng.random((40, 16)) < np.where(y[:, None] == 1, [0.6] * 8 + [0.1] * 8,
-                                         [0.1] * 8 + [0.6] * 8)).astype("float32")
+    X = (
+        rng.random((40, 16))
+        < np.where(y[:, None] == 1, [0.6] * 8 + [0.1] * 8, [0.1] * 8 + [0.6] * 8)
+    ).astype("float32")
     model = gcn(X.shape[1], 2, dropout=0.0)
     model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
     model.fit([X, A], y, batch_size=40, epochs=40, shuffle=False, verbose=0)
-    report = audit(model, modality="graph", private_data=(X, A, y), nodes=np.arange(40),
-                   attack_params={"GraphMI": {"max_iter": 30, "smoothness_after": 10}},
-                   verbose=0)
+    report = audit(
+        model,
+        modality="graph",
+        private_data=(X, A, y),
+        nodes=np.arange(40),
+        attack_params={"GraphMI": {"max_iter": 30, "smoothness_after": 10}},
+        verbose=0,
+    )
     by = {r["attack"]: r for r in report.rows}
     assert list(by) == ["FeatureSimilarity", "GraphMI", "LinkStealing", "LinkTeller"]
     assert by["FeatureSimilarity"]["queries"] == 0 and by["LinkTeller"]["queries"] > 0
@@ -145,8 +184,13 @@ def test_graph_audit():
     assert "AUC" in report.summary[0]
     with pytest.raises(ValueError, match="adjacency must be"):
         audit(model, modality="graph", private_data=(X, A[:5], y), verbose=0)
-    black = audit(Target(model, access="black-box"), modality="graph",
-                  private_data=(X, A, y), nodes=np.arange(40), verbose=0)
+    black = audit(
+        Target(model, access="black-box"),
+        modality="graph",
+        private_data=(X, A, y),
+        nodes=np.arange(40),
+        verbose=0,
+    )
     assert "GraphMI" not in {r["attack"] for r in black.rows}
 
 
@@ -161,36 +205,61 @@ def canary_lm():
     texts = [CANARY] * 20 + ["the cat sat on a mat"] * 20 + ["a dog ran far away"] * 20
     model = CausalLM(256, 20, embedding_dim=32, intermediate_dim=64)
     x, y, w = CausalLM.lm_targets(np.asarray(tok(texts)))
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x, y, sample_weight=w, epochs=30, batch_size=20, verbose=0)
     return model, tok
 
 
 def test_text_audit_extracts_the_canary(canary_lm):
     model, tok = canary_lm
-    report = audit(model, modality="text", private_data=[CANARY], prompts=[PREFIX],
-                   tokenizer=tok, verbose=0, attack_params={
-                       "LMExtraction": {"n_samples": 8, "top_k": 3, "max_new_tokens": 4,
-                                        "ranking": "perplexity"},
-                       "TokenOptimization": {"allowed_tokens": "0123456789",
-                                             "n_restarts": 2, "max_iter": 40}})
+    report = audit(
+        model,
+        modality="text",
+        private_data=[CANARY],
+        prompts=[PREFIX],
+        tokenizer=tok,
+        verbose=0,
+        attack_params={
+            "LMExtraction": {
+                "n_samples": 8,
+                "top_k": 3,
+                "max_new_tokens": 4,
+                "ranking": "perplexity",
+            },
+            "TokenOptimization": {"allowed_tokens": "0123456789", "n_restarts": 2, "max_iter": 40},
+        },
+    )
     by = {r["attack"]: r for r in report.rows}
     assert by["LMExtraction"]["exact_top_1"] == 1.0
     assert by["TokenOptimization"]["exact_top_1"] == 1.0
     with pytest.raises(ValueError, match="start with one of the prompts"):
-        audit(model, modality="text", private_data=["other"], prompts=[PREFIX],
-              tokenizer=tok, verbose=0)
+        audit(
+            model,
+            modality="text",
+            private_data=["other"],
+            prompts=[PREFIX],
+            tokenizer=tok,
+            verbose=0,
+        )
 
 
 def test_report_plot_renders_as_svg(tmp_path):
     report = Report(title="t")
-    report.add_plot("trade-off", [{"x": 0.9, "y": 0.8, "label": "none", "series": "GMI"},
-                                  {"x": 0.7, "y": 0.1, "label": "DP", "series": "GMI"}],
-                    x_label="accuracy", y_label="attack top-1")
+    report.add_plot(
+        "trade-off",
+        [
+            {"x": 0.9, "y": 0.8, "label": "none", "series": "GMI"},
+            {"x": 0.7, "y": 0.1, "label": "DP", "series": "GMI"},
+        ],
+        x_label="accuracy",
+        y_label="attack top-1",
+    )
     with pytest.raises(ValueError, match="finite"):
-        report.add_plot("bad", [{"x": float("nan"), "y": 0, "label": ""}],
-                        x_label="a", y_label="b")
+        report.add_plot(
+            "bad", [{"x": float("nan"), "y": 0, "label": ""}], x_label="a", y_label="b"
+        )
     text = report.to_html(tmp_path / "r.html")
     assert text.count("<svg") == 1 and "<polyline" in text and text.count("<circle") == 2
     assert "http" not in text
@@ -214,8 +283,23 @@ def test_cli_user_image_model(tmp_path, digits, capsys, monkeypatch):
     model, X, y, X_pub = digits
     path, data = _save(tmp_path, digits, x_private=X[:300], y_private=y[:300])
     out = tmp_path / "rep"
-    assert main(["audit", "--model", path, "--data", data, "--modality", "image",
-                 "--output", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "--model",
+                path,
+                "--data",
+                data,
+                "--modality",
+                "image",
+                "--output",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "PublicMeanBaseline" in text and "MIFace" in text and "Summary:" in text
     report = json.loads((tmp_path / "rep.json").read_text())
@@ -227,8 +311,9 @@ def test_cli_user_model_errors(tmp_path, digits, capsys):
     model, X, y, X_pub = digits
     out = ["--output", str(tmp_path / "rep"), "-q"]
     # data that does not match the model's input
-    path, data = _save(tmp_path, digits, x_private=np.zeros((5, 28, 28, 1)),
-                       y_private=np.zeros(5, int))
+    path, data = _save(
+        tmp_path, digits, x_private=np.zeros((5, 28, 28, 1)), y_private=np.zeros(5, int)
+    )
     assert main(["audit", "--model", path, "--data", data, "--modality", "image", *out]) == 2
     err = capsys.readouterr().err
     assert "does not fit the model" in err and "(8, 8, 1)" in err and "28, 28, 1)" in err
@@ -250,8 +335,18 @@ def test_cli_refuses_an_unsafe_model(tmp_path, digits, capsys):
     model.save(path)
     X = digits[1]
     np.savez(tmp_path / "d.npz", x_private=X[:20], y_private=digits[2][:20])
-    args = ["audit", "--model", str(path), "--data", str(tmp_path / "d.npz"),
-            "--modality", "image", "--output", str(tmp_path / "rep"), "-q"]
+    args = [
+        "audit",
+        "--model",
+        str(path),
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--modality",
+        "image",
+        "--output",
+        str(tmp_path / "rep"),
+        "-q",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "Refused to load" in err and "--unsafe-deserialization" in err
@@ -286,8 +381,9 @@ def test_cli_mnist_demo_quick_resumes_after_interruption(tmp_path, capsys, monke
     assert targets[2].startswith("MID (beta")
     assert len(report["rows"]) == 12 and len(report["plots"]) == 1
     # the journaled MIFace result is the one reported: it was not run again
-    again = next(r for r in report["rows"]
-                 if r["target"] == "no defense" and r["attack"] == "MIFace")
+    again = next(
+        r for r in report["rows"] if r["target"] == "no defense" and r["attack"] == "MIFace"
+    )
     assert again["invert_s"] == first["invert_s"] and again["top_1"] == first["top_1"]
     html = (tmp_path / "rep.html").read_text()
     # real examples, then one grid of 10 classes per (model, attack)
@@ -301,16 +397,35 @@ def test_cli_user_tabular_and_graph_models(tmp_path, capsys):
     X = rng.normal(size=(300, 4)).astype("float32")
     X[:, 0] = rng.integers(0, 2, 300)
     y = ((X[:, 0] + X[:, 1]) > 0.5).astype(int)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(X, y, epochs=5, verbose=0)
     model.save(tmp_path / "tab.keras")
-    np.savez(tmp_path / "tab.npz", x_private=X[:150], y_private=y[:150],
-             x_public=X[150:], y_public=y[150:])
-    args = ["audit", "--model", str(tmp_path / "tab.keras"), "--data",
-            str(tmp_path / "tab.npz"), "--modality", "tabular", "--output",
-            str(tmp_path / "tab"), "-q"]
+    np.savez(
+        tmp_path / "tab.npz",
+        x_private=X[:150],
+        y_private=y[:150],
+        x_public=X[150:],
+        y_public=y[150:],
+    )
+    args = [
+        "audit",
+        "--model",
+        str(tmp_path / "tab.keras"),
+        "--data",
+        str(tmp_path / "tab.npz"),
+        "--modality",
+        "tabular",
+        "--output",
+        str(tmp_path / "tab"),
+        "-q",
+    ]
     assert main(args) == 2
     assert "--sensitive-feature" in capsys.readouterr().err
     assert main([*args, "--sensitive-feature", "0"]) == 0
@@ -327,16 +442,46 @@ def test_cli_user_tabular_and_graph_models(tmp_path, capsys):
     gnn.fit([F, A], y, batch_size=20, epochs=5, shuffle=False, verbose=0)
     gnn.save(tmp_path / "g.keras")
     np.savez(tmp_path / "g.npz", features=F, adjacency=A, labels=y)
-    assert main(["audit", "--model", str(tmp_path / "g.keras"), "--data",
-                 str(tmp_path / "g.npz"), "--modality", "graph", "--access", "black-box",
-                 "--output", str(tmp_path / "g"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "--model",
+                str(tmp_path / "g.keras"),
+                "--data",
+                str(tmp_path / "g.npz"),
+                "--modality",
+                "graph",
+                "--access",
+                "black-box",
+                "--output",
+                str(tmp_path / "g"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "g.json").read_text())["rows"]
     assert [r["attack"] for r in rows] == ["FeatureSimilarity", "LinkStealing", "LinkTeller"]
     # features that do not match the model
     np.savez(tmp_path / "bad.npz", features=F[:, :3], adjacency=A, labels=y)
-    assert main(["audit", "--model", str(tmp_path / "g.keras"), "--data",
-                 str(tmp_path / "bad.npz"), "--modality", "graph",
-                 "--output", str(tmp_path / "g"), "-q"]) == 2
+    assert (
+        main(
+            [
+                "audit",
+                "--model",
+                str(tmp_path / "g.keras"),
+                "--data",
+                str(tmp_path / "bad.npz"),
+                "--modality",
+                "graph",
+                "--output",
+                str(tmp_path / "g"),
+                "-q",
+            ]
+        )
+        == 2
+    )
     assert "takes 6 features per node" in capsys.readouterr().err
 
 
@@ -344,9 +489,23 @@ def test_cli_user_text_model(tmp_path, canary_lm):
     model, _ = canary_lm
     model.save(tmp_path / "lm.keras")
     np.savez(tmp_path / "t.npz", secrets=np.array([CANARY]), prompts=np.array([PREFIX]))
-    assert main(["audit", "--model", str(tmp_path / "lm.keras"), "--data",
-                 str(tmp_path / "t.npz"), "--modality", "text", "--output",
-                 str(tmp_path / "t"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "--model",
+                str(tmp_path / "lm.keras"),
+                "--data",
+                str(tmp_path / "t.npz"),
+                "--modality",
+                "text",
+                "--output",
+                str(tmp_path / "t"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     rows = {r["attack"]: r for r in json.loads((tmp_path / "t.json").read_text())["rows"]}
     assert rows["LMExtraction"]["exact_top_1"] == 1.0
     # the white-box attack runs too (every byte allowed, so it is harder)

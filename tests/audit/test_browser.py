@@ -18,9 +18,16 @@ from kmi.audit import Report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
 )
 
 # Appended to a copy of the report: after load, record what the page shows.
@@ -53,8 +60,14 @@ def _browser():
 
 def _run(browser, tmp_path, *args):
     profile = tmp_path / "profile"
-    cmd = [browser, *FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-           *args]
+    cmd = [
+        browser,
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -64,8 +77,8 @@ def _png_pixels(path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", None
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -104,20 +117,40 @@ def _png_pixels(path):
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
-    report = Report(title="kmi privacy audit: browser check", settings={"seed": 0},
-                    summary=["model: the strongest attack rebuilds 7 of 10 classes."])
+    report = Report(
+        title="kmi privacy audit: browser check",
+        settings={"seed": 0},
+        summary=["model: the strongest attack rebuilds 7 of 10 classes."],
+    )
     report.rows = [
-        {"target": "model", "task": "reconstruct classes", "split": "members",
-         "attack": "PublicMeanBaseline", "top_1": 0.1},
-        {"target": "model", "task": "reconstruct classes", "split": "members",
-         "attack": "GMI", "top_1": 0.7},
+        {
+            "target": "model",
+            "task": "reconstruct classes",
+            "split": "members",
+            "attack": "PublicMeanBaseline",
+            "top_1": 0.1,
+        },
+        {
+            "target": "model",
+            "task": "reconstruct classes",
+            "split": "members",
+            "attack": "GMI",
+            "top_1": 0.7,
+        },
     ]
     rng = np.random.default_rng(0)
-    report.add_figure("model: GMI", [rng.random((16, 16)) for _ in range(4)],
-                      [f"class {i}" for i in range(4)])
-    report.add_plot("trade-off", [{"x": 0.96, "y": 0.7, "label": "no defense", "series": "GMI"},
-                                  {"x": 0.80, "y": 0.2, "label": "DP-SGD", "series": "GMI"}],
-                    x_label="test accuracy", y_label="attack top-1")
+    report.add_figure(
+        "model: GMI", [rng.random((16, 16)) for _ in range(4)], [f"class {i}" for i in range(4)]
+    )
+    report.add_plot(
+        "trade-off",
+        [
+            {"x": 0.96, "y": 0.7, "label": "no defense", "series": "GMI"},
+            {"x": 0.80, "y": 0.2, "label": "DP-SGD", "series": "GMI"},
+        ],
+        x_label="test accuracy",
+        y_label="attack top-1",
+    )
     path = tmp / "report.html"
     report.to_html(path)
     return path
@@ -129,27 +162,30 @@ def test_report_renders_in_chromium(report_html, tmp_path):
     assert "<script" not in text  # a static page: nothing runs when it is opened
     probed = tmp_path / "probed.html"
     probed.write_text(text.replace("</body>", PROBE + "</body>"))
-    result = _run(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom",
-                  probed.as_uri())
+    result = _run(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]
     marker = 'data-probe="'
     start = result.stdout.index(marker) + len(marker)
-    raw = result.stdout[start:result.stdout.index('"', start)]
+    raw = result.stdout[start : result.stdout.index('"', start)]
     probe = json.loads(raw.replace("&quot;", '"').replace("&amp;", "&"))
     assert probe["summary"] == 1 and probe["tables"] >= 1
     assert probe["images"] == 4 and probe["decoded"] == 4  # no broken image
     assert probe["svg"] == 2
     assert probe["errors"] == []
-    console = [line for line in result.stderr.splitlines()
-               if "CONSOLE" in line and "probe" not in line.lower()]
+    console = [
+        line
+        for line in result.stderr.splitlines()
+        if "CONSOLE" in line and "probe" not in line.lower()
+    ]
     assert console == [], console
 
 
 def test_report_screenshot_is_not_blank(report_html, tmp_path):
     browser = _browser()
     shot = tmp_path / "shot.png"
-    result = _run(browser, tmp_path, f"--screenshot={shot}", "--window-size=1000,1400",
-                  report_html.as_uri())
+    result = _run(
+        browser, tmp_path, f"--screenshot={shot}", "--window-size=1000,1400", report_html.as_uri()
+    )
     assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
     pixels = _png_pixels(shot)
     assert pixels.shape[:2] == (1400, 1000)

@@ -16,8 +16,14 @@ def test_run_tabular_attacks_measures_every_applicable_attack(records, tree_pipe
     X_m, y_m, X_a, y_a = records
     target = Target(tree_pipeline, access="black-box")
     rows = run_tabular_attacks(
-        target, X_aux=X_a, y_aux=y_a, X_private=X_m, y_private=y_m,
-        sensitive_feature="sex", extra_splits={"again": (X_m, y_m)}, verbose=0,
+        target,
+        X_aux=X_a,
+        y_aux=y_a,
+        X_private=X_m,
+        y_private=y_m,
+        sensitive_feature="sex",
+        extra_splits={"again": (X_m, y_m)},
+        verbose=0,
     )
     names = [r["attack"] for r in rows if r["split"] == "members"]
     # the white-box attack is skipped for a black-box target
@@ -37,14 +43,21 @@ def test_explicit_attack_list_raises_refusals(records, tree_pipeline):
     X_m, y_m, X_a, y_a = records
     with pytest.raises(AccessError):
         run_tabular_attacks(
-            Target(tree_pipeline, access="label-only"), X_aux=X_a, y_aux=y_a, X_private=X_m,
-            y_private=y_m, sensitive_feature="sex", attacks=[("CSMIA", CSMIA, {})], verbose=0,
+            Target(tree_pipeline, access="label-only"),
+            X_aux=X_a,
+            y_aux=y_a,
+            X_private=X_m,
+            y_private=y_m,
+            sensitive_feature="sex",
+            attacks=[("CSMIA", CSMIA, {})],
+            verbose=0,
         )
 
 
 def test_report_json_and_markdown_are_written_atomically(tmp_path):
-    report = Report(title="t", rows=[{"attack": "A", "accuracy": 0.5, "auc": float("nan")}],
-                    settings={"n": 3})
+    report = Report(
+        title="t", rows=[{"attack": "A", "accuracy": 0.5, "auc": float("nan")}], settings={"n": 3}
+    )
     report.to_json(tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["rows"][0]["attack"] == "A" and "keras" in data["versions"]
@@ -67,8 +80,9 @@ def test_adult_tasks_drop_relationship_for_married():
 
 
 def test_demo_audit_small():
-    report = adult_audit(max_records=150, n_records=1200, targets=("decision_tree",),
-                         tasks=("married",), verbose=0)
+    report = adult_audit(
+        max_records=150, n_records=1200, targets=("decision_tree",), tasks=("married",), verbose=0
+    )
     splits = {r["split"] for r in report.rows}
     assert splits == {"members", "non-members"}
     attacks = {r["attack"] for r in report.rows}
@@ -79,8 +93,23 @@ def test_demo_audit_small():
 
 def test_cli_demo(tmp_path, capsys, monkeypatch):
     _small_demo(monkeypatch)
-    assert main(["audit", "--demo", "adult", "--max-records", "100", "--n-records", "1000",
-                 "--output", str(tmp_path / "rep"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "--demo",
+                "adult",
+                "--max-records",
+                "100",
+                "--n-records",
+                "1000",
+                "--output",
+                str(tmp_path / "rep"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "decision_tree: inferring 'sex' of training members" in out
     assert "| ImputationBaseline |" in out
@@ -101,7 +130,8 @@ def _small_demo(monkeypatch):
 
     real = demo.adult_audit
     monkeypatch.setattr(
-        demo, "adult_audit",
+        demo,
+        "adult_audit",
         lambda **kw: real(**{**kw, "targets": ("decision_tree",), "tasks": ("sex",)}),
     )
 
@@ -110,8 +140,18 @@ def test_cli_resume_after_interruption(tmp_path, capsys, monkeypatch):
     from kmi.attacks import CSMIA, ImputationBaseline
 
     _small_demo(monkeypatch)
-    args = ["audit", "--demo", "adult", "--max-records", "100", "--n-records", "800",
-            "--output", str(tmp_path / "rep"), "-q"]
+    args = [
+        "audit",
+        "--demo",
+        "adult",
+        "--max-records",
+        "100",
+        "--n-records",
+        "800",
+        "--output",
+        str(tmp_path / "rep"),
+        "-q",
+    ]
 
     def interrupt(self, X, y):
         raise KeyboardInterrupt
@@ -138,13 +178,28 @@ def test_cli_resume_after_interruption(tmp_path, capsys, monkeypatch):
 
 
 def test_html_report_is_self_contained(tmp_path):
-    report = Report(title="Audit <demo>", settings={"seed": 0},
-                    summary=["model leaks +0.044 beyond imputation"])
+    report = Report(
+        title="Audit <demo>",
+        settings={"seed": 0},
+        summary=["model leaks +0.044 beyond imputation"],
+    )
     report.rows = [
-        {"target": "t", "sensitive": "s", "split": "members", "attack": "ImputationBaseline",
-         "accuracy": 0.8, "adv_bal_acc": 0.0},
-        {"target": "t", "sensitive": "s", "split": "members", "attack": "CSMIA",
-         "accuracy": 0.85, "adv_bal_acc": 0.05},
+        {
+            "target": "t",
+            "sensitive": "s",
+            "split": "members",
+            "attack": "ImputationBaseline",
+            "accuracy": 0.8,
+            "adv_bal_acc": 0.0,
+        },
+        {
+            "target": "t",
+            "sensitive": "s",
+            "split": "members",
+            "attack": "CSMIA",
+            "accuracy": 0.85,
+            "adv_bal_acc": 0.05,
+        },
     ]
     report.add_figure("class 0", [np.zeros((4, 4)), np.ones((4, 4, 3))], ["mean", "attack"])
     with pytest.raises(ValueError, match="one caption per image"):
