@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral, Real
+from typing import Self
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
@@ -75,6 +77,19 @@ class BREPMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
     ----------
     M. Kahla, S. Chen, H. A. Just and R. Jia. Label-only model inversion attacks via
     boundary repulsion. CVPR 2022.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.attacks import BREPMI
+    >>> from kmi.models import softmax_regression
+    >>> from kmi.targets import Target
+    >>> target = Target(softmax_regression((8, 8, 1), 3, seed=0), access="label-only")
+    >>> public = np.random.default_rng(0).uniform(size=(16, 8, 8, 1))
+    >>> attack = BREPMI(target, gan_steps=2, gan_width=4, latent_dim=4, max_iter=2,
+    ...                 init_batches=2, init_batch_size=16, random_state=0).fit(public)
+    >>> attack.invert([0, 1]).shape
+    (2, 8, 8, 1)
     """
 
     required_access = "label-only"
@@ -134,7 +149,7 @@ class BREPMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X=None, y=None):
+    def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Train (or take) the GAN prior; return ``self``.
 
         The target is never queried here. Its input shape is that of ``X`` (or of
@@ -161,7 +176,7 @@ class BREPMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
             return out.argmax(axis=1)
         return self.target_.label_index(out)
 
-    def invert(self, y):
+    def invert(self, y: ArrayLike) -> np.ndarray:
         """Reconstruct one image for each label of ``y``, from predicted labels only.
 
         Returns

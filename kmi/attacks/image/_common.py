@@ -6,6 +6,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -129,7 +130,7 @@ class ClassInversionMixin:
             )
         return self.target_.label_index(y)
 
-    def score(self, X, y) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Attack success on the private images ``X`` of classes ``y`` (greater is better).
 
         Inverts every distinct label of ``y`` once. With ``eval_model``, returns its

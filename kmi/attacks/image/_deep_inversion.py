@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
+from typing import Self
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
@@ -91,6 +93,21 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
     H. Yin, P. Molchanov, Z. Li, J. M. Alvarez, A. Mallya, D. Hoiem, N. K. Jha and
     J. Kautz. Dreaming to distill: data-free knowledge transfer via DeepInversion.
     CVPR 2020.
+
+    Examples
+    --------
+    >>> import keras
+    >>> from kmi.attacks import DeepInversion
+    >>> inputs = keras.Input((8, 8, 1))
+    >>> x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    >>> x = keras.layers.BatchNormalization()(x)
+    >>> x = keras.layers.Flatten()(keras.layers.ReLU()(x))
+    >>> model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    >>> attack = DeepInversion(model, max_iter=3, random_state=0).fit()
+    >>> attack.n_batchnorm_
+    1
+    >>> attack.invert([0, 1, 2]).shape
+    (3, 8, 8, 1)
     """
 
     required_access = "white-box"
@@ -133,7 +150,7 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X=None, y=None):
+    def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Validate the target (white-box, with BatchNormalization); return ``self``.
 
         ``X`` and ``y`` are ignored: the attack is data-free.
@@ -154,7 +171,7 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
         self._bns = bns
         return self
 
-    def invert(self, y):
+    def invert(self, y: ArrayLike) -> np.ndarray:
         """Reconstruct one image for each label of ``y`` (optimised together).
 
         Returns

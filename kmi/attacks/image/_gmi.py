@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numbers
 from numbers import Integral, Real
+from typing import Self
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -121,6 +123,21 @@ class GMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
     generative model-inversion attacks against deep neural networks. CVPR 2020.
     N.-B. Nguyen, K. Chandrasegaran, M. Abdollahzadeh and N.-M. Cheung. Re-thinking
     model inversion attacks against deep neural networks (LOMMA). CVPR 2023.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.attacks import GMI
+    >>> from kmi.models import softmax_regression
+    >>> from kmi.targets import Target
+    >>> target = Target(softmax_regression((8, 8, 1), 3, seed=0))
+    >>> public = np.random.default_rng(0).uniform(size=(16, 8, 8, 1))
+    >>> attack = GMI(target, gan_steps=2, gan_width=4, latent_dim=4, max_iter=3,
+    ...              n_restarts=2, random_state=0).fit(public)
+    >>> attack.invert([0, 2]).shape
+    (2, 8, 8, 1)
+    >>> target.n_queries_ > 0  # every white-box read is counted
+    True
     """
 
     required_access = "white-box"
@@ -192,7 +209,7 @@ class GMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X=None, y=None):
+    def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Train (or take) the GAN prior and any LOMMA surrogates; return ``self``.
 
         Parameters
@@ -281,7 +298,7 @@ class GMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
                 losses.append(rows)
         return sum(losses) / len(losses)
 
-    def invert(self, y):
+    def invert(self, y: ArrayLike) -> np.ndarray:
         """Reconstruct one image for each label of ``y`` (all labels and restarts at once).
 
         Returns

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
+from typing import Self
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
@@ -78,6 +80,20 @@ class InversionModel(BaseAttack):
     ----------
     Z. Yang, J. Zhang, E.-C. Chang and Z. Liang. Neural network inversion in
     adversarial setting via background knowledge alignment. CCS 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.attacks import InversionModel
+    >>> from kmi.models import softmax_regression
+    >>> target = softmax_regression((8, 8, 1), 3, seed=0)
+    >>> public = np.random.default_rng(0).uniform(size=(32, 8, 8, 1))
+    >>> attack = InversionModel(target, hidden_units=(16,), epochs=2,
+    ...                         random_state=0).fit(public)
+    >>> attack.invert([0, 1, 2]).shape  # one representative per class
+    (3, 8, 8, 1)
+    >>> bool(attack.score(public[:4]) > 0)  # PSNR (dB) of images rebuilt from answers
+    True
     """
 
     required_access = "black-box"
@@ -118,7 +134,7 @@ class InversionModel(BaseAttack):
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: None = None) -> Self:
         """Query the target on auxiliary images ``X`` and train the decoder; return ``self``.
 
         Parameters
@@ -186,7 +202,7 @@ class InversionModel(BaseAttack):
         out = keras.layers.Reshape(self.input_shape_)(x)
         return keras.Model(inputs, out, name="inversion_decoder")
 
-    def invert(self, outputs):
+    def invert(self, outputs: ArrayLike) -> np.ndarray:
         """Reconstruct images from prediction vectors, or class representatives from labels.
 
         Parameters
@@ -214,7 +230,7 @@ class InversionModel(BaseAttack):
         vectors = _truncate(outputs.astype("float32"), self.truncation)
         return np.asarray(self.decoder_.predict(vectors, verbose=0), dtype="float32")
 
-    def score(self, X, y=None) -> float:
+    def score(self, X: ArrayLike, y: None = None) -> float:
         """Mean PSNR (dB) of the images rebuilt from the target's outputs on ``X``."""
         check_is_fitted(self)
         X = check_images(X, self.input_shape_)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
+from typing import Self
 
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
@@ -105,6 +107,20 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
     ----------
     S. Chen, M. Kahla, R. Jia and G.-J. Qi. Knowledge-enriched distributional model
     inversion attacks. ICCV 2021.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.attacks import KEDMI
+    >>> from kmi.models import softmax_regression
+    >>> target = softmax_regression((8, 8, 1), 3, seed=0)
+    >>> public = np.random.default_rng(0).uniform(size=(16, 8, 8, 1))
+    >>> attack = KEDMI(target, gan_steps=2, gan_width=4, latent_dim=4, max_iter=3,
+    ...                n_samples=2, n_draws=2, random_state=0).fit(public)
+    >>> attack.invert([1]).shape
+    (1, 8, 8, 1)
+    >>> attack.sample([1], n_samples=4).shape
+    (1, 4, 8, 8, 1)
     """
 
     required_access = "white-box"
@@ -161,7 +177,7 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X=None, y=None):
+    def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Train (or take) the inversion-specific GAN; return ``self``.
 
         Parameters
@@ -189,7 +205,7 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         )
         return self
 
-    def invert(self, y):
+    def invert(self, y: ArrayLike) -> np.ndarray:
         """Learn a latent distribution per label (all at once); return one image per label.
 
         Returns
@@ -244,7 +260,7 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.interrupted_ = result.interrupted
         return images[np.arange(n), best]
 
-    def sample(self, y, n_samples=1, random_state=None):
+    def sample(self, y: ArrayLike, n_samples: int = 1, random_state=None) -> np.ndarray:
         """Draw images from the distributions learned by the last :meth:`invert`.
 
         ``y`` must be the labels of that call.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
+from typing import Self
 
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -164,7 +166,7 @@ class MIFace(ClassInversionMixin, BaseAttack):
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X=None, y=None):
+    def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Validate the target and parameters; remember the mean of auxiliary images.
 
         Parameters
@@ -205,7 +207,7 @@ class MIFace(ClassInversionMixin, BaseAttack):
             return rng.uniform(0, 1, size=shape).astype("float32")
         return np.zeros(shape, dtype="float32")
 
-    def invert(self, y):
+    def invert(self, y: ArrayLike) -> np.ndarray:
         """Reconstruct one image for each label of ``y``.
 
         Parameters

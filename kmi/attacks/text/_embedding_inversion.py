@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from numbers import Integral, Real
+from typing import Self
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -94,6 +97,20 @@ class EmbeddingInversion(BaseAttack):
     C. Song and A. Raghunathan. Information Leakage in Embedding Models. CCS 2020.
     J. X. Morris, V. Kuleshov, V. Shmatikov and A. M. Rush. Text Embeddings Reveal
     (Almost) As Much As Text. EMNLP 2023.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kmi.attacks import EmbeddingInversion
+    >>> words = ["red", "green", "blue", "cat", "dog", "fish"]
+    >>> def encoder(texts):  # a black-box sentence encoder: bag of words
+    ...     return np.array([[t.split().count(w) for w in words] for t in texts], "float32")
+    >>> public = ["red cat", "blue dog", "green fish", "red dog", "blue cat", "green cat"]
+    >>> attack = EmbeddingInversion(encoder, head="bow", epochs=40, hidden_dim=16,
+    ...                             learning_rate=0.05, random_state=0).fit(public)
+    >>> text = attack.invert(encoder(["blue cat"]))[0]
+    >>> sorted(text.split())  # a bag of words has no order
+    ['blue', 'cat']
     """
 
     required_access = "black-box"
@@ -170,7 +187,7 @@ class EmbeddingInversion(BaseAttack):
             )
         return out
 
-    def fit(self, X, y=None):
+    def fit(self, X: Sequence[str], y: None = None) -> Self:
         """Query the target on the auxiliary texts ``X`` and train the inverter.
 
         Parameters
@@ -313,7 +330,7 @@ class EmbeddingInversion(BaseAttack):
                 break
         return [self._words(row[1:]) for row in tokens]
 
-    def invert(self, embeddings) -> list[str]:
+    def invert(self, embeddings: ArrayLike) -> list[str]:
         """Texts whose embeddings are ``embeddings``.
 
         Parameters
@@ -373,7 +390,7 @@ class EmbeddingInversion(BaseAttack):
             pos += len(row)
         return best
 
-    def score(self, X, y=None) -> float:
+    def score(self, X: Sequence[str], y: ArrayLike | None = None) -> float:
         """Word F1 of the texts recovered from the target's embeddings of ``X``.
 
         ``X`` are private texts the auditor holds; they are embedded through the

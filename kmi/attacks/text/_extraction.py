@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from numbers import Integral, Real
+from typing import Self
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -163,7 +166,7 @@ class LMExtraction(BaseAttack):
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X=None, y=None):
+    def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Validate the target, the tokenizer, the prompts and the parameters.
 
         ``X`` and ``y`` are ignored (the attack needs no auxiliary data).
@@ -304,7 +307,7 @@ class LMExtraction(BaseAttack):
         }
         return self.candidates_["text"]
 
-    def score(self, X, y=None) -> float:
+    def score(self, X: Sequence[str], y: ArrayLike | None = None) -> float:
         """Fraction of the secret texts ``X`` found in the top ``top_n`` candidates.
 
         Runs :meth:`invert` with ``n_samples``; a secret counts as found when it is a

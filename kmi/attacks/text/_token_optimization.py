@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from numbers import Integral, Real
+from typing import Self
 
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
@@ -93,6 +96,18 @@ class TokenOptimization(BaseAttack):
     C. Song and A. Raghunathan. Information Leakage in Embedding Models. CCS 2020.
     E. Jang, S. Gu and B. Poole. Categorical Reparameterization with Gumbel-Softmax.
     ICLR 2017.
+
+    Examples
+    --------
+    >>> from kmi.attacks import TokenOptimization
+    >>> from kmi.models import CausalLM, byte_tokenizer
+    >>> lm = CausalLM(256, 12, embedding_dim=8, seed=0)
+    >>> attack = TokenOptimization(lm, tokenizer=byte_tokenizer(12), n_tokens=3,
+    ...                            allowed_tokens="0123456789", n_restarts=2,
+    ...                            max_iter=3, random_state=0).fit()
+    >>> secret = attack.invert(["pin "])[0]
+    >>> len(secret), set(secret) <= set("0123456789")
+    (3, True)
     """
 
     required_access = "white-box"
@@ -176,7 +191,7 @@ class TokenOptimization(BaseAttack):
             raise ValueError("allowed_tokens is empty. Received: allowed_tokens=[]")
         return np.unique(ids)
 
-    def fit(self, X=None, y=None):
+    def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Validate the target (white-box, with an embedding path), tokenizer and parameters.
 
         ``X`` and ``y`` are ignored (the attack needs no auxiliary data).
@@ -227,7 +242,7 @@ class TokenOptimization(BaseAttack):
                 )
         return pre
 
-    def invert(self, X, y=None) -> list[str]:
+    def invert(self, X: Sequence[str], y: ArrayLike | None = None) -> list[str]:
         """Recover the secret after each prefix.
 
         Parameters
@@ -346,7 +361,7 @@ class TokenOptimization(BaseAttack):
             best.append(found[0][0])
         return best
 
-    def score(self, X, y=None) -> float:
+    def score(self, X: Sequence[str], y: ArrayLike | None = None) -> float:
         """Mean fraction of secret tokens recovered, position by position.
 
         Parameters
