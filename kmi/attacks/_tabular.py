@@ -58,9 +58,12 @@ verbose : int, default=0
     Show a progress bar while querying.""",
     "example_records": """\
 >>> import numpy as np
+>>> from sklearn.linear_model import LogisticRegression
+>>> from sklearn.tree import DecisionTreeClassifier
 >>> rng = np.random.default_rng(0)
 >>> X = rng.integers(0, 2, size=(400, 3)).astype(float)
->>> y = (X[:, 0] + X[:, 1] > 1).astype(int)""",
+>>> y = (X[:, 0] + X[:, 1] > 1).astype(int)  # sensitive column 0 and label: X0 AND X1
+>>> model = DecisionTreeClassifier(random_state=0).fit(X, y)  # the target""",
     "mehnaz2022": """\
 S. Mehnaz, S. V. Dibbo, E. Kabir, N. Li and E. Bertino. "Are Your Sensitive
 Attributes Private? Novel Model Inversion Attribute Inference Attacks on

@@ -21,6 +21,8 @@ from numbers import Real
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from kmi._docstring import fill_doc
@@ -89,9 +91,7 @@ class FredriksonMAP(TabularAttack):
     Examples
     --------
     {example_records}
-    >>> from sklearn.tree import DecisionTreeClassifier
     >>> from kmi.attacks import FredriksonMAP
-    >>> model = DecisionTreeClassifier(random_state=0).fit(X, y)
     >>> attack = FredriksonMAP(model, sensitive_feature=0).fit(X, y)
     >>> attack.invert(X[:4], y[:4]), X[:4, 0]
     (array([1., 1., 1., 1.]), array([1., 0., 0., 1.]))
@@ -182,9 +182,7 @@ class CSMIA(TabularAttack):
     Examples
     --------
     {example_records}
-    >>> from sklearn.tree import DecisionTreeClassifier
     >>> from kmi.attacks import CSMIA
-    >>> model = DecisionTreeClassifier(random_state=0).fit(X, y)
     >>> attack = CSMIA(model, sensitive_feature=0).fit(X, y)
     >>> attack.invert(X[:4], y[:4]), attack.cases(X[:4], y[:4])
     (array([1., 1., 1., 1.]), array([1, 2, 2, 1]))
@@ -220,7 +218,7 @@ class CSMIA(TabularAttack):
         p = self._query_scores(self._expand(frame)).reshape(n, k, m, -1)
         return confidence_scores(p, y_enc, self._combo_weights)
 
-    def cases(self, X: Any, y: Any) -> np.ndarray:
+    def cases(self, X: ArrayLike | pd.DataFrame, y: ArrayLike) -> np.ndarray:
         """The case of the paper (1, 2 or 3) that decides each record of ``X``.
 
         Parameters
@@ -284,10 +282,8 @@ class LOMIA(AttackModelMixin, TabularAttack):
     Examples
     --------
     {example_records}
-    >>> from sklearn.tree import DecisionTreeClassifier
     >>> from kmi.attacks import LOMIA
-    >>> model = DecisionTreeClassifier(random_state=0).fit(X, y)
-    >>> attack = LOMIA(model, sensitive_feature=0, random_state=0).fit(X, y)
+    >>> attack = LOMIA(model, sensitive_feature=0, estimator=LogisticRegression()).fit(X, y)
     >>> round(attack.score(X, y), 3), attack.n_case1_
     (0.78, 216)
     """
@@ -400,10 +396,9 @@ class DecisionTreeWhiteBox(TabularAttack):
     Examples
     --------
     {example_records}
-    >>> from sklearn.tree import DecisionTreeClassifier
     >>> from kmi.attacks import DecisionTreeWhiteBox
     >>> from kmi.targets import Target
-    >>> target = Target(DecisionTreeClassifier(random_state=0).fit(X, y))
+    >>> target = Target(model)
     >>> attack = DecisionTreeWhiteBox(target, sensitive_feature=0).fit(X, y)
     >>> round(attack.score(X, y), 3), len(attack.trees_), target.n_queries_
     (0.78, 1, 800)
@@ -477,10 +472,7 @@ class AttributeInferenceModel(AttackModelMixin, TabularAttack):
     Examples
     --------
     {example_records}
-    >>> from sklearn.linear_model import LogisticRegression
-    >>> from sklearn.tree import DecisionTreeClassifier
     >>> from kmi.attacks import AttributeInferenceModel
-    >>> model = DecisionTreeClassifier(random_state=0).fit(X, y)
     >>> attack = AttributeInferenceModel(
     ...     model, sensitive_feature=0, estimator=LogisticRegression(), random_state=0
     ... ).fit(X[:200], y[:200])
@@ -509,8 +501,7 @@ class AttributeInferenceModel(AttackModelMixin, TabularAttack):
 
     def _features(self, frame, y):
         outputs, done = self._candidate_outputs(frame, self._query_scores, self._width)
-        features = np.hstack([self._known_features(frame, y), outputs.reshape(len(frame), -1)])
-        return features, done
+        return np.hstack([self._known_features(frame, y), outputs.reshape(len(frame), -1)]), done
 
     def _fit_attack(self, frame, s_idx, y):
         self._check_classifier_target()
@@ -518,9 +509,8 @@ class AttributeInferenceModel(AttackModelMixin, TabularAttack):
         self._width = self.target_.n_classes_
         self._fit_encoders(frame, y)
         features, done = self._features(frame, y)
-        s_idx = s_idx.copy()
-        s_idx[done:] = -1
-        self.estimator_ = self._fit_learner(features, s_idx)
+        queried = np.arange(len(s_idx)) < done  # all of them unless interrupted
+        self.estimator_ = self._fit_learner(features, np.where(queried, s_idx, -1))
 
     def _invert_scores(self, frame, y):
         self._encode_labels(y)
@@ -566,7 +556,8 @@ class ImputationBaseline(AttackModelMixin, TabularAttack):
     --------
     {example_records}
     >>> from kmi.attacks import ImputationBaseline
-    >>> attack = ImputationBaseline(sensitive_feature=0, random_state=0).fit(X, y)
+    >>> attack = ImputationBaseline(sensitive_feature=0, estimator=LogisticRegression())
+    >>> attack = attack.fit(X, y)
     >>> round(attack.score(X, y), 3), attack.prior_.round(3)
     (0.78, array([0.468, 0.532]))
     """
