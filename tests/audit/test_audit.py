@@ -105,6 +105,12 @@ def test_image_audit_bad_input(digits):
         audit(model, modality="audio", private_data=(X, y))
     with pytest.raises(ValueError, match=r"pair \(images, labels\)"):
         audit(model, modality="image", private_data=X, verbose=0)
+    with pytest.raises(ValueError, match="at least 2 distinct classes"):  # chance would be 100%
+        audit(model, modality="image", private_data=(X[:1], y[:1]), verbose=0)
+    with pytest.raises(ValueError, match="private_data is empty"):
+        audit(model, modality="image", private_data=(X[:0], y[:0]), verbose=0)
+    with pytest.raises(ValueError, match="nodes applies to a graph audit"):
+        audit(model, modality="image", private_data=(X, y), nodes=[0, 1], verbose=0)
 
 
 def test_image_audit_journal_resumes(digits, tmp_path, monkeypatch):
