@@ -153,6 +153,23 @@ def test_miface_deterministic(softmax_target):
     np.testing.assert_array_equal(a.invert([0, 5]), a.invert([0, 5]))
 
 
+def test_grid_search_does_not_depend_on_n_jobs(digits, softmax_target):
+    """Every random draw comes from random_state: parallel candidates score the same."""
+    import joblib
+    from sklearn.model_selection import GridSearchCV
+
+    X, _ = digits
+    attack = InversionModel(softmax_target, hidden_units=(8,), random_state=0)
+    scores = []
+    for n_jobs in (1, 2):
+        with joblib.parallel_config(backend="threading"):
+            search = GridSearchCV(attack, {"epochs": [1, 2]}, cv=2, n_jobs=n_jobs)
+            search.fit(X[:40])
+        scores.append(search.cv_results_["mean_test_score"])
+        assert search.best_estimator_.target is softmax_target  # shared, never copied
+    np.testing.assert_array_equal(scores[0], scores[1])
+
+
 # ----------------------------------------------------------------------------- DeepInversion
 def test_deepinversion_end_to_end_beats_chance(digits, cnn_target, eval_model):
     X, y = digits
