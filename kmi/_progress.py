@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
 
 
 def chunks(n: int, size: int, *, verbose: int = 0, desc: str = "") -> Iterator[slice]:
@@ -37,9 +41,12 @@ def warn_interrupted(done: int, total: int, what: str = "records") -> None:
     )
 
 
-def epoch_progress(epochs: int, desc: str = ""):
-    """A Keras callback drawing one progress bar over the epochs of a ``fit``
-    (with the loss and an estimate of the time left), instead of one bar per epoch."""
+def epoch_progress(epochs: int, desc: str = "") -> keras.callbacks.Callback:
+    """A Keras callback drawing one progress bar over the epochs of a ``fit``.
+
+    The bar shows the loss and an estimate of the time left, instead of one bar per
+    epoch; ``desc``, if given, is printed when training begins.
+    """
     import keras
 
     class _EpochProgress(keras.callbacks.Callback):

@@ -88,6 +88,66 @@ class BaseAttack(BaseEstimator):
     classifier). A raw model passed as ``target`` is wrapped with
     :func:`kmi.targets.as_target` in ``fit``; wrap it yourself to choose its access,
     output or query budget.
+
+    Examples
+    --------
+    A tiny attack that answers, for each requested class, the ``top`` auxiliary
+    records the target is most confident about. It declares what it needs and constrains its
+    parameter; it writes no checks of its own.
+
+    >>> from numbers import Integral
+    >>> import numpy as np
+    >>> from sklearn.base import clone
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> from sklearn.utils._param_validation import Interval
+    >>> from kmi.base import BaseAttack
+    >>> class MostConfident(BaseAttack):
+    ...     required_access = "black-box"
+    ...     needs_public_data = True
+    ...     _parameter_constraints = {
+    ...         "target": "no_validation",
+    ...         "top": [Interval(Integral, 1, None, closed="left")],
+    ...     }
+    ...     def __init__(self, target=None, *, top=1):
+    ...         self.target = target
+    ...         self.top = top
+    ...     def fit(self, X, y=None):
+    ...         self.candidates_ = np.asarray(X)
+    ...         return self
+    ...     def invert(self, y):
+    ...         scores = self.target_.query(self.candidates_)[:, y]
+    ...         best = np.argsort(-scores, axis=0, kind="stable")[: self.top]
+    ...         return self.candidates_[best.T]
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y)
+    >>> attack = MostConfident(model, top=3).fit(X)
+    >>> attack.invert([0, 2]).shape
+    (2, 3, 4)
+    >>> attack.target_.n_queries_, attack.required_access, attack.level
+    (150, 'black-box', 'class')
+
+    Parameters are validated when ``fit`` starts, not in ``__init__``:
+
+    >>> bad = MostConfident(model, top=0)
+    >>> bad.fit(X)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sklearn.utils._param_validation.InvalidParameterError: The 'top' ... Received: top=0
+
+    ``clone`` copies the parameters but shares the target:
+
+    >>> clone(attack).target is attack.target
+    True
+
+    The target's access is checked in ``fit`` against ``required_access``:
+
+    >>> from kmi.targets import AccessError, Target
+    >>> try:
+    ...     MostConfident(Target(model, access="label-only")).fit(X)
+    ... except AccessError as exc:
+    ...     print(type(exc).__name__, "needs", MostConfident.required_access)
+    AccessError needs black-box
     """
 
     required_access: ClassVar[str] = "black-box"
@@ -123,13 +183,13 @@ class BaseAttack(BaseEstimator):
                     f"{expected} Received: {name}={params[name]!r}"
                 ) from None
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         fit = cls.__dict__.get("fit")
         if fit is not None and not getattr(fit, "_kmi_fit_context", False):
             cls.fit = _fit_context(fit)
 
-    def __sklearn_clone__(self):
+    def __sklearn_clone__(self) -> BaseAttack:
         params = self.get_params(deep=False)
         shared = {k: params.pop(k) for k in self._shared_params if k in params}
         params = {k: clone(v, safe=False) for k, v in params.items()}
@@ -143,24 +203,38 @@ class BaseAttack(BaseEstimator):
         self.target_ = target
         return target
 
-    def fit(self, X=None, y=None):
+    def fit(self, X: Any = None, y: Any = None) -> BaseAttack:
         """Learn from auxiliary data and validate the target; return ``self``."""
         raise NotImplementedError
 
-    def invert(self, *args, **kwargs):
+    def invert(self, *args: Any, **kwargs: Any) -> Any:
         """Run the attack against the target and return what it recovered."""
         raise NotImplementedError
 
-    def score(self, X, y=None) -> float:
+    def score(self, X: Any, y: Any = None) -> float:
         """Measure the attack's success against ground truth (greater is better)."""
         raise NotImplementedError
 
-    def fit_invert(self, X, y=None, **invert_params):
+    def fit_invert(self, X: Any, y: Any = None, **invert_params: Any) -> Any:
         """Fit on ``X, y``, then invert.
 
         With no ``invert_params``, the records just fitted on are attacked
         (``invert(X, y)``), as ``fit_transform`` transforms what it fitted;
         otherwise ``invert(**invert_params)`` is called.
+
+        Parameters
+        ----------
+        X : array-like or None
+            Data for ``fit`` (and for ``invert`` when no ``invert_params`` are given).
+        y : array-like, optional
+            Labels for ``fit`` (and ``invert``).
+        **invert_params
+            Arguments of ``invert``, if it should attack something other than ``X, y``.
+
+        Returns
+        -------
+        object
+            What ``invert`` returns.
         """
         self.fit(X, y)
         if invert_params:

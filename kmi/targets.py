@@ -18,6 +18,7 @@ import numbers
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = [
     "ACCESS_LEVELS",
@@ -35,7 +36,30 @@ OUTPUTS = ("probabilities", "logits", "label", "top-k", "rounded")
 
 
 class AccessError(ValueError):
-    """The target does not give an attack the access it needs."""
+    """The target does not give an attack the access it needs.
+
+    Raised by :meth:`Target.require`, and so by the ``fit`` of every attack whose
+    ``required_access`` the target does not give. A ``ValueError``: the attack was
+    given a target it cannot use.
+
+    See Also
+    --------
+    Target.require : Raise this error unless the target gives an access level.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> from kmi.targets import AccessError, Target
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y)
+    >>> target = Target(model, access="label-only")
+    >>> try:
+    ...     target.require("black-box", attack="MyAttack")
+    ... except AccessError as exc:
+    ...     print(str(exc).split(": it lacks")[0])
+    MyAttack needs black-box access to the target, but the target is label-only
+    """
 
 
 class QueryBudgetExceededError(RuntimeError):
@@ -49,9 +73,33 @@ class QueryBudgetExceededError(RuntimeError):
         The budget.
     requested : int
         Rows in the refused query.
+
+    See Also
+    --------
+    Target.reset_queries : Set the query counters back to zero.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> from kmi.targets import QueryBudgetExceededError, Target
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y)
+    >>> target = Target(model, query_budget=8)
+    >>> target.query(X[:5]).shape
+    (5, 3)
+    >>> try:
+    ...     target.query(X[:5])
+    ... except QueryBudgetExceededError as exc:
+    ...     print(exc.n_queries, exc.query_budget, exc.requested)
+    5 8 5
+    >>> target.n_queries_  # the refused query was not made
+    5
     """
 
-    def __init__(self, message, *, n_queries=0, query_budget=0, requested=0):
+    def __init__(
+        self, message: str, *, n_queries: int = 0, query_budget: int = 0, requested: int = 0
+    ) -> None:
         super().__init__(message)
         self.n_queries = n_queries
         self.query_budget = query_budget
@@ -171,10 +219,11 @@ class Target:
     Examples
     --------
     >>> from sklearn.datasets import load_iris
-    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.tree import DecisionTreeClassifier
     >>> from kmi.targets import Target
     >>> X, y = load_iris(return_X_y=True)
-    >>> target = Target(LogisticRegression(max_iter=500).fit(X, y), access="black-box")
+    >>> model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y)
+    >>> target = Target(model, access="black-box")
     >>> target.query(X[:5]).shape
     (5, 3)
     >>> target.n_queries_
@@ -183,7 +232,7 @@ class Target:
 
     def __init__(
         self,
-        model,
+        model: Any,
         *,
         access: str | None = None,
         output: str | None = None,
@@ -193,8 +242,8 @@ class Target:
         task: str | None = None,
         query_budget: int | None = None,
         batch_size: int | None = 4096,
-        classes=None,
-    ):
+        classes: ArrayLike | None = None,
+    ) -> None:
         if isinstance(model, Target):
             raise TypeError("model is already a Target; use as_target() to pass it through.")
         if _is_keras_model(model):
@@ -370,7 +419,7 @@ class Target:
         self.n_queries_ += int(n)
         self.n_calls_ += 1
 
-    def scores(self, X) -> np.ndarray:
+    def scores(self, X: Any) -> np.ndarray:
         """Full scores of the model for ``X``, counted as queries, before output rules.
 
         Probabilities for a classifier (logits are turned into probabilities), the
@@ -423,7 +472,7 @@ class Target:
                 f"row sums between {p.sum(axis=-1).min():.3g} and {p.sum(axis=-1).max():.3g}"
             )
 
-    def query(self, X) -> np.ndarray:
+    def query(self, X: Any) -> np.ndarray:
         """Query the model on a batch of inputs, as the attacker sees it.
 
         Parameters
@@ -462,7 +511,7 @@ class Target:
             return np.asarray(out_fn.top_k_confidence(scores, self.top_k), dtype="float64")
         return np.asarray(out_fn.round_confidence(scores, self.decimals), dtype="float64")
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray:
         """Predicted label (or regression value) of each row; counted as queries."""
         scores = self.scores(X)
         if self.task in ("regression", "embedding"):
@@ -470,7 +519,7 @@ class Target:
         idx = np.argmax(scores, axis=-1)
         return self.classes_[idx] if self.classes_ is not None else idx
 
-    def label_index(self, y) -> np.ndarray:
+    def label_index(self, y: ArrayLike) -> np.ndarray:
         """Column index of each label in ``y``.
 
         Raises
@@ -515,10 +564,10 @@ class Target:
         return self
 
     # ------------------------------------------------------------------ sklearn
-    def __sklearn_clone__(self):
+    def __sklearn_clone__(self) -> Target:
         return self
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         extra = ""
         if self.output == "top-k":
             extra = f", top_k={self.top_k}"
@@ -538,13 +587,48 @@ def _describe(access):
     }.get(access, access)
 
 
-def as_target(obj, **kwargs: Any) -> Target:
+def as_target(obj: Any, **kwargs: Any) -> Target:
     """Return ``obj`` if it is a :class:`Target`, else ``Target(obj, **kwargs)``.
+
+    Attacks call it in ``fit`` on the ``target`` they were given, so that a bare
+    model and a :class:`Target` are both accepted, and a Target (with its query
+    counts and budget) is passed through, never copied.
+
+    Parameters
+    ----------
+    obj : Target, keras.Model, scikit-learn estimator or callable
+        The attacked model, wrapped or not.
+    **kwargs
+        Options of :class:`Target` (``access``, ``output``, ``query_budget``...),
+        used only when ``obj`` is not a Target yet.
+
+    Returns
+    -------
+    Target
+        ``obj`` itself, or a new Target wrapping it.
 
     Raises
     ------
     ValueError
-        If ``obj`` is None (an attack built without a target) or not a model.
+        If ``obj`` is None (an attack built without a target) or not a model, or if
+        it is a Target and options are given as well.
+
+    See Also
+    --------
+    Target : The wrapper and its options.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> from kmi.targets import Target, as_target
+    >>> X, y = load_iris(return_X_y=True)
+    >>> model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y)
+    >>> target = as_target(model, access="black-box")
+    >>> target.access, target.output
+    ('black-box', 'probabilities')
+    >>> as_target(target) is target
+    True
     """
     if obj is None:
         raise ValueError(

@@ -141,3 +141,79 @@ def test_per_example_conv_kernel_grads_of_unknown_spatial_size():
     patches = keras.ops.convert_to_numpy(conv_patches(x, (3, 3), (2, 2), "same"))
     want = np.einsum("npk,npo->nko", patches, g.reshape(2, 25, 3))
     np.testing.assert_allclose(compiled(x, g).numpy(), want, atol=1e-4)
+
+
+def test_get_backend_module_refuses_an_unsupported_backend(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(NotImplementedError, match=r"set KERAS_BACKEND.*Received: backend='torch'"):
+        get_backend_module()
+
+
+def test_value_and_grad_with_aux_of_a_structure_inside_jit():
+    from kmi.backend import jit, value_and_grad_with_aux
+
+    params = {
+        "w": np.array([1.0, -2.0], dtype="float32"),
+        "b": np.array(0.5, dtype="float32"),
+    }
+
+    @jit
+    def f(params, x):
+        def fn(p):
+            out = keras.ops.matmul(x, p["w"]) + p["b"]
+            return keras.ops.sum(out**2), out
+
+        return value_and_grad_with_aux(fn, params)
+
+    x = np.array([[1.0, 1.0], [0.0, 2.0]], dtype="float32")
+    value, out, grads = f(params, x)
+    expected_out = x @ params["w"] + params["b"]  # [-0.5, -3.5]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out), expected_out, rtol=1e-6)
+    assert float(value) == pytest.approx(np.sum(expected_out**2))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(grads["w"]), 2 * expected_out @ x, rtol=1e-6
+    )
+    assert float(grads["b"]) == pytest.approx(2 * expected_out.sum())
+
+
+def test_value_and_grad_with_aux_rejects_non_scalar():
+    from kmi.backend import value_and_grad_with_aux
+
+    x = keras.ops.convert_to_tensor(np.ones(3, dtype="float32"))
+    with pytest.raises(ValueError, match=r"returning a scalar.*Received: output shape=\(3,\)"):
+        value_and_grad_with_aux(lambda t: (t * 2.0, ()), x)
+
+
+def test_jit_retraces_for_new_shapes():
+    from kmi.backend import jit
+
+    total = jit(lambda t: keras.ops.sum(t, axis=0))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(total(np.ones((2, 3), dtype="float32"))), [2.0, 2.0, 2.0]
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(total(np.ones((4, 2), dtype="float32"))), [4.0, 4.0]
+    )
+
+
+def test_gram_matches_numpy():
+    from kmi.backend import gram
+
+    x = np.random.default_rng(0).normal(size=(3, 4, 5)).astype("float32")
+    got = keras.ops.convert_to_numpy(gram(x))
+    np.testing.assert_allclose(got, x @ x.transpose(0, 2, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, padding, match",
+    [
+        ((2, 5, 5, 1), (3,), "valid", r"1-D or 2-D.*Received: x.shape=\(2, 5, 5, 1\)"),
+        ((2, 4, 4, 4, 1), (2, 2, 2), "valid", r"Received: x.shape=\(2, 4, 4, 4, 1\)"),
+        ((2, 5, 1), (3,), "causal", r"'valid' or 'same'. Received: padding='causal'"),
+    ],
+)
+def test_conv_patches_refusals(shape, kernel, padding, match):
+    from kmi.backend import conv_patches
+
+    with pytest.raises(ValueError, match=match):
+        conv_patches(np.zeros(shape, dtype="float32"), kernel, (1,) * len(kernel), padding)

@@ -168,3 +168,31 @@ def test_sequence_probabilities_are_checked_on_the_last_axis():
     target = Target(lambda x: probs[: len(x)])
     assert target.query(np.zeros((2, 3))).shape == (2, 3, 4)
     assert target.predict(np.zeros((2, 3))).shape == (2, 3)
+
+
+def test_as_target_wraps_with_options_and_refuses_options_for_a_target(iris):
+    _, _, model = iris
+    target = as_target(model, access="label-only")
+    assert isinstance(target, Target) and target.output == "label"
+    with pytest.raises(ValueError, match=r"set the options on the Target itself.*Received:"):
+        as_target(target, access="black-box")
+
+
+def test_access_error_is_a_value_error_ending_with_received(iris):
+    _, _, model = iris
+    assert issubclass(AccessError, ValueError)
+    with pytest.raises(ValueError, match=r"Received: access='label-only'$"):
+        Target(model, access="label-only").require("black-box", attack="MyAttack")
+    assert Target(model, access="white-box").require("label-only") is not None
+
+
+def test_record_queries_counts_within_the_budget(iris):
+    _, _, model = iris
+    target = Target(model, query_budget=5)
+    target.record_queries(3)
+    assert (target.n_queries_, target.n_calls_) == (3, 1)
+    with pytest.raises(QueryBudgetExceededError, match=r"Received: query_budget=5$") as info:
+        target.record_queries(3)
+    assert issubclass(QueryBudgetExceededError, RuntimeError)
+    assert (info.value.n_queries, info.value.query_budget, info.value.requested) == (3, 5, 3)
+    assert target.n_queries_ == 3  # nothing counted for the refused rows

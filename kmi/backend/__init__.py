@@ -5,7 +5,12 @@ on ``keras.backend.backend()`` to one module per backend (:mod:`kmi.backend.tens
 :mod:`kmi.backend.jax`).
 """
 
+from __future__ import annotations
+
 import importlib
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import keras
 
@@ -26,13 +31,26 @@ __all__ = [
 ]
 
 
-def get_backend_module():
+def get_backend_module() -> ModuleType:
     """Return the kmi module implementing the active Keras backend.
+
+    Returns
+    -------
+    module
+        :mod:`kmi.backend.tensorflow` or :mod:`kmi.backend.jax`, following
+        ``keras.backend.backend()``.
 
     Raises
     ------
     NotImplementedError
         If the active Keras backend is not one kmi supports.
+
+    Examples
+    --------
+    >>> import keras
+    >>> from kmi.backend import get_backend_module
+    >>> get_backend_module().__name__ == f"kmi.backend.{keras.backend.backend()}"
+    True
     """
     name = keras.backend.backend()
     if name not in SUPPORTED_BACKENDS:
@@ -44,7 +62,7 @@ def get_backend_module():
     return importlib.import_module(f"kmi.backend.{name}")
 
 
-def value_and_grad(fn, x):
+def value_and_grad(fn: Callable[[Any], Any], x: Any) -> tuple[Any, Any]:
     """Value of a scalar function and its gradient with respect to its input.
 
     Parameters
@@ -80,7 +98,7 @@ def value_and_grad(fn, x):
     return get_backend_module().value_and_grad(fn, x)
 
 
-def value_and_grad_with_aux(fn, x):
+def value_and_grad_with_aux(fn: Callable[[Any], tuple[Any, Any]], x: Any) -> tuple[Any, Any, Any]:
     """Value, auxiliary output and gradient of ``fn`` with respect to ``x``.
 
     Like :func:`value_and_grad`, but ``fn`` returns ``(value, aux)`` and ``x`` may
@@ -114,18 +132,39 @@ def value_and_grad_with_aux(fn, x):
     return get_backend_module().value_and_grad_with_aux(fn, x)
 
 
-def jit(fn):
+def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Compile ``fn`` for the active backend (``jax.jit``, ``tf.function``).
 
     ``fn`` takes and returns tensors (or structures of them) and is written with
     ``keras.ops``; Keras models it calls are called with ``training=False`` or
     through ``stateless_call``, so that nothing is assigned while tracing. It is
     retraced when input shapes change.
+
+    Parameters
+    ----------
+    fn : callable
+        A function of tensors, written with ``keras.ops``.
+
+    Returns
+    -------
+    callable
+        The compiled function: ``jax.jit(fn)`` on JAX, ``tf.function(fn,
+        reduce_retracing=True, autograph=False)`` on TensorFlow.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.backend import jit
+    >>> double_sum = jit(lambda t: keras.ops.sum(2.0 * t))
+    >>> float(double_sum(np.ones(3, dtype="float32")))
+    6.0
     """
     return get_backend_module().jit(fn)
 
 
-def per_example_value_and_grad(fn, params, batch):
+def per_example_value_and_grad(
+    fn: Callable[[Any, Any], tuple[Any, Any]], params: Any, batch: Any
+) -> tuple[Any, Any, list[Any]]:
     """Per-example values and gradients of ``fn``, vectorised over a batch.
 
     ``fn`` is evaluated on each example of ``batch`` separately and
@@ -169,7 +208,9 @@ def per_example_value_and_grad(fn, params, batch):
     return get_backend_module().per_example_value_and_grad(fn, list(params), batch)
 
 
-def value_and_tap_grads(fn):
+def value_and_tap_grads(
+    fn: Callable[[Callable[[Any, Any], Any]], tuple[Any, Any]],
+) -> tuple[Any, Any, dict[Any, Any]]:
     """Value of ``fn`` and its gradients with respect to tapped intermediate tensors.
 
     ``fn(tap) -> (value, aux)`` computes a scalar; wherever it calls
@@ -207,7 +248,7 @@ def value_and_tap_grads(fn):
     return get_backend_module().value_and_tap_grads(fn)
 
 
-def gram(x):
+def gram(x: Any) -> Any:
     """Gram matrices of rows: ``x @ x^T`` over the last two axes.
 
     Ghost clipping's main extra product. On TensorFlow it is compiled by XLA on
@@ -232,7 +273,13 @@ def gram(x):
     return get_backend_module().gram(keras.ops.convert_to_tensor(x))
 
 
-def conv_patches(x, kernel_size, strides, padding, dilation_rate=None):
+def conv_patches(
+    x: Any,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: str,
+    dilation_rate: tuple[int, ...] | None = None,
+) -> Any:
     """The input windows a convolution sees ("im2col"), one row per output position.
 
     Parameters
@@ -253,6 +300,12 @@ def conv_patches(x, kernel_size, strides, padding, dilation_rate=None):
         Window entries in the order of a Keras convolution kernel
         ``(*kernel_size, channels)``, so that ``patches @ kernel.reshape(-1,
         filters)`` is the convolution.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not the input of a 1-D or 2-D convolution with ``kernel_size``,
+        or ``padding`` is neither ``"valid"`` nor ``"same"``.
 
     Examples
     --------
@@ -306,7 +359,13 @@ def _windows(x, kernel_size, strides, padding, out_spatial, dilation_rate):
         yield x[index + (slice(None),)]
 
 
-def sliced_conv_patches(x, kernel_size, strides, padding, dilation_rate=None):
+def sliced_conv_patches(
+    x: Any,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: str,
+    dilation_rate: tuple[int, ...] | None = None,
+) -> Any:
     """:func:`conv_patches` by strided slicing, in ``keras.ops`` (any backend)."""
     import math
 
@@ -320,8 +379,20 @@ def sliced_conv_patches(x, kernel_size, strides, padding, dilation_rate=None):
     return keras.ops.reshape(stacked, (-1, math.prod(out_spatial), len(columns) * x.shape[-1]))
 
 
-def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilation_rate=None):
+def per_example_conv_kernel_grads(
+    x: Any,
+    grads: Any,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: str,
+    dilation_rate: tuple[int, ...] | None = None,
+) -> Any:
     """Each example's gradient of a convolution kernel, from the layer's input and output gradient.
+
+    Ghost clipping and per-example clipping need it for every convolution: example
+    ``i``'s kernel gradient is ``patches[i]^T @ grads[i]``, the windows of its input
+    (:func:`conv_patches`) times its output gradient, computed here without forming
+    a gradient of the whole batch.
 
     Parameters
     ----------
@@ -338,6 +409,26 @@ def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilat
     tensor of shape (batch, prod(kernel_size) * in_channels, filters)
         Example ``i``'s kernel gradient, flattened like
         ``kernel.reshape(-1, filters)``.
+
+    See Also
+    --------
+    conv_patches : The windows of the input that the gradient multiplies.
+
+    Examples
+    --------
+    Two 1-D examples of length 5, a kernel of width 3 and stride 2 (two output
+    positions), and an output gradient of ones: each example's kernel gradient is
+    the sum of its two windows, ``[0, 1, 2] + [2, 3, 4]`` for the first.
+
+    >>> import numpy as np, keras
+    >>> from kmi.backend import per_example_conv_kernel_grads
+    >>> x = np.arange(10, dtype="float32").reshape(2, 5, 1)
+    >>> grads = np.ones((2, 2, 1), dtype="float32")
+    >>> kernel_grads = per_example_conv_kernel_grads(x, grads, (3,), (2,), "valid")
+    >>> tuple(kernel_grads.shape)
+    (2, 3, 1)
+    >>> keras.ops.convert_to_numpy(kernel_grads)[..., 0].tolist()
+    [[2.0, 4.0, 6.0], [12.0, 14.0, 16.0]]
     """
     return get_backend_module().per_example_conv_kernel_grads(
         keras.ops.convert_to_tensor(x),
@@ -350,8 +441,13 @@ def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilat
 
 
 def sliced_per_example_conv_kernel_grads(
-    x, grads, kernel_size, strides, padding, dilation_rate=None
-):
+    x: Any,
+    grads: Any,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: str,
+    dilation_rate: tuple[int, ...] | None = None,
+) -> Any:
     """:func:`per_example_conv_kernel_grads` as one batched product per kernel offset."""
     dilation_rate = _dilation(dilation_rate, kernel_size)
     out_spatial = tuple(grads.shape[1:-1])
@@ -365,7 +461,7 @@ def sliced_per_example_conv_kernel_grads(
     return keras.ops.reshape(stacked, (-1, len(blocks) * x.shape[-1], grads.shape[-1]))
 
 
-def custom_train_step(model, grad_fn):
+def custom_train_step(model: keras.Model, grad_fn: Callable[..., Any]) -> Callable[..., Any]:
     """A ``train_step`` for ``model`` whose gradients come from ``grad_fn``.
 
     Keras' ``Model.train_step`` has a different signature on each backend
@@ -392,11 +488,34 @@ def custom_train_step(model, grad_fn):
         A function with the signature of the active backend's
         ``Model.train_step``; assign it to ``model.train_step`` and rebuild the
         train function with ``model.make_train_function(force=True)``.
+
+    Examples
+    --------
+    Plain gradient descent on the mean squared error, written as a stateless
+    ``grad_fn``; ``fit`` runs it with the compiled optimizer and logs its loss.
+
+    >>> import numpy as np, keras
+    >>> from kmi.backend import custom_train_step, value_and_grad_with_aux
+    >>> model = keras.Sequential(
+    ...     [keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="zeros")]
+    ... )
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    >>> def grad_fn(trainable, non_trainable, iterations, x, y, sample_weight):
+    ...     def loss_fn(values):
+    ...         y_pred, _ = model.stateless_call(values, non_trainable, x)
+    ...         return keras.ops.mean((y_pred - y) ** 2), y_pred
+    ...     loss, y_pred, grads = value_and_grad_with_aux(loss_fn, trainable)
+    ...     return loss, y_pred, grads, non_trainable
+    >>> model.train_step = custom_train_step(model, grad_fn)
+    >>> model.make_train_function(force=True)
+    >>> history = model.fit(np.ones((4, 2)), np.ones((4, 1)), batch_size=4, epochs=2, verbose=0)
+    >>> [round(loss, 4) for loss in history.history["loss"]]
+    [1.0, 0.16]
     """
     return get_backend_module().custom_train_step(model, grad_fn)
 
 
-def update_output_losses(model, y, y_pred, sample_weight):
+def update_output_losses(model: keras.Model, y: Any, y_pred: Any, sample_weight: Any) -> None:
     """Update a multi-output model's per-output loss trackers (``digit_loss``...).
 
     A custom train step computes the loss its own way (per example, or under

@@ -1,9 +1,15 @@
 """JAX implementations of kmi's backend operations."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import jax
 
 
-def value_and_grad(fn, x):
+def value_and_grad(fn: Callable[[Any], Any], x: Any) -> tuple[Any, Any]:
+    """See :func:`kmi.backend.value_and_grad`."""
     from kmi.backend import _check_scalar
 
     def checked(t):
@@ -14,7 +20,8 @@ def value_and_grad(fn, x):
     return jax.value_and_grad(checked)(x)
 
 
-def value_and_grad_with_aux(fn, x):
+def value_and_grad_with_aux(fn: Callable[[Any], tuple[Any, Any]], x: Any) -> tuple[Any, Any, Any]:
+    """See :func:`kmi.backend.value_and_grad_with_aux`."""
     from kmi.backend import _check_scalar
 
     def checked(t):
@@ -26,18 +33,25 @@ def value_and_grad_with_aux(fn, x):
     return value, aux, grad
 
 
-def jit(fn):
+def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """See :func:`kmi.backend.jit`."""
     return jax.jit(fn)
 
 
-def per_example_value_and_grad(fn, params, batch):
+def per_example_value_and_grad(
+    fn: Callable[[Any, Any], tuple[Any, Any]], params: list[Any], batch: Any
+) -> tuple[Any, Any, list[Any]]:
+    """See :func:`kmi.backend.per_example_value_and_grad`."""
     (values, aux), grads = jax.vmap(jax.value_and_grad(fn, has_aux=True), in_axes=(None, 0))(
         params, batch
     )
     return values, aux, list(grads)
 
 
-def value_and_tap_grads(fn):
+def value_and_tap_grads(
+    fn: Callable[[Callable[[Any, Any], Any]], tuple[Any, Any]],
+) -> tuple[Any, Any, dict[Any, Any]]:
+    """See :func:`kmi.backend.value_and_tap_grads`."""
     from kmi.backend import _check_scalar
 
     shapes = {}
@@ -59,19 +73,35 @@ def value_and_tap_grads(fn):
     return value, aux, grads
 
 
-def gram(x):
+def gram(x: Any) -> Any:
+    """See :func:`kmi.backend.gram`."""
     # an einsum: XLA's CPU dot for it is 2x faster than matmul with swapped axes
     return jax.numpy.einsum("...pk,...qk->...pq", x, x)
 
 
-def conv_patches(x, kernel_size, strides, padding, dilation_rate):
+def conv_patches(
+    x: Any,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: str,
+    dilation_rate: tuple[int, ...],
+) -> Any:
+    """See :func:`kmi.backend.conv_patches`."""
     # strided slices fuse well under XLA (faster here than conv_general_dilated_patches)
     from kmi.backend import sliced_conv_patches
 
     return sliced_conv_patches(x, kernel_size, strides, padding, dilation_rate)
 
 
-def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilation_rate):
+def per_example_conv_kernel_grads(
+    x: Any,
+    grads: Any,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: str,
+    dilation_rate: tuple[int, ...],
+) -> Any:
+    """See :func:`kmi.backend.per_example_conv_kernel_grads`."""
     # one small product per kernel offset: about 2x faster under XLA on CPU than
     # forming the patches and one batched product
     from kmi.backend import sliced_per_example_conv_kernel_grads
@@ -81,7 +111,8 @@ def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilat
     )
 
 
-def custom_train_step(model, grad_fn):
+def custom_train_step(model: Any, grad_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """See :func:`kmi.backend.custom_train_step`."""
     import keras
 
     from kmi.backend import update_output_losses

@@ -1,9 +1,15 @@
 """TensorFlow implementations of kmi's backend operations."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import tensorflow as tf
 
 
-def value_and_grad(fn, x):
+def value_and_grad(fn: Callable[[Any], Any], x: Any) -> tuple[Any, Any]:
+    """See :func:`kmi.backend.value_and_grad`."""
     from kmi.backend import _check_scalar
 
     with tf.GradientTape() as tape:
@@ -13,7 +19,8 @@ def value_and_grad(fn, x):
     return value, tape.gradient(value, x)
 
 
-def value_and_grad_with_aux(fn, x):
+def value_and_grad_with_aux(fn: Callable[[Any], tuple[Any, Any]], x: Any) -> tuple[Any, Any, Any]:
+    """See :func:`kmi.backend.value_and_grad_with_aux`."""
     from kmi.backend import _check_scalar
 
     with tf.GradientTape() as tape:
@@ -24,11 +31,16 @@ def value_and_grad_with_aux(fn, x):
     return value, aux, grad
 
 
-def jit(fn):
+def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """See :func:`kmi.backend.jit`."""
     return tf.function(fn, reduce_retracing=True, autograph=False)
 
 
-def per_example_value_and_grad(fn, params, batch):
+def per_example_value_and_grad(
+    fn: Callable[[Any, Any], tuple[Any, Any]], params: list[Any], batch: Any
+) -> tuple[Any, Any, list[Any]]:
+    """See :func:`kmi.backend.per_example_value_and_grad`."""
+
     def one_example(example):
         with tf.GradientTape() as tape:
             tape.watch(params)
@@ -43,7 +55,10 @@ def per_example_value_and_grad(fn, params, batch):
     return values, aux, list(grads)
 
 
-def value_and_tap_grads(fn):
+def value_and_tap_grads(
+    fn: Callable[[Callable[[Any, Any], Any]], tuple[Any, Any]],
+) -> tuple[Any, Any, dict[Any, Any]]:
+    """See :func:`kmi.backend.value_and_tap_grads`."""
     from kmi.backend import _check_scalar
 
     tapped = {}
@@ -62,7 +77,8 @@ def value_and_tap_grads(fn):
     return value, aux, grads
 
 
-def gram(x):
+def gram(x: Any) -> Any:
+    """See :func:`kmi.backend.gram`."""
     global _xla_gram
     if _xla_gram is None:
         _xla_gram = tf.function(
@@ -74,7 +90,14 @@ def gram(x):
 _xla_gram = None
 
 
-def conv_patches(x, kernel_size, strides, padding, dilation_rate):
+def conv_patches(
+    x: Any,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: str,
+    dilation_rate: tuple[int, ...],
+) -> Any:
+    """See :func:`kmi.backend.conv_patches`."""
     # tf.image.extract_patches is one kernel (64 strided slices cost 3x more here)
     one_d = len(kernel_size) == 1
     if one_d:
@@ -95,7 +118,15 @@ def conv_patches(x, kernel_size, strides, padding, dilation_rate):
     return tf.reshape(patches, [-1, rows * cols, patches.shape[-1]])
 
 
-def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilation_rate):
+def per_example_conv_kernel_grads(
+    x: Any,
+    grads: Any,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: str,
+    dilation_rate: tuple[int, ...],
+) -> Any:
+    """See :func:`kmi.backend.per_example_conv_kernel_grads`."""
     if None in x.shape[1:] or None in grads.shape[1:]:
         # spatial sizes known only at run time: extract_patches and one product
         patches = conv_patches(x, kernel_size, strides, padding, dilation_rate)
@@ -119,7 +150,8 @@ def per_example_conv_kernel_grads(x, grads, kernel_size, strides, padding, dilat
 _xla_conv_kernel_grads = None
 
 
-def custom_train_step(model, grad_fn):
+def custom_train_step(model: Any, grad_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """See :func:`kmi.backend.custom_train_step`."""
     import keras
 
     from kmi.backend import update_output_losses
