@@ -51,20 +51,25 @@ def run(distributed):
     return [w.tolist() for w in model.get_weights()], history.history, sharding
 
 
-single = run(False)
-try:
-    multi = run(True)
-except ValueError as error:
-    json.dump({"error": str(error)}, sys.stdout)
-    sys.exit(0)
-json.dump(
-    {
-        "devices": len(jax.devices()),
-        "single": single[0],
-        "multi": multi[0],
-        "history_single": single[1],
-        "history_multi": multi[1],
-        "sharding": multi[2],
-    },
-    sys.stdout,
-)
+def main():
+    single = run(False)
+    try:
+        multi = run(True)
+    except ValueError as error:
+        json.dump({"error": str(error)}, sys.stdout)
+        return
+    json.dump(
+        {
+            "devices": len(jax.devices()),
+            "single": single[0],
+            "multi": multi[0],
+            "history_single": single[1],
+            "history_multi": multi[1],
+            "sharding": multi[2],
+        },
+        sys.stdout,
+    )
+
+
+if __name__ == "__main__":
+    main()
