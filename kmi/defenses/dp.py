@@ -19,7 +19,8 @@ and the public names among it are re-exported here: the training step and
 :func:`per_example_gradients` in :mod:`kmi.defenses._dp_step`, the model and
 parameter checks and :func:`check_dp_compatible` in :mod:`kmi.defenses._dp_checks`,
 and :class:`PoissonSampler` in :mod:`kmi.defenses._sampling`. Accounting is delegated
-to ``dp-accounting`` (:mod:`kmi.defenses.accounting`).
+to ``dp-accounting`` (:mod:`kmi.defenses.accounting`). The three entry points share
+their parameter handling, which is why they stay together at about 600 lines.
 """
 
 from __future__ import annotations
