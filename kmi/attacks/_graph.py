@@ -344,6 +344,11 @@ class GraphAttack(BaseAttack):
     #: The edges of the given nodes are recovered, not a class representative.
     level = "instance"
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # node features may be scipy.sparse (made dense)
+        return tags
+
     def _check_invert_input(self, X: ArrayLike, nodes: ArrayLike | None):
         """Fitted? Then the node features and the attacked nodes, checked."""
         check_is_fitted(self)

@@ -503,6 +503,11 @@ def check_features(
         raise ValueError(f"{name} must be a (n_samples, n_features) matrix. Received: {name}=None")
     if sp.issparse(X):
         X = X.toarray()
+    if np.iscomplexobj(X):
+        raise ValueError(
+            f"Complex data not supported: {name} must hold real numbers. "
+            f"Received: {name} with dtype={np.asarray(X).dtype}"
+        )
     try:
         X = np.asarray(X, dtype=dtype)
     except (TypeError, ValueError) as exc:

@@ -282,14 +282,6 @@ _LABELS = (
     "the check turns y into strings, which are not labels of the target (its classes are "
     "0, 1, 2); refusing labels the target cannot output is the intended behaviour"
 )
-_BUG_SPARSE = (
-    "BUG: graph attacks take scipy.sparse node features (check_features makes them dense, "
-    "as documented) but GraphAttack does not declare input_tags.sparse=True"
-)
-_BUG_COMPLEX = (
-    "BUG: check_features casts complex node features to float32, dropping the imaginary "
-    "part with a ComplexWarning, instead of refusing them"
-)
 
 
 def _expected_failures(estimator):
@@ -308,8 +300,6 @@ def _expected_failures(estimator):
         return {
             **dict.fromkeys(_SCORE, _SCORE_GRAPH),
             "check_n_features_in_after_fitting": _SCORE_GRAPH,
-            "check_estimator_sparse_tag": _BUG_SPARSE,
-            "check_complex_data": _BUG_COMPLEX,
             "check_dtype_object": (
                 "a node feature that is no number is refused with a ValueError ('X must be "
                 "a numeric matrix'), like every bad input, where the check expects a TypeError"
@@ -324,10 +314,11 @@ def _expected_failures(estimator):
             ),
         }
     if isinstance(estimator, (A.GraphMI, A.LinkStealing, A.LinkTeller)):
+        # sparse node features are accepted (made dense), so the sparse-tag check passes
+        no_x = [c for c in _VALIDATE_X if c != "check_estimator_sparse_tag"]
         return {
-            **dict.fromkeys(_VALIDATE_X, _DATA_FREE),
+            **dict.fromkeys(no_x, _DATA_FREE),
             **dict.fromkeys(_SCORE, _SCORE_GRAPH),
-            "check_estimator_sparse_tag": _BUG_SPARSE + "; fit also ignores X",
             "check_estimators_overwrite_params": _KERAS_HASH,
         }
     if not estimator.uses_target:  # ImputationBaseline passes every check
