@@ -393,9 +393,16 @@ class Target:
         if self.kind == "keras":
             import keras
 
+            from kmi.backend import predict
+
             if isinstance(X, np.ndarray) or hasattr(X, "iloc") or isinstance(X, list):
                 X = np.asarray(X, dtype="float32")
-            out = keras.ops.convert_to_numpy(self.model(X, training=False))
+            if isinstance(X, np.ndarray) and len(getattr(self.model, "inputs", None) or [1]) == 1:
+                out = predict(self.model, X, batch_size=max(len(X), 1))  # compiled
+            else:
+                out = keras.ops.convert_to_numpy(self.model(X, training=False))
+            if isinstance(out, list):
+                out = out[-1]
         elif self.kind == "sklearn":
             if self.task == "classification":
                 out = self.model.predict_proba(X)

@@ -217,3 +217,41 @@ def test_conv_patches_refusals(shape, kernel, padding, match):
 
     with pytest.raises(ValueError, match=match):
         conv_patches(np.zeros(shape, dtype="float32"), kernel, (1,) * len(kernel), padding)
+
+
+def test_predict_matches_the_plain_call_follows_new_weights_and_compiles_few_sizes():
+    from kmi import backend as kb
+
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+    )
+    x = np.random.default_rng(0).normal(size=(300, 4)).astype("float32")
+    for n in (1, 5, 8, 9, 300):  # buckets of 8, 8, 8, 16 and 256 + 64 rows
+        got = kb.predict(model, x[:n], batch_size=256)
+        np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(x[:n])), atol=1e-5)
+    # the weights are passed in at each call: a model trained later is seen
+    model.layers[-1].kernel.assign(np.zeros((8, 3), "float32"))
+    np.testing.assert_allclose(kb.predict(model, x[:5]), np.zeros((5, 3)) + 0.0, atol=1e-6)
+    assert [kb._bucket(n) for n in (0, 1, 8, 9, 100, 256)] == [8, 8, 8, 16, 128, 256]
+
+
+def test_predict_falls_back_to_the_plain_call_for_a_model_that_cannot_be_traced():
+    from kmi import backend as kb
+
+    class NumpyInside(keras.Model):
+        def call(self, x, training=False):
+            return keras.ops.convert_to_tensor(np.asarray(x) * 2.0)  # fails under tracing
+
+    model = NumpyInside()
+    x = np.ones((3, 2), "float32")
+    np.testing.assert_allclose(kb.predict(model, x), 2 * x)
+    assert kb._FORWARDS[model] is None  # not traced again
+
+
+def test_predict_returns_every_output_of_a_model_with_several():
+    from kmi import backend as kb
+
+    inp = keras.Input((2,))
+    model = keras.Model(inp, [keras.layers.Dense(1)(inp), keras.layers.Dense(3)(inp)])
+    first, second = kb.predict(model, np.ones((5, 2), "float32"))
+    assert first.shape == (5, 1) and second.shape == (5, 3)

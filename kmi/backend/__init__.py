@@ -8,6 +8,7 @@ on ``keras.backend.backend()`` to one module per backend (:mod:`kmi.backend.tens
 from __future__ import annotations
 
 import importlib
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "jit",
     "per_example_conv_kernel_grads",
     "per_example_value_and_grad",
+    "predict",
     "value_and_grad",
     "value_and_grad_with_aux",
     "value_and_tap_grads",
@@ -160,6 +162,78 @@ def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
     6.0
     """
     return get_backend_module().jit(fn)
+
+
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _bucket(n: int) -> int:
+    """The padded batch size of ``n`` rows: the next power of two, at least 8."""
+    return max(8, 1 << (int(n) - 1).bit_length())
+
+
+def predict(model: keras.Model, x: Any, batch_size: int = 256) -> Any:
+    """A Keras model's inference outputs for one array of rows, compiled once per size.
+
+    Calling ``model(x, training=False)`` runs op by op, and on JAX every new
+    number of rows compiles every op again. Here the forward pass is compiled
+    (:func:`jit` of ``model.stateless_call`` with the current weights passed in, so
+    training the model later is seen) and each batch is padded to a power of two
+    of rows, so that a model is compiled for a handful of sizes at most. Rows do
+    not interact at inference, so the padding rows are computed and dropped.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Takes a single array input.
+    x : array of shape (n, ...)
+    batch_size : int, default=256
+        Most rows per compiled call.
+
+    Returns
+    -------
+    numpy array or list of numpy arrays
+        The outputs for the ``n`` rows (a list for a model with several outputs).
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> from kmi.backend import predict
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> out = predict(model, np.ones((5, 3), "float32"))
+    >>> out.shape, bool(np.allclose(out, keras.ops.convert_to_numpy(model(np.ones((5, 3))))))
+    ((5, 2), True)
+    """
+    import numpy as np
+
+    x = np.asarray(x)
+    if not model.built:  # variables must exist before tracing
+        model(x[:1], training=False)
+    if model not in _FORWARDS:
+        _FORWARDS[model] = jit(
+            lambda trainable, non_trainable, rows: model.stateless_call(
+                trainable, non_trainable, rows, training=False
+            )[0]
+        )
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    outs = []
+    for start in range(0, max(len(x), 1), int(batch_size)):
+        rows = x[start : start + int(batch_size)]
+        n = len(rows)
+        forward = _FORWARDS[model]
+        if forward is None:  # a model that cannot be traced: op by op
+            out = model(rows, training=False)
+        else:
+            pad = np.zeros((_bucket(n) - n, *rows.shape[1:]), rows.dtype)
+            try:
+                out = forward(trainable, non_trainable, np.concatenate([rows, pad]))
+            except Exception:  # noqa: BLE001 - e.g. NumPy or Python control flow in call()
+                _FORWARDS[model] = None  # its own error, if any, comes from the plain call
+                out = model(rows, training=False)
+        outs.append([keras.ops.convert_to_numpy(o)[:n] for o in keras.tree.flatten(out)])
+    joined = [np.concatenate(parts) for parts in zip(*outs)]
+    return joined[0] if len(joined) == 1 else joined
 
 
 def per_example_value_and_grad(

@@ -66,10 +66,15 @@ def _predict(model, x, batch_size=256):
     """Outputs of a Keras model or callable on the rows of ``x`` (NumPy)."""
     import keras
 
+    from kmi.backend import predict
+
+    if isinstance(model, keras.Model):  # compiled once per batch size bucket
+        out = predict(model, x, batch_size)
+        out = out[-1] if isinstance(out, list) else out
+        return np.asarray(out, dtype="float64").reshape(len(x), -1)
     outs = []
     for start in range(0, len(x), batch_size):
-        batch = x[start : start + batch_size]
-        out = model(batch, training=False) if isinstance(model, keras.Model) else model(batch)
+        out = model(x[start : start + batch_size])
         if isinstance(out, (list, tuple)):
             out = out[-1]
         outs.append(np.asarray(keras.ops.convert_to_numpy(out), dtype="float64"))
