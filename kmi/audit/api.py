@@ -11,7 +11,16 @@ from kmi.targets import Target
 #: Each modality's audit: (module, function, the options of :func:`audit` it takes
 #: besides those every modality takes).
 MODALITIES = {
-    "image": ("kmi.audit.image", "audit_image", ("public_data", "eval_model", "shared_prior")),
+    "image": (
+        "kmi.audit.image",
+        "audit_image",
+        (
+            "public_data",
+            "eval_model",
+            "shared_prior",
+            "pixel_range",
+        ),
+    ),
     "tabular": ("kmi.audit.tabular", "audit_tabular", ("public_data", "sensitive_feature")),
     "graph": ("kmi.audit.graph", "audit_graph", ("nodes",)),
     "text": ("kmi.audit.text", "audit_text", ("tokenizer", "prompts")),
@@ -54,6 +63,7 @@ def audit(
     verbose: int = 1,
     checkpoint=None,
     shared_prior: dict | None = None,
+    pixel_range: tuple[float, float] | None = None,
 ) -> Report:
     """Run the attacks that apply to a model and measure what each recovers.
 
@@ -106,6 +116,13 @@ def audit(
     shared_prior : dict, default=None
         Image: a dict in which the first GAN prior trained is kept and reused by
         later GAN attacks and audits given the same dict.
+    pixel_range : (low, high), default=None
+        Image: the range of pixel values the model takes. None reads it from the
+        private and public images (:func:`kmi.audit.image.pixel_range_of`); it is
+        written in the report's settings. Before any attack, the model's accuracy on
+        the private images is checked: near chance, the data and the model disagree
+        (a pixel range of 0..255 against a model of [0, 1], say) and the audit stops
+        with an error rather than report "no leakage".
 
     Returns
     -------
@@ -150,6 +167,7 @@ def audit(
         "public_data": public_data,
         "eval_model": eval_model,
         "shared_prior": shared_prior,
+        "pixel_range": pixel_range,
         "sensitive_feature": sensitive_feature,
         "nodes": nodes,
         "tokenizer": tokenizer,

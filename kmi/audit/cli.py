@@ -150,9 +150,10 @@ def _quiet_backend(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-#: What an audit imports that loads TensorFlow: Keras, and the attacks (keras-hub
-#: imports TensorFlow on the JAX backend too).
-_BACKEND_MODULES = ("keras", "kmi.attacks", "kmi.audit.api")
+#: What an audit imports that loads TensorFlow: Keras, and keras-hub (the text
+#: models and attacks; it imports TensorFlow on the JAX backend too). kmi.attacks
+#: imports each attack on first use, so keras-hub is named here.
+_BACKEND_MODULES = ("keras", "keras_hub", "kmi.attacks", "kmi.audit.api")
 
 
 def _import_backend() -> None:

@@ -359,6 +359,72 @@ def summarize_image(rows) -> list[str]:
     return lines
 
 
+def pixel_range_of(*arrays) -> tuple[float, float]:
+    """The pixel convention of image data: (low, high) bounds of its values.
+
+    The data's minimum and maximum, widened to whole numbers, and to [0, 1] for data
+    within it: digits stored as 0..16 give (0, 16), 8-bit images (0, 255), images
+    in [-1, 1] give (-1, 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pixel_range_of(np.array([0.2, 0.9])), pixel_range_of(np.array([0.0, 16.0]))
+    ((0.0, 1.0), (0.0, 16.0))
+    >>> pixel_range_of(np.array([-0.7, 0.8]), np.array([3.0]))
+    (-1.0, 3.0)
+    """
+    values = [np.asarray(a, dtype="float64") for a in arrays if a is not None and np.size(a)]
+    lo = min(float(np.min(a)) for a in values)
+    hi = max(float(np.max(a)) for a in values)
+    return float(min(0.0, np.floor(lo))), float(max(1.0, np.ceil(hi)))
+
+
+def check_model_fits_data(target, X, y, pixel_range, *, n=500, random_state=0) -> float:
+    """The model's accuracy on private images; a clear error where it is near chance.
+
+    A model whose accuracy on its own training data is near chance was given data
+    in another convention than it was trained on (a pixel range of 0..255 against
+    a model of [0, 1], say), or learned nothing. Either way every attack would come
+    out at chance and the audit would read "no leakage": a false negative. This is
+    the auditor's own check: it goes to the model directly and spends no query of
+    the attacker's budget.
+
+    Returns
+    -------
+    float
+        Accuracy on up to ``n`` private images.
+
+    Raises
+    ------
+    ValueError
+        When the accuracy is within max(0.1, 3 standard errors) of chance.
+    """
+    from kmi.targets import Target
+
+    rng = np.random.default_rng(random_state)
+    rows = rng.permutation(len(X))[: int(n)]
+    own = Target(target.model, access="black-box", classes=target.classes_)
+    predicted = own.predict(X[rows])
+    accuracy = float(np.mean(np.asarray(predicted) == np.asarray(y)[rows]))
+    n_classes = len(np.unique(y))
+    chance = 1.0 / n_classes
+    margin = max(0.1, 3.0 * np.sqrt(chance * (1 - chance) / len(rows)))
+    if accuracy <= chance + margin:
+        lo, hi = pixel_range
+        raise ValueError(
+            f"The model classifies its own private images at chance: accuracy "
+            f"{accuracy:.2f} on {len(rows)} of them, chance {chance:.2f}. Every attack "
+            "would then fail and the audit would wrongly report no leakage, so it stops "
+            f"here. The private images hold values in [{lo:g}, {hi:g}]: check that this is "
+            "the pixel range the model was trained on (rescale the data, e.g. divide "
+            "0..255 images by 255, or pass the images the model was trained with), and "
+            "that the labels are the model's. Received: private_data values in "
+            f"[{float(np.min(X)):g}, {float(np.max(X)):g}]"
+        )
+    return accuracy
+
+
 def check_image_data(target, X, y=None, name="private_data"):
     """Images of the model's input shape, finite; labels among its classes.
 
@@ -389,6 +455,7 @@ def audit_image(
     public_data=None,
     eval_model=None,
     shared_prior=None,
+    pixel_range=None,
     attacks="auto",
     attack_params=None,
     name="model",
@@ -407,6 +474,13 @@ def audit_image(
     X_public = public_data[0] if isinstance(public_data, (tuple, list)) else public_data
     if X_public is not None:
         X_public, _ = check_image_data(target, X_public, name="public_data")
+    if pixel_range is None:
+        pixel_range = pixel_range_of(X, X_public)
+    report.settings.setdefault(
+        "pixel range of the data", f"[{pixel_range[0]:g}, {pixel_range[1]:g}]"
+    )
+    accuracy = check_model_fits_data(target, X, y, pixel_range, random_state=random_state)
+    report.settings[f"{name}: accuracy on the private images"] = round(accuracy, 3)
     columns = target.label_index(y)
     n_classes = int(np.max(columns)) + 1
     if eval_model is None:

@@ -516,3 +516,16 @@ def test_cli_user_text_model(tmp_path, canary_lm):
     assert rows["LMExtraction"]["exact_top_1"] == 1.0
     # the white-box attack runs too (every byte allowed, so it is harder)
     assert rows["TokenOptimization"]["character_accuracy"] > 0.25
+
+
+def test_image_audit_stops_where_the_model_is_at_chance_on_its_private_data(digits):
+    model, X, y, X_pub = digits
+    # labels the model does not give these images (as with data of another pixel
+    # range): every attack would fail, and "no leakage" would be a false negative
+    wrong = np.random.default_rng(0).permutation(y)
+    with pytest.raises(ValueError, match=r"at chance.*values in \[0, 1\]"):
+        audit(model, modality="image", private_data=(X, wrong), attack_params=TINY, verbose=0)
+    from kmi.audit.image import pixel_range_of
+
+    assert pixel_range_of(X, X_pub) == (0.0, 1.0)
+    assert pixel_range_of(X * 16) == (0.0, 16.0)

@@ -295,5 +295,7 @@ def test_no_tensorflow_log_lines_unless_verbose(tmp_path, files):
     )
     assert result.returncode == 2, result.stderr
     # only the usage error: no "I0000 ... cudart_stub.cc" or absl lines
-    (line,) = result.stderr.splitlines()
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    (line,) = lines
     assert line.startswith("kmi audit: --modality text needs a kmi text model"), line
