@@ -118,8 +118,9 @@ def audit(
         later GAN attacks and audits given the same dict.
     pixel_range : (low, high), default=None
         Image: the range of pixel values the model takes. None reads it from the
-        private and public images (:func:`kmi.audit.image.pixel_range_of`); it is
-        written in the report's settings. Before any attack, the model's accuracy on
+        private and public images (:func:`kmi.audit.image.pixel_range_of`). It is
+        written in the report's settings and named in the error below; the attacks
+        do not use it yet (they search images in [0, 1]). Before any attack, the model's accuracy on
         the private images is checked: near chance, the data and the model disagree
         (a pixel range of 0..255 against a model of [0, 1], say) and the audit stops
         with an error rather than report "no leakage".
