@@ -328,9 +328,13 @@ class Target:
     def _infer_from_logits(self) -> bool:
         if self.kind != "keras" or self.task in ("regression", "embedding"):
             return False
+        import keras
+
         last = self.model.layers[-1] if self.model.layers else None
+        while isinstance(last, keras.Model) and last.layers:  # a wrapped, nested model
+            last = last.layers[-1]
         activation = getattr(getattr(last, "activation", None), "__name__", None)
-        if type(last).__name__ == "Softmax" or activation in ("softmax", "sigmoid"):
+        if isinstance(last, keras.layers.Softmax) or activation in ("softmax", "sigmoid"):
             return False
         return True
 

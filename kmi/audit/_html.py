@@ -11,9 +11,12 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;padding:0 1em;color:#1d1d1f;line-height:1.45}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
-th,td{border:1px solid #d0d0d0;padding:.25em .55em;text-align:right;white-space:nowrap}
-.scroll{overflow-x:auto}
+table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em;max-width:100%}
+th,td{border:1px solid #d0d0d0;padding:.25em .45em;text-align:right;overflow-wrap:anywhere}
+th{font-weight:600;vertical-align:bottom}
+#settings table{width:100%;table-layout:fixed}#settings td{text-align:left}
+#settings td:first-child{width:34%}
+details{margin:.4em 0 1em}dt{font-weight:600}dd{margin:0 0 .4em 1.2em}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 tr.baseline td{background:#f7f7ff}.pos{color:#b00020;font-weight:600}.neg{color:#2e7d32}
 #summary li{margin:.3em 0}.grid{display:flex;flex-wrap:wrap;gap:6px}
@@ -21,10 +24,13 @@ figure{margin:0;text-align:center;font-size:.75em}figure img{image-rendering:pix
 width:72px;height:auto;border:1px solid #ccc;display:block}
 .note{color:#555;font-size:.9em}svg.plot{background:#fff;border:1px solid #ddd}
 svg.plot text{font-size:11px;fill:#333}
+.risk-high strong{color:#b00020}.risk-medium strong{color:#a15c00}.risk-low strong{color:#2e7d32}
 """
 
 
 def _cell(key, value):
+    if isinstance(value, bool):
+        return f"<td>{'yes' if value else 'no'}</td>"
     if isinstance(value, float):
         if math.isnan(value):
             return "<td>n/a</td>"
@@ -37,16 +43,84 @@ def _cell(key, value):
     return f"<td>{html.escape(str(value))}</td>"
 
 
+#: Column headers and what they mean, for the fields the audits write.
+COLUMNS = {
+    "attack": ("Attack", "The attack, or the baseline that never queries the model."),
+    "access": ("Access", "What the attack used: white-box, black-box, label-only or none."),
+    "classes": ("Classes", "Classes attacked (one image is rebuilt per class)."),
+    "top_1": (
+        "Top-1",
+        "Share of rebuilt images that an independent evaluation classifier assigns to "
+        "the attacked class (chance is 1 / classes).",
+    ),
+    "top_5": ("Top-5", "As top-1, counting the evaluator's five best guesses."),
+    "knn_distance": (
+        "KNN dist.",
+        "Squared distance, in the evaluator's feature space, from each rebuilt image to "
+        "the nearest private image of its class (lower: closer to real data).",
+    ),
+    "nn_accuracy": (
+        "NN acc.",
+        "Share of rebuilt images whose nearest private image is of the attacked class.",
+    ),
+    "nearest_mse": (
+        "Pixel MSE",
+        "Mean squared pixel difference to the nearest private image of any class, in "
+        "[0, 1] pixels (lower: closer to real data).",
+    ),
+    "adversarial": (
+        "Adversarial?",
+        "Yes: the images fool the evaluator but are farther from every private image "
+        "than the mean public image is; not counted as leakage.",
+    ),
+    "instance_top_1": (
+        "Inst. top-1",
+        "Top-1 of images rebuilt from the model's answers on private images (one per image).",
+    ),
+    "instance_psnr": (
+        "Inst. PSNR (dB)",
+        "Peak signal-to-noise ratio of those images against the originals (higher: closer).",
+    ),
+    "instance_ssim": (
+        "Inst. SSIM",
+        "Structural similarity of those images to the originals (1: identical).",
+    ),
+    "fit_s": ("Fit (s)", "Seconds spent fitting the attack (priors, surrogates)."),
+    "invert_s": ("Attack (s)", "Seconds spent rebuilding the images."),
+    "queries": ("Queries", "Rows sent to the model."),
+    "accuracy": ("Accuracy", "Share of records whose attribute the attack recovers."),
+    "auc": ("AUC", "Area under the ROC curve (0.5: chance)."),
+    "ap": ("AP", "Average precision."),
+}
+
+
+def column_label(key: str) -> str:
+    """The header of a column: a name a person reads, not the field's."""
+    if key in COLUMNS:
+        return COLUMNS[key][0]
+    if key.startswith("adv_"):
+        return f"Advantage ({key[4:].replace('_', ' ')})"
+    return key.replace("_", " ").capitalize()
+
+
+def _glossary(columns) -> str:
+    known = [c for c in columns if c in COLUMNS]
+    if not known:
+        return ""
+    items = "".join(
+        f"<dt>{html.escape(COLUMNS[c][0])}</dt><dd>{html.escape(COLUMNS[c][1])}</dd>"
+        for c in known
+    )
+    return f"<details><summary>What the columns mean</summary><dl>{items}</dl></details>"
+
+
 def _table(rows, columns):
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(column_label(c))}</th>" for c in columns)
     body = []
     for row in rows:
         cls = ' class="baseline"' if "Baseline" in str(row.get("attack", "")) else ""
         body.append(f"<tr{cls}>" + "".join(_cell(c, row.get(c, "")) for c in columns) + "</tr>")
-    return (
-        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 _GROUP_KEYS = ("target", "sensitive", "task", "split")
@@ -117,7 +191,7 @@ def render_svg_plot(plot, width=720, height=380) -> str:
                 f'<text x="{left + w + 26}" y="{ly}">{html.escape(str(name))}</text>'
             )
         group = sorted(group, key=lambda p: p["x"])
-        if len(group) > 1:
+        if len(group) > 1 and plot.get("lines", True):
             path = " ".join(f"{sx(p['x']):.1f},{sy(p['y']):.1f}" for p in group)
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}"/>')
         for j, p in enumerate(group):
@@ -143,8 +217,17 @@ def render_html(report) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(report.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(report.title)}</h1>",
-        '<section id="summary"><h2>Summary</h2>',
     ]
+    if report.verdicts:  # the verdict first (the rule: kmi.audit.verdict)
+        parts.append('<section id="verdict"><h2>Verdict</h2><ul>')
+        for v in report.verdicts:
+            parts.append(
+                f'<li class="risk-{html.escape(v["risk"])}"><strong>'
+                f"{html.escape(str(v['target']))}: {html.escape(v['risk'])} risk.</strong> "
+                f"{html.escape(v['why'])}.</li>"
+            )
+        parts.append("</ul></section>")
+    parts.append('<section id="summary"><h2>Summary</h2>')
     if report.summary:
         parts.append(
             "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in report.summary) + "</ul>"
@@ -167,6 +250,8 @@ def render_html(report) -> str:
                 if c not in keys and not c.startswith("_")
             ]
             parts.append(f"<h3>{html.escape(title)}</h3>{_table(rows, columns)}")
+        every = dict.fromkeys(k for r in report.rows for k in r if not k.startswith("_"))
+        parts.append(_glossary(every))
     parts.append("</section>")
 
     if report.plots:

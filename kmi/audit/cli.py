@@ -96,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
         help="text: the model's tokenizer (bytes: kmi.models.byte_tokenizer)",
     )
     audit.add_argument(
+        "--pixel-range",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="image: the pixel values the model takes, e.g. 0 255 (default: read from "
+        "the images). The audit stops if the model is at chance on its private images",
+    )
+    audit.add_argument(
         "--unsafe-deserialization",
         action="store_true",
         help="load a model file that runs arbitrary code (Lambda layers); only for "
@@ -369,6 +377,7 @@ def _audit_user_model(args, checkpoint, verbose):
                 modality="image",
                 private_data=(data["x_private"], data["y_private"]),
                 public_data=data.get("x_public"),
+                pixel_range=None if args.pixel_range is None else tuple(args.pixel_range),
                 **common,
             )
         if args.modality == "tabular":

@@ -418,10 +418,13 @@ def _add_tradeoff(report, utility) -> None:
             y_label="attack top-1 accuracy",
             note="Each point is one model attacked by one attack (colour: the attack); "
             "lower is more private, further right is more useful.",
+            lines=False,  # the models are different defenses, not points of one curve
         )
-        best = {}
-        for p in points:
-            best[p["label"]] = max(best.get(p["label"], 0.0), p["y"])
+        best = {}  # adversarial patterns (see kmi.audit.image.flag_adversarial) left out
+        for row in report.rows:
+            if row["target"] in utility and row["attack"] != "PublicMeanBaseline":
+                if not row.get("adversarial"):
+                    best[row["target"]] = max(best.get(row["target"], 0.0), row["top_1"])
         report.summary.insert(
             0,
             "Trade-off: "

@@ -71,6 +71,10 @@ class Report:
         What was attacked and how (data sizes, seeds, models).
     versions : dict
         Library versions.
+    verdicts : list of dict
+        Per model: ``risk`` (high / medium / low), ``why`` (one sentence), the
+        best counted attack, its ``advantage`` over the baseline and its 95 %
+        ``interval`` (the rule: :mod:`kmi.audit.verdict`).
     """
 
     title: str
@@ -80,6 +84,7 @@ class Report:
     summary: list[str] = field(default_factory=list)
     figures: list[dict[str, Any]] = field(default_factory=list)
     plots: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -106,7 +111,9 @@ class Report:
             )
         self.figures.append({"title": title, "images": images, "captions": captions, "note": note})
 
-    def add_plot(self, title: str, points, *, x_label: str, y_label: str, note: str = "") -> None:
+    def add_plot(
+        self, title: str, points, *, x_label: str, y_label: str, note: str = "", lines: bool = True
+    ) -> None:
         """Add a scatter plot (drawn as inline SVG in the HTML report).
 
         Parameters
@@ -118,6 +125,10 @@ class Report:
         x_label, y_label : str
         note : str, default=""
             A sentence under the plot.
+        lines : bool, default=True
+            Join the points of a series by a line (in order of ``x``). Only for points
+            that lie on one curve, such as a defense at several strengths; models that
+            are unrelated are drawn as points.
         """
         clean = []
         for p in points:
@@ -126,7 +137,14 @@ class Report:
                 raise ValueError(f"add_plot needs finite coordinates. Received: point {p!r}")
             clean.append({**p, "x": x, "y": y, "label": str(p.get("label", ""))})
         self.plots.append(
-            {"title": title, "points": clean, "x_label": x_label, "y_label": y_label, "note": note}
+            {
+                "title": title,
+                "points": clean,
+                "x_label": x_label,
+                "y_label": y_label,
+                "note": note,
+                "lines": bool(lines),
+            }
         )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -161,6 +179,10 @@ class Report:
     def to_markdown(self, path: str | os.PathLike | None = None) -> str:
         """The report as Markdown; written atomically to ``path`` when given."""
         lines = [f"# {self.title}", ""]
+        if self.verdicts:
+            lines += ["## Verdict", ""]
+            lines += [f"- **{v['target']}: {v['risk']} risk.** {v['why']}." for v in self.verdicts]
+            lines.append("")
         if self.summary:
             lines += ["## Summary", ""] + [f"- {line}" for line in self.summary] + [""]
         if self.settings:

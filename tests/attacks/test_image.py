@@ -180,6 +180,20 @@ def test_deepinversion_end_to_end_beats_chance(digits, cnn_target, eval_model):
     np.testing.assert_array_equal(images, attack.invert(np.arange(10)))
 
 
+def test_deepinversion_runs_on_a_wrapped_model_as_on_the_model_itself(cnn_target):
+    # how a third-party network is used: a preprocessing layer in front of the loaded
+    # model, whose BatchNormalization layers sit inside the nested model
+    wrapped = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1.0), cnn_target])
+    images = []
+    for model in (cnn_target, wrapped):
+        attack = DeepInversion(model, max_iter=40, random_state=0).fit()
+        assert attack.n_batchnorm_ == 2
+        images.append(attack.invert([0, 3]))
+    np.testing.assert_allclose(images[1], images[0], atol=1e-4)
+    # the BatchNorm layers are left as they were
+    assert all("call" not in vars(bn) for bn in attack._bns)
+
+
 def test_deepinversion_errors(softmax_target, cnn_target):
     with pytest.raises(ValueError, match="BatchNormalization"):
         DeepInversion(softmax_target).fit()

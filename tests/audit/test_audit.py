@@ -67,6 +67,10 @@ def test_image_audit_runs_and_measures_the_applicable_attacks(image_report):
     assert titles[0].startswith("Real private") and "model: MIFace" in titles
     assert all(not k.startswith("_") for r in report.rows for k in r)
     assert "recognises as the right class" in report.summary[0]
+    # every row has its distance to the nearest private image; one verdict per model
+    assert all("nearest_mse" in r for r in report.rows)
+    (verdict,) = report.verdicts
+    assert verdict["target"] == "model" and verdict["risk"] in ("high", "medium", "low")
 
 
 def test_image_audit_label_only_runs_only_what_it_allows(digits):
@@ -301,6 +305,9 @@ def test_cli_user_image_model(tmp_path, digits, capsys, monkeypatch):
                 "image",
                 "--output",
                 str(out),
+                "--pixel-range",
+                "0",
+                "1",
                 "-q",
             ]
         )
@@ -309,6 +316,7 @@ def test_cli_user_image_model(tmp_path, digits, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "PublicMeanBaseline" in text and "MIFace" in text and "Summary:" in text
     report = json.loads((tmp_path / "rep.json").read_text())
+    assert report["settings"]["pixel range of the data"] == "[0, 1]"
     assert [r["attack"] for r in report["rows"]] == ["PublicMeanBaseline", "MIFace"]
     assert not (tmp_path / "rep.partial.jsonl").exists()
 
@@ -529,3 +537,79 @@ def test_image_audit_stops_where_the_model_is_at_chance_on_its_private_data(digi
 
     assert pixel_range_of(X, X_pub) == (0.0, 1.0)
     assert pixel_range_of(X * 16) == (0.0, 16.0)
+
+
+def test_image_audit_of_a_model_on_raw_0_to_16_digits_matches_the_unit_range_case(digits):
+    """A Rescaling(1/16) model fed raw 0..16 digits: once a silent false negative."""
+    from kmi.attacks import InversionModel, MIFace
+
+    model, X, y, X_pub = digits  # takes digits in [0, 1]
+    raw = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 16), model])
+    evaluator = _eval(X, y)
+    raw_evaluator = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 16), evaluator]
+    )
+    attacks = [
+        ("MIFace", MIFace, TINY["MIFace"]),
+        ("InversionModel", InversionModel, {"epochs": 10}),
+    ]
+
+    def top_1(m, data, public, evaluator, **kwargs):
+        report = audit(
+            m, modality="image", private_data=(data, y), public_data=public, attacks=attacks,
+            eval_model=evaluator, verbose=0, **kwargs,
+        )  # fmt: skip
+        return report, {r["attack"]: round(r["top_1"], 2) for r in report.rows}
+
+    _, unit = top_1(model, X, X_pub, evaluator)
+    report, got = top_1(raw, X * 16, X_pub * 16, raw_evaluator)
+    assert report.settings["pixel range of the data"] == "[0, 16]"
+    assert got == unit  # the same figures as on [0, 1]
+    # before: the attacks searched [0, 1] against a model of 0..16 (MIFace at chance)
+    _, before = top_1(raw, X * 16, X_pub * 16, raw_evaluator, pixel_range=(0, 1))
+    # measured: MIFace 0.1 and InversionModel 0.4 before, 0.4 and 1.0 now
+    assert before["MIFace"] <= 0.3 < unit["MIFace"]
+    assert before["InversionModel"] < unit["InversionModel"]
+
+
+def _mini_xception(n_classes):
+    """A small network as third parties build them: separable convolutions, a
+    residual add, BatchNormalization, and a softmax Activation as its last layer."""
+    layers = keras.layers
+    inp = keras.Input((8, 8, 1))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(inp)
+    x = layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))
+    residual = layers.Conv2D(16, 1, strides=2, padding="same")(x)
+    x = layers.SeparableConv2D(16, 3, padding="same")(x)
+    x = layers.Activation("relu")(layers.BatchNormalization(momentum=0.9)(x))
+    x = layers.BatchNormalization(momentum=0.9)(layers.SeparableConv2D(16, 3, padding="same")(x))
+    x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    x = layers.GlobalAveragePooling2D()(layers.Add()([x, residual]))
+    out = layers.Activation("softmax")(layers.Dense(n_classes)(x))
+    return keras.Model(inp, out, name="mini_xception")
+
+
+def test_image_audit_runs_every_attack_on_a_reloaded_h5_model_behind_a_wrapper(digits, tmp_path):
+    _, X, y, X_pub = digits
+    keras.utils.set_random_seed(0)
+    net = _mini_xception(10)
+    net.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    net.fit(X, y, epochs=8, batch_size=32, verbose=0)
+    net.save(tmp_path / "net.h5")  # the legacy format many published models use
+    loaded = keras.models.load_model(tmp_path / "net.h5")
+    # the user's wrapper: raw 0..16 digits in, the loaded network nested inside
+    wrapped = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 16), loaded], name="wrapped"
+    )
+    report = audit(
+        wrapped, modality="image", private_data=(X[:300] * 16, y[:300]),
+        public_data=X_pub[:200] * 16, attack_params=TINY | {"DeepInversion": {"max_iter": 20}},
+        verbose=0,
+    )  # fmt: skip
+    names = [r["attack"] for r in report.rows]
+    assert names == [
+        "PublicMeanBaseline", "MIFace", "DeepInversion", "InversionModel", "GMI", "BREPMI"
+    ]  # fmt: skip
+    assert "model: skipped attacks" not in report.settings
+    assert report.settings["pixel range of the data"] == "[0, 16]"
+    assert all(np.isfinite(r["top_1"]) for r in report.rows)

@@ -43,6 +43,11 @@ window.addEventListener("load", () => {
     decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
     svg: document.querySelectorAll("svg.plot circle").length,
     errors: window.__errors,
+    verdict: document.querySelectorAll("#verdict li").length,
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+    wideTables: Array.from(document.querySelectorAll("table"))
+      .filter(t => t.getBoundingClientRect().right > window.innerWidth + 1).length,
   }));
 });
 </script>"""
@@ -117,26 +122,32 @@ def _png_pixels(path):
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
+    long_setting = "; ".join(
+        f"{name} {{'max_iter': 500, 'learning_rate': 0.1, 'optimizer': 'adam'}}"
+        for name in ("MIFace", "DeepInversion", "InversionModel", "GMI", "BREPMI")
+    )
     report = Report(
         title="kmi privacy audit: browser check",
-        settings={"seed": 0},
+        settings={"seed": 0, "attack parameters": long_setting, "a_very_long_key" * 8: 1},
         summary=["model: the strongest attack rebuilds 7 of 10 classes."],
+        verdicts=[{"target": "model", "risk": "high", "why": "GMI rebuilds 7 of 10"}],
     )
+    # rows as wide as an image audit's: every metric column, and the instance ones
+    metrics = {
+        "access": "white-box", "classes": 10, "top_1": 0.7, "top_5": 0.9,
+        "knn_distance": 123.456, "nn_accuracy": 0.6, "nearest_mse": 0.0312,
+        "adversarial": False, "instance_top_1": 0.985, "instance_psnr": 13.7,
+        "instance_ssim": 0.612, "fit_s": 1234.567, "invert_s": 98.765, "queries": 123456,
+    }  # fmt: skip
     report.rows = [
         {
-            "target": "model",
+            "target": "DP-SGD (epsilon 3.0)",
             "task": "reconstruct classes",
             "split": "members",
-            "attack": "PublicMeanBaseline",
-            "top_1": 0.1,
-        },
-        {
-            "target": "model",
-            "task": "reconstruct classes",
-            "split": "members",
-            "attack": "GMI",
-            "top_1": 0.7,
-        },
+            "attack": name,
+            **metrics,
+        }
+        for name in ("PublicMeanBaseline", "GMI")
     ]
     rng = np.random.default_rng(0)
     report.add_figure(
@@ -162,7 +173,14 @@ def test_report_renders_in_chromium(report_html, tmp_path):
     assert "<script" not in text  # a static page: nothing runs when it is opened
     probed = tmp_path / "probed.html"
     probed.write_text(text.replace("</body>", PROBE + "</body>"))
-    result = _run(browser, tmp_path, "--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    result = _run(
+        browser,
+        tmp_path,
+        "--virtual-time-budget=5000",
+        "--window-size=1100,1400",
+        "--dump-dom",
+        probed.as_uri(),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     marker = 'data-probe="'
     start = result.stdout.index(marker) + len(marker)
@@ -172,6 +190,10 @@ def test_report_renders_in_chromium(report_html, tmp_path):
     assert probe["images"] == 4 and probe["decoded"] == 4  # no broken image
     assert probe["svg"] == 2
     assert probe["errors"] == []
+    assert probe["verdict"] == 1
+    # nothing is wider than a 1,100 px window: no sideways scrolling, no hidden column
+    assert probe["innerWidth"] == 1100, probe
+    assert probe["scrollWidth"] <= probe["innerWidth"] and probe["wideTables"] == 0, probe
     console = [
         line
         for line in result.stderr.splitlines()

@@ -36,6 +36,36 @@ def _batchnorm_layers(model):
     return found
 
 
+class _RecordInputs:
+    """Within the block, each of ``layers`` records the input of its last call.
+
+    Works wherever the layers sit: in a nested or wrapped model (a ``Rescaling`` in
+    front of a loaded network), where a ``keras.Model`` of their inputs cannot be
+    built from the outer model's graph. The layers' ``call`` is replaced on the
+    instances for the block only, out of Keras's attribute tracking.
+    """
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        self.inputs = [None] * len(self.layers)
+
+    def __enter__(self):
+        for i, layer in enumerate(self.layers):
+            original = layer.call
+
+            def call(inputs, *args, _i=i, _original=original, **kwargs):
+                self.inputs[_i] = inputs
+                return _original(inputs, *args, **kwargs)
+
+            object.__setattr__(layer, "call", call)
+        return self
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            object.__delattr__(layer, "call")
+        return False
+
+
 @fill_doc(**PARAMS_DOC)
 class DeepInversion(ClassInversionMixin, BaseAttack):
     """Data-free inversion matching BatchNorm statistics (Yin et al. 2020).
@@ -165,9 +195,6 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
                 f"Received: target model {model.name!r} without BatchNormalization"
             )
         self.n_batchnorm_ = len(bns)
-        self._stats_model = keras.Model(
-            model.inputs, [bn.input for bn in bns] + [model.outputs[0]]
-        )
         self._bns = bns
         return self
 
@@ -183,7 +210,7 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
         target = self.target_
         n = len(idx)
         onehot = ops.convert_to_tensor(np.eye(target.n_classes_, dtype="float32")[idx])
-        stats_model, bns = self._stats_model, self._bns
+        model, bns = target.model, self._bns
         running = [
             (ops.convert_to_tensor(bn.moving_mean), ops.convert_to_tensor(bn.moving_variance))
             for bn in bns
@@ -196,8 +223,10 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
             xj = ops.roll(xj, aux["shift"][1], axis=2)
             if self.flip:
                 xj = ops.where(aux["flip"] > 0.5, ops.flip(xj, axis=2), xj)
-            outs = stats_model(xj, training=False)
-            feats, out = outs[:-1], outs[-1]
+            with _RecordInputs(bns) as record:  # the BatchNorm layers' inputs
+                out = model(xj, training=False)
+            feats = record.inputs
+            out = out[0] if isinstance(out, (list, tuple)) else out
             logp = ops.log_softmax(out, -1) if from_logits else ops.log(ops.clip(out, 1e-12, 1))
             rows = -ops.sum(logp * onehot, axis=-1)
             bn_loss = 0.0

@@ -1,0 +1,100 @@
+"""The verdict of an audit: a risk level per model, with one sentence on why.
+
+The rule, for each audited model:
+
+1. Take its attacks' rows, leaving out the no-query baseline and any row flagged
+   ``adversarial`` (images that fool the evaluation classifier but resemble no
+   private image, :func:`kmi.audit.image.flag_adversarial`).
+2. The best of them is the one with the highest success rate (top-1 for images).
+3. Its advantage is that rate minus the baseline's, with a 95 % confidence interval
+   from the Wilson score interval of the rate over the attacked classes (the
+   baseline's rate is taken as known).
+4. **high** when the interval's lower end is at least 0.25 (a quarter of the classes
+   or more recovered beyond guessing, beyond doubt); **medium** when it is above 0
+   (leakage, but less or less certain); **low** otherwise (no advantage that the
+   audit can tell from chance).
+"""
+
+from __future__ import annotations
+
+import math
+
+#: Lower end of the advantage's 95 % interval from which the risk is high.
+HIGH = 0.25
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``successes / n``.
+
+    Examples
+    --------
+    >>> lo, hi = wilson_interval(10, 10)
+    >>> round(lo, 3), hi
+    (0.722, 1.0)
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def risk_level(rate: float, baseline: float, n: int) -> tuple[str, float, tuple[float, float]]:
+    """(level, advantage, its 95 % interval) of an attack's ``rate`` over ``n`` trials.
+
+    Examples
+    --------
+    >>> risk_level(1.0, 0.1, 10)[0], risk_level(0.4, 0.1, 10)[0], risk_level(0.2, 0.1, 10)[0]
+    ('high', 'medium', 'low')
+    """
+    lo, hi = wilson_interval(rate * n, n)
+    interval = (lo - baseline, hi - baseline)
+    level = "high" if interval[0] >= HIGH else "medium" if interval[0] > 0 else "low"
+    return level, rate - baseline, interval
+
+
+def image_verdicts(rows, baseline_name: str = "PublicMeanBaseline") -> list[dict]:
+    """One verdict per target of image rows (see the module's rule)."""
+    verdicts = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        group = [r for r in rows if r["target"] == target and "top_1" in r]
+        base = next((r for r in group if r["attack"] == baseline_name), None)
+        attacks = [r for r in group if r["attack"] != baseline_name]
+        counted = [r for r in attacks if not r.get("adversarial")]
+        if not attacks:
+            continue
+        b = base["top_1"] if base is not None else 0.0
+        if not counted:
+            verdicts.append(
+                {
+                    "target": target,
+                    "risk": "low",
+                    "why": "every attack's images are adversarial patterns that resemble "
+                    "no private image; none counts as a reconstruction",
+                    "attack": None,
+                    "advantage": 0.0,
+                    "interval": [0.0, 0.0],
+                }
+            )
+            continue
+        best = max(counted, key=lambda r: r["top_1"])
+        n = int(best["classes"])
+        level, advantage, (lo, hi) = risk_level(best["top_1"], b, n)
+        why = (
+            f"{best['attack']} rebuilds {round(best['top_1'] * n)} of {n} classes "
+            f"recognisably, against {round(b * n)} of {n} for the baseline that never "
+            f"queries the model: an advantage of {advantage:+.0%} "
+            f"(95% interval {lo:+.0%} to {hi:+.0%})"
+        )
+        verdicts.append(
+            {
+                "target": target,
+                "risk": level,
+                "why": why,
+                "attack": best["attack"],
+                "advantage": round(advantage, 4),
+                "interval": [round(lo, 4), round(hi, 4)],
+            }
+        )
+    return verdicts
