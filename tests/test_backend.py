@@ -231,7 +231,7 @@ def test_predict_matches_the_plain_call_follows_new_weights_and_compiles_few_siz
         np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(x[:n])), atol=1e-5)
     # the weights are passed in at each call: a model trained later is seen
     model.layers[-1].kernel.assign(np.zeros((8, 3), "float32"))
-    np.testing.assert_allclose(kb.predict(model, x[:5]), np.zeros((5, 3)) + 0.0, atol=1e-6)
+    np.testing.assert_allclose(kb.predict(model, x[:5]), np.zeros((5, 3)), atol=1e-6)
     assert [kb._bucket(n) for n in (0, 1, 8, 9, 100, 256)] == [8, 8, 8, 16, 128, 256]
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from kmi.attacks import image as img
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
 from kmi.audit.api import pair
-from kmi.audit.verdict import image_verdicts
+from kmi.audit.verdict import best_attack, image_verdicts
 from kmi.metrics.image import attack_accuracy, image_attack_metrics, knn_distance, psnr, ssim
 from kmi.targets import AccessError, as_target
 from kmi.utils.validation import check_images, check_labels
@@ -368,9 +368,7 @@ def summarize_image(rows) -> list[str]:
     for target in dict.fromkeys(r["target"] for r in rows):
         group = [r for r in rows if r["target"] == target]
         base = next((r for r in group if r["attack"] == BASELINE), None)
-        attacks = [r for r in group if r["attack"] != BASELINE and "top_1" in r]
-        fooling = [r for r in attacks if r.get("adversarial")]
-        attacks = [r for r in attacks if not r.get("adversarial")]
+        best, fooling = best_attack(group, BASELINE)
         caveats = [
             (
                 f"{target}: {r['attack']}'s images are adversarial patterns, not "
@@ -382,10 +380,9 @@ def summarize_image(rows) -> list[str]:
             )
             for r in fooling
         ]
-        if not attacks:
+        if best is None:
             lines += caveats
             continue
-        best = max(attacks, key=lambda r: (r["top_1"], -r.get("knn_distance", 0.0)))
         n = best["classes"]
         line = (
             f"{target}: the strongest attack, {best['attack']} ({best['access']} access), "
@@ -464,7 +461,7 @@ def check_model_fits_data(target, X, y, pixel_range, *, n=500, random_state=0) -
             f"The model classifies its own private images at chance: accuracy "
             f"{accuracy:.2f} on {len(rows)} of them, chance {chance:.2f}. Every attack "
             "would then fail and the audit would wrongly report no leakage, so it stops "
-            f"here. The private images hold values in [{lo:g}, {hi:g}]: check that this is "
+            f"here. The pixel range taken is [{lo:g}, {hi:g}]: check that this is "
             "the pixel range the model was trained on (rescale the data, e.g. divide "
             "0..255 images by 255, or pass the images the model was trained with), and "
             "that the labels are the model's. Received: private_data values in "
@@ -578,15 +575,15 @@ def audit_image(
     )
     accuracy = check_model_fits_data(target, X, y, pixel_range, random_state=random_state)
     report.settings[f"{name}: accuracy on the private images"] = round(accuracy, 3)
-    # the attacks work on images in [0, 1]: map the data there, and the model back
     user_target = target
-    target = in_unit_range(target, pixel_range)
     lo, hi = (float(v) for v in pixel_range)
-    X = ((X - lo) / (hi - lo)).astype("float32")
-    if X_public is not None:
-        X_public = ((X_public - lo) / (hi - lo)).astype("float32")
-    if eval_model is not None:
-        eval_model = _unit_input(eval_model, pixel_range) if (lo, hi) != (0.0, 1.0) else eval_model
+    if (lo, hi) != (0.0, 1.0):  # the attacks work in [0, 1]: map the data there, the model back
+        target = in_unit_range(target, pixel_range)
+        X = ((X - lo) / (hi - lo)).astype("float32")
+        if X_public is not None:
+            X_public = ((X_public - lo) / (hi - lo)).astype("float32")
+        if eval_model is not None:
+            eval_model = _unit_input(eval_model, pixel_range)
     columns = target.label_index(y)
     n_classes = int(np.max(columns)) + 1
     if eval_model is None:

@@ -5,7 +5,8 @@ The rule, for each audited model:
 1. Take its attacks' rows, leaving out the no-query baseline and any row flagged
    ``adversarial`` (images that fool the evaluation classifier but resemble no
    private image, :func:`kmi.audit.image.flag_adversarial`).
-2. The best of them is the one with the highest success rate (top-1 for images).
+2. The best of them is the one with the highest success rate (top-1 for images;
+   ties go to the smaller KNN distance), the one the summary names too.
 3. Its advantage is that rate minus the baseline's, with a 95 % confidence interval
    from the Wilson score interval of the rate over the attacked classes (the
    baseline's rate is taken as known).
@@ -54,18 +55,31 @@ def risk_level(rate: float, baseline: float, n: int) -> tuple[str, float, tuple[
     return level, rate - baseline, interval
 
 
+def best_attack(group, baseline_name: str = "PublicMeanBaseline"):
+    """(best counted attack row or None, the adversarial rows) of one model's rows.
+
+    Counted: not the baseline, not flagged ``adversarial``, with a top-1. The best
+    has the highest top-1, then the smallest KNN distance. The summary and the
+    verdict both name this one.
+    """
+    attacks = [r for r in group if r["attack"] != baseline_name and "top_1" in r]
+    fooling = [r for r in attacks if r.get("adversarial")]
+    counted = [r for r in attacks if not r.get("adversarial")]
+    best = max(counted, key=lambda r: (r["top_1"], -r.get("knn_distance", 0.0)), default=None)
+    return best, fooling
+
+
 def image_verdicts(rows, baseline_name: str = "PublicMeanBaseline") -> list[dict]:
     """One verdict per target of image rows (see the module's rule)."""
     verdicts = []
     for target in dict.fromkeys(r["target"] for r in rows):
         group = [r for r in rows if r["target"] == target and "top_1" in r]
         base = next((r for r in group if r["attack"] == baseline_name), None)
-        attacks = [r for r in group if r["attack"] != baseline_name]
-        counted = [r for r in attacks if not r.get("adversarial")]
-        if not attacks:
+        best, fooling = best_attack(group, baseline_name)
+        if best is None and not fooling:
             continue
         b = base["top_1"] if base is not None else 0.0
-        if not counted:
+        if best is None:
             verdicts.append(
                 {
                     "target": target,
@@ -78,7 +92,6 @@ def image_verdicts(rows, baseline_name: str = "PublicMeanBaseline") -> list[dict
                 }
             )
             continue
-        best = max(counted, key=lambda r: r["top_1"])
         n = int(best["classes"])
         level, advantage, (lo, hi) = risk_level(best["top_1"], b, n)
         why = (

@@ -50,6 +50,9 @@ class _RecordInputs:
         self.inputs = [None] * len(self.layers)
 
     def __enter__(self):
+        # a call already set on the instance (as ghost clipping's _Tapping does) is
+        # wrapped, and put back on exit
+        self._saved = [layer.__dict__.get("call") for layer in self.layers]
         for i, layer in enumerate(self.layers):
             original = layer.call
 
@@ -61,8 +64,11 @@ class _RecordInputs:
         return self
 
     def __exit__(self, *exc):
-        for layer in self.layers:
-            object.__delattr__(layer, "call")
+        for layer, saved in zip(self.layers, self._saved):
+            if saved is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", saved)
         return False
 
 
