@@ -9,6 +9,7 @@ import importlib
 
 #: Where each public name lives.
 _NAMES = {
+    "AuditedModel": "kmi.audit.api",
     "IMAGE_ATTACKS": "kmi.audit.image",
     "TABULAR_ATTACKS": "kmi.audit.tabular",
     "Report": "kmi.audit.report",

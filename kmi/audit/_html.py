@@ -25,6 +25,9 @@ width:72px;height:auto;border:1px solid #ccc;display:block}
 .note{color:#555;font-size:.9em}svg.plot{background:#fff;border:1px solid #ddd}
 svg.plot text{font-size:11px;fill:#333}
 .risk-high strong{color:#b00020}.risk-medium strong{color:#a15c00}.risk-low strong{color:#2e7d32}
+tr.risk-high td:last-child{color:#b00020;font-weight:600}
+tr.risk-medium td:last-child{color:#a15c00;font-weight:600}
+tr.risk-low td:last-child{color:#2e7d32;font-weight:600}
 """
 
 
@@ -210,6 +213,30 @@ def render_svg_plot(plot, width=720, height=380) -> str:
     return "".join(out)
 
 
+def sweep_rows(verdicts) -> list[dict]:
+    """The verdicts of a sweep as table rows (empty unless some model has a defense)."""
+    if not any("defense" in v for v in verdicts):
+        return []
+    rows = []
+    for v in verdicts:
+        utility = v.get("utility")
+        lo, hi = v["interval"]
+        rows.append(
+            {
+                "Model": v["target"],
+                "Defense": v.get("defense", ""),
+                "Strength": "" if v.get("strength") is None else v["strength"],
+                "Utility": "" if utility is None else f"{utility:.3f}",
+                "Best attack": v["attack"] or "none counted",
+                "Success": f"{v['success']:.2f}" if "success" in v else "",
+                "Baseline": f"{v['baseline']:.2f}" if "baseline" in v else "",
+                "Advantage (95% interval)": f"{v['advantage']:+.2f} ({lo:+.2f} to {hi:+.2f})",
+                "Risk": v["risk"],
+            }
+        )
+    return rows
+
+
 def render_html(report) -> str:
     parts = [
         "<!DOCTYPE html>",
@@ -226,7 +253,18 @@ def render_html(report) -> str:
                 f"{html.escape(str(v['target']))}: {html.escape(v['risk'])} risk.</strong> "
                 f"{html.escape(v['why'])}.</li>"
             )
-        parts.append("</ul></section>")
+        parts.append("</ul>")
+        sweep = sweep_rows(report.verdicts)
+        if sweep:
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in sweep[0])
+            body = "".join(
+                f'<tr class="risk-{html.escape(r["Risk"])}">'
+                + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values())
+                + "</tr>"
+                for r in sweep
+            )
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        parts.append("</section>")
     parts.append('<section id="summary"><h2>Summary</h2>')
     if report.summary:
         parts.append(

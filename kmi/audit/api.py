@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from kmi.audit.report import Report
 from kmi.targets import Target
@@ -25,6 +27,65 @@ MODALITIES = {
     "graph": ("kmi.audit.graph", "audit_graph", ("nodes",)),
     "text": ("kmi.audit.text", "audit_text", ("tokenizer", "prompts")),
 }
+
+
+@dataclass(frozen=True)
+class AuditedModel:
+    """One of several models audited into one report: a defense at one strength.
+
+    Give :func:`audit` a list of these to audit a defense sweep. The report then has
+    a verdict per model, a table of them, and a plot of ``utility`` against the best
+    attack's success with one curve per ``defense``, its points labelled by
+    ``strength``.
+
+    Parameters
+    ----------
+    model : keras.Model, scikit-learn estimator, callable or Target
+        As :func:`audit`'s ``model``.
+    defense : str, default="no defense"
+        The defense it was trained with; models sharing it form one curve.
+    strength : str or float, default=None
+        The defense's setting, e.g. ``"epsilon 3"`` or ``0.1``; labels the point.
+    utility : float, default=None
+        How useful the model is, higher being better (e.g. its test accuracy),
+        measured by the caller. Models without it are audited but not plotted.
+    name : str, default=None
+        Names the model in the report; None is ``"defense (strength)"``, or the
+        defense alone without a strength.
+
+    Examples
+    --------
+    >>> from kmi.audit import AuditedModel
+    >>> AuditedModel(None, defense="DP-SGD", strength="epsilon 3", utility=0.91).label
+    'DP-SGD (epsilon 3)'
+    """
+
+    model: Any
+    defense: str = "no defense"
+    strength: Any = None
+    utility: float | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.name is not None:
+            return str(self.name)
+        return self.defense if self.strength is None else f"{self.defense} ({self.strength})"
+
+
+def _audited_models(models) -> list[AuditedModel] | None:
+    """The models of a sweep (a list of AuditedModel, or a dict name -> model), or None."""
+    if isinstance(models, dict):
+        return [AuditedModel(m, defense=str(k), name=str(k)) for k, m in models.items()]
+    if isinstance(models, (list, tuple)) and any(isinstance(m, AuditedModel) for m in models):
+        wrong = [type(m).__name__ for m in models if not isinstance(m, AuditedModel)]
+        if wrong:
+            raise ValueError(
+                "To audit several models, give a list of kmi.audit.AuditedModel (or a dict "
+                f"name -> model). Received: a list that also holds {', '.join(wrong)}"
+            )
+        return list(models)
+    return None
 
 
 def pair(data, name, modality, what):
@@ -69,9 +130,15 @@ def audit(
 
     Parameters
     ----------
-    model : keras.Model, scikit-learn estimator, callable or Target
+    model : keras.Model, scikit-learn estimator, callable, Target, or several
         The audited model. A :class:`~kmi.targets.Target` is used as given (its
         access level and output); anything else is wrapped with ``access``.
+        Several models, such as a defense at several strengths, are a list of
+        :class:`AuditedModel` (or a dict name -> model): each is audited in turn
+        into one report, image audits share one evaluation classifier and one GAN
+        prior, and the report adds a table of the verdicts and, for models with a
+        ``utility``, a plot of utility against the best attack's success, one curve
+        per defense (:func:`kmi.audit.verdict.add_sweep`).
     modality : {"image", "tabular", "graph", "text"}
     private_data
         The data the model was trained on, which the attacks try to recover and
@@ -104,7 +171,7 @@ def audit(
     tokenizer, prompts
         Text: the model's tokenizer and the known prefixes of the secrets.
     name : str, default="model"
-        Names the model in the report's rows.
+        Names the model in the report's rows (for one model).
     report : Report, default=None
         Append to this report (to audit several models into one); None starts one.
     random_state : int, default=0
@@ -114,8 +181,8 @@ def audit(
         JSON-lines journal: each attack's result is written as it finishes and not
         run again by a later call given the same file.
     shared_prior : dict, default=None
-        Image: a dict in which the first GAN prior trained is kept and reused by
-        later GAN attacks and audits given the same dict.
+        Image: a dict in which the first GAN prior and the evaluation classifier
+        trained are kept and reused by later attacks and audits given the same dict.
     pixel_range : (low, high), default=None
         Image: the range of pixel values the model takes. None reads it from the
         private and public images (:func:`kmi.audit.image.pixel_range_of`). The
@@ -189,6 +256,21 @@ def audit(
         report = Report(title=f"kmi privacy audit: {modality} model")
     report.settings.setdefault("modality", modality)
     report.settings.setdefault("random_state", random_state)
+    several = _audited_models(model)
+    if several is not None:
+        return _audit_several(
+            several,
+            report,
+            given,
+            modality=modality,
+            private_data=private_data,
+            access=access,
+            attacks=attacks,
+            attack_params=attack_params,
+            random_state=random_state,
+            verbose=verbose,
+            checkpoint=checkpoint,
+        )
     target = _target(model, access)
     started = time.perf_counter()
     run = getattr(importlib.import_module(module), function)
@@ -205,4 +287,31 @@ def audit(
         checkpoint=checkpoint,
     )
     report.settings[f"{name}: audit wall time (s)"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _audit_several(models, report, given, *, modality, **common) -> Report:
+    """Audit each of ``models`` into ``report``, then add the sweep's table and plot."""
+    from kmi.audit.verdict import add_sweep
+
+    if not models:
+        raise ValueError("audit needs at least one model. Received: an empty list of models")
+    labels = [m.label for m in models]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(
+            "Each audited model needs its own name (give AuditedModel a name or a "
+            f"strength). Received: {', '.join(map(repr, repeated))} more than once"
+        )
+    if modality == "image" and given["shared_prior"] is None:
+        given = {**given, "shared_prior": {}}  # one evaluation classifier, one GAN prior
+    options = {k: v for k, v in given.items() if v is not None}
+    for m in models:
+        if common["verbose"]:
+            print(f"\nAuditing {m.label}...", flush=True)
+        audit(m.model, modality=modality, name=m.label, report=report, **common, **options)
+        for verdict in report.verdicts:
+            if verdict["target"] == m.label:
+                verdict.update(defense=m.defense, strength=m.strength, utility=m.utility)
+    add_sweep(report)
     return report

@@ -243,12 +243,27 @@ def _train_mnist_target(defense, X, y, *, epochs, dp_epsilon, mid_beta, seed):
     return model, info
 
 
+#: The strengths ``kmi audit --demo --sweep`` trains: DP-SGD's target epsilons and
+#: MID's betas.
+SWEEP_EPSILONS = (1.0, 3.0, 8.0)
+SWEEP_BETAS = (0.01, 0.1, 1.0)
+
+
+def _strengths(value, name):
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if not values or not all(isinstance(v, (int, float)) and v > 0 for v in values):
+        raise ValueError(
+            f"{name} must be a positive number or a sequence of them. Received: {name}={value!r}"
+        )
+    return tuple(float(v) for v in values)
+
+
 def mnist_audit(
     *,
     quick: bool = False,
     defenses=MNIST_DEFENSES,
-    dp_epsilon: float = 3.0,
-    mid_beta: float = 0.01,
+    dp_epsilon=3.0,
+    mid_beta=0.01,
     random_state: int = 0,
     data_home=None,
     verbose: int = 1,
@@ -263,16 +278,20 @@ def mnist_audit(
     MIFace, the learned inversion model and GMI (sharing one GAN prior trained on the
     public images), next to the baseline that never queries the model; an
     evaluation classifier trained on the private images judges every
-    reconstruction. The report plots test accuracy against attack success.
+    reconstruction. The report gives a verdict per model and plots test accuracy
+    against the best attack's success, one curve per defense.
 
     Parameters
     ----------
     quick : bool, default=False
         A smoke run (a few hundred images, short training, short attacks) for tests.
     defenses : tuple of {"no defense", "DP-SGD", "MID"}
-    dp_epsilon : float, default=3.0
-        DP-SGD's target epsilon (delta 1e-5, Poisson sampling).
-    mid_beta : float, default=0.01
+    dp_epsilon : float or sequence of float, default=3.0
+        DP-SGD's target epsilon (delta 1e-5, Poisson sampling); a sequence trains
+        one model per value (a sweep, as ``kmi audit --demo --sweep``:
+        :data:`SWEEP_EPSILONS`).
+    mid_beta : float or sequence of float, default=0.01
+        MID's beta, or one model per value (:data:`SWEEP_BETAS`).
     random_state : int, default=0
     data_home : path, default=None
         Passed to :func:`kmi.datasets.load_mnist_5k`.
@@ -286,12 +305,8 @@ def mnist_audit(
     -------
     Report
     """
-    from pathlib import Path
-
-    import keras
-
-    from kmi.audit.api import audit
-    from kmi.audit.image import train_evaluation_model
+    from kmi.audit.api import AuditedModel, audit
+    from kmi.audit.image import IMAGE_ATTACKS, train_evaluation_model
     from kmi.datasets import load_mnist_5k
 
     unknown = [d for d in defenses if d not in MNIST_DEFENSES]
@@ -299,6 +314,8 @@ def mnist_audit(
         raise ValueError(
             f"defenses must be among {MNIST_DEFENSES}. Received: defenses={tuple(defenses)!r}"
         )
+    epsilons = _strengths(dp_epsilon, "dp_epsilon")
+    betas = _strengths(mid_beta, "mid_beta")
     started = time.perf_counter()
     X, y = load_mnist_5k(data_home=data_home, return_X_y=True)
     X = np.pad(X, ((0, 0), (2, 2), (2, 2), (0, 0)))
@@ -317,8 +334,6 @@ def mnist_audit(
         # a shorter GAN than the audit's default (1,000 steps) keeps the demo under
         # 10 minutes on a 2-core CPU
         params = {"GMI": {"gan_steps": 600}}
-    from kmi.audit.image import IMAGE_ATTACKS
-
     attacks = [s for s in IMAGE_ATTACKS if s[0] not in ("DeepInversion", "BREPMI")]
     report = Report(
         title="kmi privacy audit: a digit classifier, with and without defenses",
@@ -337,94 +352,92 @@ def mnist_audit(
         X[private], y[private], 10, epochs=eval_epochs, random_state=random_state
     )
     report.settings["evaluation classifier held-out accuracy"] = round(eval_acc, 3)
-    prior: dict = {}
-    utility = {}
-    for defense in defenses:
-        path = Path(model_dir) / f"{defense.replace(' ', '_')}.keras" if model_dir else None
-        info_path = path.with_suffix(".json") if path else None
-        if path is not None and path.exists() and info_path.exists():
-            import json
-
-            model = keras.saving.load_model(path)
-            info = json.loads(info_path.read_text())
-        else:
-            if verbose:
-                print(f"\nTraining the target with {defense}...", flush=True)
-            model, info = _train_mnist_target(
-                defense,
-                X[private],
-                y[private],
-                epochs=epochs,
-                dp_epsilon=dp_epsilon,
-                mid_beta=mid_beta,
-                seed=random_state,
-            )
-            if path is not None:
-                import json
-
-                path.parent.mkdir(parents=True, exist_ok=True)
-                model.save(path)
-                info_path.write_text(json.dumps(info))
+    runs = [("no defense", None)] if "no defense" in defenses else []
+    runs += [("DP-SGD", e) for e in epsilons if "DP-SGD" in defenses]
+    runs += [("MID", b) for b in betas if "MID" in defenses]
+    models = []
+    for defense, value in runs:
+        model, info = _mnist_target(
+            defense,
+            value,
+            X[private],
+            y[private],
+            epochs=epochs,
+            seed=random_state,
+            model_dir=model_dir,
+            verbose=verbose,
+        )
         pred = np.asarray(model.predict(X[test], verbose=0)).argmax(1)
         accuracy = float(np.mean(pred == y[test]))
-        name = defense
+        strength = None
         if defense == "DP-SGD":
-            name = f"DP-SGD (epsilon {info['epsilon']})"
+            strength = f"epsilon {info['epsilon']:g}"
         elif defense == "MID":
-            name = f"MID (beta {mid_beta})"
-        utility[name] = accuracy
-        report.settings[f"{name}: test accuracy"] = round(accuracy, 3)
+            strength = f"beta {value:g}"
+        entry = AuditedModel(model, defense=defense, strength=strength, utility=accuracy)
+        report.settings[f"{entry.label}: test accuracy"] = round(accuracy, 3)
         for k, v in info.items():
-            report.settings[f"{name}: {k}"] = v
+            report.settings[f"{entry.label}: {k}"] = v
         if verbose:
-            print(f"{name}: test accuracy {accuracy:.3f}; attacking it...", flush=True)
-        audit(
-            model,
-            modality="image",
-            private_data=(X[private], y[private]),
-            public_data=X[public],
-            attacks=attacks,
-            attack_params=params,
-            eval_model=eval_model,
-            name=name,
-            report=report,
-            random_state=random_state,
-            verbose=verbose,
-            checkpoint=checkpoint,
-            shared_prior=prior,
-        )
-    _add_tradeoff(report, utility)
+            print(f"{entry.label}: test accuracy {accuracy:.3f}", flush=True)
+        models.append(entry)
+    audit(
+        models,
+        modality="image",
+        private_data=(X[private], y[private]),
+        public_data=X[public],
+        attacks=attacks,
+        attack_params=params,
+        eval_model=eval_model,
+        report=report,
+        random_state=random_state,
+        verbose=verbose,
+        checkpoint=checkpoint,
+    )
+    _add_tradeoff(report, {m.label: m.utility for m in models})
     report.settings["wall time (s)"] = round(time.perf_counter() - started, 1)
     return report
 
 
+def _mnist_target(defense, value, X, y, *, epochs, seed, model_dir, verbose):
+    """The demo's model for ``defense`` at ``value``: loaded from ``model_dir`` or trained."""
+    import json
+    from pathlib import Path
+
+    import keras
+
+    stem = defense.replace(" ", "_") + ("" if value is None else f"_{value:g}")
+    path = Path(model_dir) / f"{stem}.keras" if model_dir else None
+    if path is not None and path.exists() and path.with_suffix(".json").exists():
+        return keras.saving.load_model(path), json.loads(path.with_suffix(".json").read_text())
+    if verbose:
+        knob = "epsilon" if defense == "DP-SGD" else "beta"
+        setting = "" if value is None else f" ({knob} {value:g})"
+        print(f"\nTraining the target with {defense}{setting}...", flush=True)
+    model, info = _train_mnist_target(
+        defense,
+        X,
+        y,
+        epochs=epochs,
+        dp_epsilon=value if defense == "DP-SGD" else None,
+        mid_beta=value if defense == "MID" else 0.01,
+        seed=seed,
+    )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+        path.with_suffix(".json").write_text(json.dumps(info))
+    return model, info
+
+
 def _add_tradeoff(report, utility) -> None:
-    points = []
+    """Open the summary with each model's test accuracy and best attack's top-1."""
+    best = {}  # adversarial patterns (see kmi.audit.image.flag_adversarial) left out
     for row in report.rows:
         if row["target"] in utility and row["attack"] != "PublicMeanBaseline":
-            points.append(
-                {
-                    "x": utility[row["target"]],
-                    "y": row["top_1"],
-                    "label": row["target"],
-                    "series": row["attack"],
-                }
-            )
-    if points:
-        report.add_plot(
-            "Test accuracy against attack success (evaluation top-1 of reconstructions)",
-            points,
-            x_label="test accuracy of the model (utility)",
-            y_label="attack top-1 accuracy",
-            note="Each point is one model attacked by one attack (colour: the attack); "
-            "lower is more private, further right is more useful.",
-            lines=False,  # the models are different defenses, not points of one curve
-        )
-        best = {}  # adversarial patterns (see kmi.audit.image.flag_adversarial) left out
-        for row in report.rows:
-            if row["target"] in utility and row["attack"] != "PublicMeanBaseline":
-                if not row.get("adversarial"):
-                    best[row["target"]] = max(best.get(row["target"], 0.0), row["top_1"])
+            if not row.get("adversarial"):
+                best[row["target"]] = max(best.get(row["target"], 0.0), row["top_1"])
+    if best:
         report.summary.insert(
             0,
             "Trade-off: "

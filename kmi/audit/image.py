@@ -224,7 +224,7 @@ def run_image_attacks(
             access = "none"
         else:
             kwargs = dict(params)
-            if cls.uses_gan_prior and "generator" not in kwargs and prior:
+            if cls.uses_gan_prior and "generator" not in kwargs and "generator" in prior:
                 kwargs.update(generator=prior["generator"], critic=prior.get("critic"))
             names = cls().get_params()
             if "random_state" in names:
@@ -239,7 +239,7 @@ def run_image_attacks(
                     raise
                 skipped[name] = f"needs {cls.required_access} access"
                 continue
-            if cls.uses_gan_prior and not prior and hasattr(attack, "generator_"):
+            if cls.uses_gan_prior and "generator" not in prior and hasattr(attack, "generator_"):
                 prior.update(generator=attack.generator_, critic=getattr(attack, "critic_", None))
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -586,6 +586,8 @@ def audit_image(
             eval_model = _unit_input(eval_model, pixel_range)
     columns = target.label_index(y)
     n_classes = int(np.max(columns)) + 1
+    if eval_model is None and shared_prior is not None:
+        eval_model = shared_prior.get("evaluation classifier")  # one per audit of several
     if eval_model is None:
         if verbose:
             print("Training the evaluation classifier on the private images...", flush=True)
@@ -596,6 +598,8 @@ def audit_image(
             X, columns, n_classes, random_state=random_state
         )
         report.settings["evaluation classifier held-out accuracy"] = round(eval_acc, 3)
+        if shared_prior is not None:
+            shared_prior["evaluation classifier"] = eval_model
     try:
         features = feature_extractor(eval_model)
     except ValueError:

@@ -14,6 +14,11 @@ The rule, for each audited model:
    or more recovered beyond guessing, beyond doubt); **medium** when it is above 0
    (leakage, but less or less certain); **low** otherwise (no advantage that the
    audit can tell from chance).
+
+For several models audited together (a defense at several strengths,
+:class:`kmi.audit.AuditedModel`), :func:`add_sweep` lays the verdicts side by
+side: where the risk first drops to low along each defense is where its
+protection begins.
 """
 
 from __future__ import annotations
@@ -87,6 +92,9 @@ def image_verdicts(rows, baseline_name: str = "PublicMeanBaseline") -> list[dict
                     "why": "every attack's images are adversarial patterns that resemble "
                     "no private image; none counts as a reconstruction",
                     "attack": None,
+                    "metric": "top_1",
+                    "success": b,
+                    "baseline": b,
                     "advantage": 0.0,
                     "interval": [0.0, 0.0],
                 }
@@ -106,8 +114,77 @@ def image_verdicts(rows, baseline_name: str = "PublicMeanBaseline") -> list[dict
                 "risk": level,
                 "why": why,
                 "attack": best["attack"],
+                "metric": "top_1",
+                "success": best["top_1"],
+                "baseline": b,
                 "advantage": round(advantage, 4),
                 "interval": [round(lo, 4), round(hi, 4)],
             }
         )
     return verdicts
+
+
+#: How each verdict's ``metric`` is named on the plot's axis.
+METRIC_LABELS = {"top_1": "best attack's top-1 (evaluation classifier)"}
+
+_RANK = {"high": 2, "medium": 1, "low": 0}
+
+
+def add_sweep(report) -> None:
+    """Add a defense sweep's plot and summary to ``report``, from its verdicts.
+
+    Each verdict holding a ``utility`` (set by :func:`kmi.audit.audit` from
+    :class:`kmi.audit.AuditedModel`) is a point: the model's utility against its
+    best counted attack's success, one curve per ``defense``, labelled by
+    ``strength``. A summary line per defense says at which strength the risk first
+    falls, and what that costs in utility against the undefended model.
+    """
+    swept = [v for v in report.verdicts if v.get("utility") is not None and "success" in v]
+    if not swept:
+        return
+    metrics = {v["metric"] for v in swept}
+    metric = metrics.pop() if len(metrics) == 1 else None
+    points = [
+        {
+            "x": v["utility"],
+            "y": v["success"],
+            "label": v["defense"] if v.get("strength") is None else str(v["strength"]),
+            "series": v["defense"],
+        }
+        for v in swept
+    ]
+    report.add_plot(
+        "Utility against attack success, one curve per defense",
+        points,
+        x_label="utility of the model (higher is more useful)",
+        y_label=METRIC_LABELS.get(metric, "best attack's success"),
+        note="Each point is one model, labelled by the defense's strength; its height is "
+        "the success of the strongest attack that is not an adversarial pattern. Lower "
+        "is more private, further right is more useful.",
+    )
+    plain = [v for v in swept if v.get("strength") is None]
+    reference = plain[0] if len(plain) == 1 else None
+    lines = []
+    for defense in dict.fromkeys(v["defense"] for v in swept):
+        curve = [v for v in swept if v["defense"] == defense]
+        if all(v.get("strength") is None for v in curve):
+            continue
+        steps = ", ".join(
+            f"{v['strength']}: {v['risk']} risk (utility {v['utility']:.3f})" for v in curve
+        )
+        lowest = min(_RANK[v["risk"]] for v in curve)
+        if reference is not None and lowest < _RANK[reference["risk"]]:
+            safer = [v for v in curve if _RANK[v["risk"]] == lowest]
+            best = max(safer, key=lambda v: v["utility"])
+            cost = reference["utility"] - best["utility"]
+            verdict = (
+                f"the risk falls to {best['risk']} at {best['strength']}, costing "
+                f"{cost:.3f} of utility against {reference['target']}"
+            )
+        elif reference is not None:
+            verdict = f"no strength tried lowers the risk below {reference['target']}'s"
+        else:
+            lowest_risk = min(curve, key=lambda v: _RANK[v["risk"]])["risk"]
+            verdict = f"the lowest risk reached is {lowest_risk}"
+        lines.append(f"{defense}: {steps}; {verdict}.")
+    report.summary[:0] = lines

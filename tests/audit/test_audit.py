@@ -399,10 +399,94 @@ def test_cli_mnist_demo_quick_resumes_after_interruption(tmp_path, capsys, monke
         r for r in report["rows"] if r["target"] == "no defense" and r["attack"] == "MIFace"
     )
     assert again["invert_s"] == first["invert_s"] and again["top_1"] == first["top_1"]
+    # a verdict per model, with its defense, strength and test accuracy; one curve
+    # per defense (each of one strength here: --sweep trains three)
+    verdicts = report["verdicts"]
+    assert [v["defense"] for v in verdicts] == ["no defense", "DP-SGD", "MID"]
+    assert verdicts[2]["strength"] == "beta 0.01" and 0 <= verdicts[2]["utility"] <= 1
+    (plot,) = report["plots"]
+    assert plot["lines"] and [p["series"] for p in plot["points"]] == [
+        "no defense",
+        "DP-SGD",
+        "MID",
+    ]
     html = (tmp_path / "rep.html").read_text()
+    assert html.index("<th>Strength</th>") < html.index('id="summary"')
     # real examples, then one grid of 10 classes per (model, attack)
     assert html.count("<svg") == 1 and html.count("data:image/png") == 10 + 12 * 10
     assert not journal.exists() and not (tmp_path / "rep.partial").exists()
+
+
+def test_cli_sweep_trains_each_strength(tmp_path, capsys, monkeypatch):
+    import kmi.audit.demo as demo
+
+    seen = {}
+
+    def fake(**kwargs):
+        seen.update(kwargs)
+        return Report(title="t")
+
+    monkeypatch.setattr(demo, "mnist_audit", fake)
+    out = str(tmp_path / "rep")
+    assert main(["audit", "--demo", "--sweep", "--output", out, "-q"]) == 0
+    assert seen["dp_epsilon"] == (1.0, 3.0, 8.0) and seen["mid_beta"] == (0.01, 0.1, 1.0)
+    assert main(["audit", "--demo", "adult", "--sweep", "--output", out, "-q"]) == 2
+    assert "--sweep applies to the mnist demo" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"mid_beta must be a positive number"):
+        demo._strengths((0.1, -1), "mid_beta")
+
+
+def test_image_audit_of_a_defense_at_two_strengths(digits):
+    """Several models into one report: one evaluation classifier, a curve per defense."""
+    from kmi.audit import IMAGE_ATTACKS, AuditedModel
+
+    model, X, y, X_pub = digits
+    noisy = {}
+    for scale in (0.05, 0.5):  # a stand-in defense: noise on the trained weights
+        clone = keras.models.clone_model(model)
+        rng = np.random.default_rng(0)
+        clone.set_weights([w + scale * rng.normal(size=w.shape) for w in model.get_weights()])
+        noisy[scale] = clone
+    utility = {s: float(np.mean(m.predict(X, verbose=0).argmax(1) == y)) for s, m in noisy.items()}
+    calls = []
+    import kmi.audit.image as image
+
+    train = image.train_evaluation_model
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(
+            image, "train_evaluation_model", lambda *a, **k: calls.append(1) or train(*a, **k)
+        )
+        report = audit(
+            [
+                AuditedModel(model, utility=1.0),
+                *(
+                    AuditedModel(
+                        noisy[s], defense="noise", strength=f"scale {s}", utility=utility[s]
+                    )
+                    for s in (0.05, 0.5)
+                ),
+            ],
+            modality="image",
+            private_data=(X, y),
+            public_data=X_pub,
+            attacks=[s for s in IMAGE_ATTACKS if s[0] in ("PublicMeanBaseline", "MIFace")],
+            attack_params=TINY,
+            verbose=0,
+        )
+    assert len(calls) == 1  # one evaluation classifier judges all three
+    targets = list(dict.fromkeys(r["target"] for r in report.rows))
+    assert targets == ["no defense", "noise (scale 0.05)", "noise (scale 0.5)"]
+    assert [v["strength"] for v in report.verdicts] == [None, "scale 0.05", "scale 0.5"]
+    (plot,) = report.plots
+    noise = [p for p in plot["points"] if p["series"] == "noise"]
+    assert [p["label"] for p in noise] == ["scale 0.05", "scale 0.5"]
+    assert [p["x"] for p in noise] == [utility[0.05], utility[0.5]]
+    # the height is the best counted attack's top-1 (the baseline's if MIFace's
+    # images are adversarial patterns)
+    for point, target in zip(noise, targets[1:]):
+        base, mi = (r for r in report.rows if r["target"] == target)
+        assert point["y"] == (base["top_1"] if mi["adversarial"] else mi["top_1"])
+    assert report.summary[0].startswith("noise: scale 0.05: ")
 
 
 def test_cli_user_tabular_and_graph_models(tmp_path, capsys):

@@ -54,3 +54,85 @@ def test_the_verdict_comes_first_in_every_format():
     assert "m: high risk." in html
     assert report.to_markdown().split("\n")[2] == "## Verdict"
     assert '"risk": "high"' in report.to_json()
+
+
+def _verdict(target, defense, strength, utility, risk, success):
+    return {
+        "target": target,
+        "risk": risk,
+        "why": "w",
+        "attack": "MIFace",
+        "metric": "top_1",
+        "success": success,
+        "baseline": 0.1,
+        "advantage": success - 0.1,
+        "interval": [success - 0.2, success],
+        "defense": defense,
+        "strength": strength,
+        "utility": utility,
+    }
+
+
+def test_a_sweep_is_one_curve_per_defense_and_says_where_protection_begins():
+    from kmi.audit.verdict import add_sweep
+
+    report = Report(
+        title="t",
+        summary=["existing"],
+        verdicts=[
+            _verdict("no defense", "no defense", None, 0.98, "high", 1.0),
+            _verdict("DP (eps 8)", "DP", "eps 8", 0.95, "high", 0.9),
+            _verdict("DP (eps 1)", "DP", "eps 1", 0.80, "low", 0.1),
+            _verdict("DP (eps 3)", "DP", "eps 3", 0.90, "medium", 0.5),
+            _verdict("MID (b 1)", "MID", "b 1", 0.97, "high", 1.0),
+        ],
+    )
+    add_sweep(report)
+    (plot,) = report.plots
+    assert plot["lines"] and plot["y_label"].startswith("best attack's top-1")
+    series = {}
+    for p in plot["points"]:
+        series.setdefault(p["series"], []).append(p["label"])
+    assert series == {
+        "no defense": ["no defense"],
+        "DP": ["eps 8", "eps 1", "eps 3"],
+        "MID": ["b 1"],
+    }
+    dp, mid, existing = report.summary
+    # DP's risk first falls (to medium at 3, then low at 1): the low point is named
+    assert dp.startswith("DP: eps 8: high risk (utility 0.950), eps 1: low risk")
+    assert dp.endswith(
+        "the risk falls to low at eps 1, costing 0.180 of utility against no defense."
+    )
+    assert mid.endswith("no strength tried lowers the risk below no defense's.")
+    assert existing == "existing"
+    html = report.to_html()
+    assert html.index("<th>Strength</th>") < html.index('id="summary"')
+    assert (
+        '<tr class="risk-low"><td>DP (eps 1)</td><td>DP</td><td>eps 1</td><td>0.800</td>' in html
+    )
+    assert "| DP (eps 1) | DP | eps 1 | 0.800 | MIFace | 0.10 | 0.10 |" in report.to_markdown()
+
+
+def test_a_sweep_without_utilities_adds_no_plot():
+    from kmi.audit.verdict import add_sweep
+
+    verdict = _verdict("m", "DP", "eps 1", None, "low", 0.1)
+    report = Report(title="t", verdicts=[verdict])
+    add_sweep(report)
+    assert report.plots == [] and report.summary == []
+
+
+def test_audited_models_are_named_once_each():
+    from kmi.audit import AuditedModel, audit
+
+    assert AuditedModel(None).label == "no defense"
+    assert AuditedModel(None, defense="MID", strength=0.1).label == "MID (0.1)"
+    assert AuditedModel(None, defense="MID", strength=0.1, name="x").label == "x"
+    twice = [AuditedModel(None, defense="MID"), AuditedModel(None, defense="MID")]
+    with pytest.raises(ValueError, match="its own name.*'MID' more than once"):
+        audit(twice, modality="image", private_data=None, verbose=0)
+    with pytest.raises(ValueError, match="list of kmi.audit.AuditedModel.*holds NoneType"):
+        audit([AuditedModel(None), None], modality="image", private_data=None, verbose=0)
+    with pytest.raises(ValueError, match="at least one model"):
+        audit({}, modality="image", private_data=None, verbose=0)
