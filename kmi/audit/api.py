@@ -185,10 +185,10 @@ def audit(
         trained are kept and reused by later attacks and audits given the same dict.
     pixel_range : (low, high), default=None
         Image: the range of pixel values the model takes. None reads it from the
-        private and public images (:func:`kmi.audit.image.pixel_range_of`). The
+        private and public images (:func:`kmi.attacks.image.pixel_range_of`). The
         attacks search images in [0, 1]: the audit maps the data there and gives
         them the model behind a ``Rescaling`` back to this range
-        (:func:`kmi.audit.image.in_unit_range`), so a model trained on 0..255 or
+        (:func:`kmi.attacks.image.in_unit_range`), so a model trained on 0..255 or
         0..16 images is attacked as well as one trained on [0, 1]; the report's
         images and PSNR are in [0, 1]. Before any attack, the model's accuracy on
         the private images is checked: near chance, the data and the model disagree

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from kmi.attacks import image as img
+from kmi.attacks.image._pixels import in_unit_range, pixel_range_of, unit_input
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
 from kmi.audit.api import pair
 from kmi.audit.verdict import best_attack, image_verdicts
@@ -227,6 +228,8 @@ def run_image_attacks(
             if cls.uses_gan_prior and "generator" not in kwargs and "generator" in prior:
                 kwargs.update(generator=prior["generator"], critic=prior.get("critic"))
             names = cls().get_params()
+            if "pixel_range" in names:  # the audit has mapped the data to [0, 1]
+                kwargs.setdefault("pixel_range", (0.0, 1.0))
             if "random_state" in names:
                 kwargs.setdefault("random_state", random_state)
             if "verbose" in names:
@@ -404,27 +407,6 @@ def summarize_image(rows) -> list[str]:
     return lines
 
 
-def pixel_range_of(*arrays) -> tuple[float, float]:
-    """The pixel convention of image data: (low, high) bounds of its values.
-
-    The data's minimum and maximum, widened to whole numbers, and to [0, 1] for data
-    within it: digits stored as 0..16 give (0, 16), 8-bit images (0, 255), images
-    in [-1, 1] give (-1, 1).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> pixel_range_of(np.array([0.2, 0.9])), pixel_range_of(np.array([0.0, 16.0]))
-    ((0.0, 1.0), (0.0, 16.0))
-    >>> pixel_range_of(np.array([-0.7, 0.8]), np.array([3.0]))
-    (-1.0, 3.0)
-    """
-    values = [np.asarray(a, dtype="float64") for a in arrays if a is not None and np.size(a)]
-    lo = min(float(np.min(a)) for a in values)
-    hi = max(float(np.max(a)) for a in values)
-    return float(min(0.0, np.floor(lo))), float(max(1.0, np.ceil(hi)))
-
-
 def check_model_fits_data(target, X, y, pixel_range, *, n=500, random_state=0) -> float:
     """The model's accuracy on private images; a clear error where it is near chance.
 
@@ -468,55 +450,6 @@ def check_model_fits_data(target, X, y, pixel_range, *, n=500, random_state=0) -
             f"[{float(np.min(X)):g}, {float(np.max(X)):g}]"
         )
     return accuracy
-
-
-def _unit_input(model, pixel_range):
-    """``model`` taking images in [0, 1], mapped to its ``pixel_range`` first.
-
-    A Keras model gets a ``Rescaling`` layer in front (gradients flow through it,
-    for white-box attacks); anything else is called on the mapped images.
-    """
-    import keras
-
-    lo, hi = (float(v) for v in pixel_range)
-    if isinstance(model, keras.Model):
-        shape = model.input_shape
-        shape = shape[0] if isinstance(shape, list) else shape
-        return keras.Sequential(
-            [keras.Input(shape[1:]), keras.layers.Rescaling(hi - lo, offset=lo), model],
-            name=f"{model.name}_from_unit_range",
-        )
-    return lambda images: model(lo + (hi - lo) * np.asarray(images, dtype="float32"))
-
-
-def in_unit_range(target, pixel_range):
-    """The target as the attacks see it: images in [0, 1], mapped to ``pixel_range``.
-
-    Every image attack searches, initialises, clips and measures images in [0, 1]
-    (their step sizes and priors are set for it). For data in another range, the
-    audit maps the data to [0, 1] and gives the attacks this target, whose model
-    maps its input back to the data's range before the user's model sees it. The
-    access, output and query budget are those of ``target``; its query count goes on
-    from there (the audit copies it back when the attacks are done).
-    """
-    from kmi.targets import Target
-
-    if tuple(float(v) for v in pixel_range) == (0.0, 1.0):
-        return target
-    mapped = Target(
-        _unit_input(target.model, pixel_range),
-        access=target.access,
-        output=target.output,
-        top_k=target.top_k,
-        decimals=target.decimals,
-        from_logits=target.from_logits,
-        task=target.task,
-        query_budget=target.query_budget,
-        batch_size=target.batch_size,
-        classes=target.classes_,
-    )
-    mapped.n_queries_, mapped.n_calls_ = target.n_queries_, target.n_calls_
-    return mapped
 
 
 def check_image_data(target, X, y=None, name="private_data"):
@@ -575,7 +508,6 @@ def audit_image(
     )
     accuracy = check_model_fits_data(target, X, y, pixel_range, random_state=random_state)
     report.settings[f"{name}: accuracy on the private images"] = round(accuracy, 3)
-    user_target = target
     lo, hi = (float(v) for v in pixel_range)
     if (lo, hi) != (0.0, 1.0):  # the attacks work in [0, 1]: map the data there, the model back
         target = in_unit_range(target, pixel_range)
@@ -583,7 +515,7 @@ def audit_image(
         if X_public is not None:
             X_public = ((X_public - lo) / (hi - lo)).astype("float32")
         if eval_model is not None:
-            eval_model = _unit_input(eval_model, pixel_range)
+            eval_model = unit_input(eval_model, pixel_range)
     columns = target.label_index(y)
     n_classes = int(np.max(columns)) + 1
     if eval_model is None and shared_prior is not None:
@@ -619,8 +551,6 @@ def audit_image(
         target_name=name,
         checkpoint=checkpoint,
     )
-    if target is not user_target:  # the queries were the user's target's
-        user_target.n_queries_, user_target.n_calls_ = target.n_queries_, target.n_calls_
     report.settings.setdefault("private images", f"{len(X)} of shape {X.shape[1:]}")
     report.settings.setdefault(
         "public images (attacker's)", 0 if X_public is None else len(X_public)

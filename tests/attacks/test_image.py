@@ -456,6 +456,63 @@ def test_inversion_model_errors(gan_setting):
         InversionModel(g["target"]).fit(g["Xpub"][0])
 
 
+# ------------------------------------------------------------------------ pixel range
+_GAN = {"gan_steps": 2, "gan_batch_size": 16, "gan_width": 8, "latent_dim": 8}
+_TINY = {
+    MIFace: {"max_iter": 20, "learning_rate": 1.0, "init": "random"},
+    DeepInversion: {"max_iter": 10},
+    InversionModel: {"epochs": 2},
+    GMI: {**_GAN, "max_iter": 5, "n_restarts": 1},
+    KEDMI: {**_GAN, "max_iter": 5, "n_draws": 2},
+    BREPMI: {**_GAN, "max_iter": 2, "n_directions": 4, "init_batches": 2, "init_batch_size": 16},
+}
+
+
+@pytest.mark.filterwarnings("ignore:BREPMI found no start")  # a 2-step search
+@pytest.mark.parametrize("cls", list(_TINY), ids=lambda c: c.__name__)
+def test_attacks_work_in_the_data_pixel_range(cls, digits, cnn_target):
+    """A model trained on raw 0..16 digits (Rescaling in front) is attacked as the
+    same model on [0, 1]: the same search, the images returned in 0..16."""
+    X, _ = digits
+    raw = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 16), cnn_target])
+    data_free = cls is DeepInversion  # no images to read the range from: it is given
+    given = {"pixel_range": (0, 16)} if data_free else {}
+    target = Target(raw, query_budget=10**6)
+    on_raw = cls(target, **_TINY[cls], **given, random_state=0).fit(X[:64] * 16)
+    on_unit = cls(cnn_target, **_TINY[cls], random_state=0).fit(X[:64])
+    assert on_raw.pixel_range_ == (0.0, 16.0) and on_unit.pixel_range_ == (0.0, 1.0)
+    images = on_raw.invert([0, 3])
+    expected = 16 * on_unit.invert([0, 3])
+    np.testing.assert_allclose(images, expected, atol=2e-3)
+    assert images.max() > 1.5 and images.min() >= 0 and images.max() <= 16
+    # the queries are counted on the user's target, through the range mapping
+    assert target.n_queries_ == on_raw.target_.n_queries_ == on_unit.target_.n_queries_ > 0
+
+
+def test_pixel_range_errors_and_scores(digits, softmax_target, eval_model):
+    X, y = digits
+    for bad in [(1, 0), (0, float("nan")), (0,), "0..255"]:
+        with pytest.raises(ValueError, match="pixel_range.* must"):
+            MIFace(softmax_target, pixel_range=bad).fit()
+    # score measures in the data's range: the same success on 0..255 data
+    raw = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255), softmax_target]
+    )
+    scaled_eval = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Rescaling(1 / 255), eval_model]
+    )
+    scores = [
+        MIFace(m, max_iter=30, learning_rate=1.0, eval_model=e).fit(data).score(data, y)
+        for m, e, data in [(softmax_target, eval_model, X), (raw, scaled_eval, X * 255)]
+    ]
+    assert scores[0] == scores[1]
+    inv = [
+        InversionModel(m, epochs=2, random_state=0).fit(data[:200]).score(data[200:300])
+        for m, data in [(softmax_target, X), (raw, X * 255)]
+    ]
+    assert inv[1] == pytest.approx(inv[0], abs=0.01)  # PSNR with the data's range
+
+
 @pytest.mark.parametrize("cls", [MIFace, DeepInversion, GMI, KEDMI, BREPMI, InversionModel])
 def test_estimator_params_round_trip(cls):
     attack = cls(None, random_state=3)

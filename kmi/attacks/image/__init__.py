@@ -6,8 +6,10 @@ Every attack here is a scikit-learn estimator with the same shape:
 - ``fit(X=None)`` validates the target and learns from auxiliary (public) images
   when the attack uses them (a mean image, a GAN prior, an inversion network);
 - ``invert(y)`` returns one image per requested label, shape (n, height, width,
-  channels), values in [0, 1]; every requested class is optimised at once, in one
-  batch (:func:`kmi.attacks._optim.minimize`), never in a Python loop over classes;
+  channels), values in the data's ``pixel_range`` (read from the images given to
+  ``fit``, or [0, 1]; the search itself runs in [0, 1], :mod:`._pixels`); every
+  requested class is optimised at once, in one batch
+  (:func:`kmi.attacks._optim.minimize`), never in a Python loop over classes;
 - ``score(X, y)``: success against the private images ``X`` of classes ``y`` an
   auditor holds: top-1 accuracy of ``eval_model`` (an independent evaluation
   classifier, :func:`kmi.models.evaluation_classifier`) on ``invert(unique(y))``,
@@ -23,5 +25,15 @@ from kmi.attacks.image._gmi import GMI
 from kmi.attacks.image._inversion_model import InversionModel
 from kmi.attacks.image._kedmi import KEDMI
 from kmi.attacks.image._miface import MIFace
+from kmi.attacks.image._pixels import in_unit_range, pixel_range_of
 
-__all__ = ["BREPMI", "GMI", "KEDMI", "DeepInversion", "InversionModel", "MIFace"]
+__all__ = [
+    "BREPMI",
+    "GMI",
+    "KEDMI",
+    "DeepInversion",
+    "InversionModel",
+    "MIFace",
+    "in_unit_range",
+    "pixel_range_of",
+]

@@ -22,12 +22,13 @@ from kmi.attacks.image._common import (
     model_input_shape,
 )
 from kmi.attacks.image._gan_prior import GANPriorMixin, generate
+from kmi.attacks.image._pixels import PixelRangeMixin
 from kmi.base import BaseAttack
 from kmi.utils.validation import check_images
 
 
 @fill_doc(**PARAMS_DOC)
-class BREPMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
+class BREPMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
     """Label-only boundary-repelling model inversion (Kahla et al. 2022).
 
     Over a GAN prior (trained on public images by ``fit``, as for GMI), each label
@@ -59,6 +60,7 @@ class BREPMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
     {eval_model}
     {random_state}
     {verbose}
+    {pixel_range}
 
     Attributes
     ----------
@@ -128,6 +130,7 @@ class BREPMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         eval_model=None,
         random_state=None,
         verbose=0,
+        pixel_range=None,
     ):
         self.target = target
         self.generator = generator
@@ -148,6 +151,7 @@ class BREPMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.eval_model = eval_model
         self.random_state = random_state
         self.verbose = verbose
+        self.pixel_range = pixel_range
 
     def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Train (or take) the GAN prior; return ``self``.
@@ -165,6 +169,7 @@ class BREPMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         else:
             raise ValueError("BREPMI needs public images X or a generator. Received: X=None")
         self.input_shape_ = shape
+        X = self._fit_pixel_range(X)
         rs = check_random_state(self.random_state)
         self._fit_prior(X, shape, np.random.default_rng(rs.randint(2**31)), need_critic=False)
         return self
@@ -239,4 +244,4 @@ class BREPMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
             )
         self.latents_, self.radius_, self.found_ = z.astype("float32"), radius, found
         self.n_iter_, self.interrupted_ = it, interrupted
-        return generate(self.generator_, self.latents_)
+        return self._to_data_range(generate(self.generator_, self.latents_))

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from kmi.attacks.image._pixels import PIXEL_RANGE_DOC
 from kmi.metrics.image import attack_accuracy, nearest_neighbor_accuracy
 from kmi.utils.validation import check_images, check_labels
 
@@ -26,12 +27,16 @@ random_state : int, RandomState instance or None, default=None
     "verbose": """\
 verbose : int, default=0
     Show a progress bar for long loops.""",
+    "pixel_range": PIXEL_RANGE_DOC,
     "gan_params": """\
 generator : keras.Model, default=None
-    A trained generator (latent vector to images the target takes). ``None``
-    trains a DCGAN generator on the images given to ``fit``.
+    A trained generator (latent vector to images the target takes, in its
+    ``pixel_range``). ``None`` trains a DCGAN generator on the images given to
+    ``fit``. Another attack's ``generator_`` (which makes images in [0, 1], the
+    range the attacks work in) is taken as it is.
 critic : keras.Model, default=None
-    The critic trained with ``generator`` (its realness score is the prior loss).
+    The critic trained with ``generator`` (its realness score is the prior loss),
+    taking images as ``generator`` makes them.
 latent_dim : int, default=100
     Length of the generator's latent vector.
 gan_steps : int, default=2000
@@ -50,6 +55,7 @@ COMMON_CONSTRAINTS = {
     "eval_model": [callable, None],
     "random_state": ["random_state"],
     "verbose": ["verbose"],
+    "pixel_range": ["array-like", None],
 }
 
 #: Constraints of the GAN prior's parameters (GMI, KEDMI, BREPMI).

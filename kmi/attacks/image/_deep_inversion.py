@@ -23,6 +23,7 @@ from kmi.attacks.image._common import (
     model_input_shape,
     total_variation,
 )
+from kmi.attacks.image._pixels import PixelRangeMixin
 from kmi.base import BaseAttack
 
 
@@ -73,7 +74,7 @@ class _RecordInputs:
 
 
 @fill_doc(**PARAMS_DOC)
-class DeepInversion(ClassInversionMixin, BaseAttack):
+class DeepInversion(PixelRangeMixin, ClassInversionMixin, BaseAttack):
     """Data-free inversion matching BatchNorm statistics (Yin et al. 2020).
 
     Optimises a batch of images, one per requested label, with Adam to minimise
@@ -101,6 +102,7 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
     {eval_model}
     {random_state}
     {verbose}
+    {pixel_range}
 
     Attributes
     ----------
@@ -173,6 +175,7 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
         eval_model=None,
         random_state=None,
         verbose=0,
+        pixel_range=None,
     ):
         self.target = target
         self.max_iter = max_iter
@@ -185,14 +188,18 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
         self.eval_model = eval_model
         self.random_state = random_state
         self.verbose = verbose
+        self.pixel_range = pixel_range
 
     def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Validate the target (white-box, with BatchNormalization); return ``self``.
 
-        ``X`` and ``y`` are ignored: the attack is data-free.
+        ``X`` and ``y`` are ignored: the attack is data-free (give ``pixel_range``
+        for a model that does not take images in [0, 1]).
         """
-        model = keras_model(self.target_, type(self).__name__)
-        self.input_shape_ = model_input_shape(model)
+        keras_model(self.target_, type(self).__name__)
+        self.input_shape_ = model_input_shape(self.target_.model)
+        self._fit_pixel_range()
+        model = self.target_.model
         bns = _batchnorm_layers(model)
         if not bns:
             raise ValueError(
@@ -273,4 +280,4 @@ class DeepInversion(ClassInversionMixin, BaseAttack):
         self.loss_ = result.loss
         self.n_iter_ = result.n_iter
         self.interrupted_ = result.interrupted
-        return result.x
+        return self._to_data_range(result.x)

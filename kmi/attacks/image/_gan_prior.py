@@ -19,6 +19,7 @@ from keras import ops
 
 from kmi import backend
 from kmi.attacks.image._common import seeds
+from kmi.attacks.image._pixels import UNIT, unit_input, unit_output
 from kmi.utils.validation import check_images
 
 __all__ = [
@@ -265,6 +266,12 @@ class GANPriorMixin:
                     "loss); pass both, or neither to train them on X. Received: critic=None"
                 )
             generator, critic = self.generator, self.critic
+            pixel_range = getattr(self, "pixel_range_", UNIT)
+            # a generator of the target's pixel range, put in [0, 1] where the attack
+            # works (not another attack's generator_, which makes [0, 1] already)
+            if pixel_range != UNIT and not getattr(generator, "_kmi_unit_range", False):
+                generator = unit_output(generator, pixel_range)
+                critic = None if critic is None else unit_input(critic, pixel_range)
             self.gan_history_ = None
         else:
             if X is None:
@@ -302,5 +309,6 @@ class GANPriorMixin:
                 f"The generator makes images of shape {out_shape} but the target takes "
                 f"{tuple(input_shape)}. Received: generator output shape={out_shape}"
             )
+        generator._kmi_unit_range = True  # it makes images in [0, 1]
         self.generator_, self.critic_ = generator, critic
         self.latent_dim_ = int(generator.inputs[0].shape[-1])

@@ -28,12 +28,13 @@ from kmi.attacks.image._common import (
     seeds,
 )
 from kmi.attacks.image._gan_prior import GANPriorMixin, critic_score, generate
+from kmi.attacks.image._pixels import PixelRangeMixin
 from kmi.base import BaseAttack
 from kmi.utils.validation import check_images
 
 
 @fill_doc(**PARAMS_DOC)
-class GMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
+class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
     """The generative model-inversion attack (Zhang et al. 2020), with LOMMA options.
 
     ``fit(X_public)`` trains a WGAN-GP prior on public images (or takes a trained
@@ -89,6 +90,7 @@ class GMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
     {eval_model}
     {random_state}
     {verbose}
+    {pixel_range}
 
     Attributes
     ----------
@@ -184,6 +186,7 @@ class GMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         eval_model=None,
         random_state=None,
         verbose=0,
+        pixel_range=None,
     ):
         self.target = target
         self.generator = generator
@@ -208,6 +211,7 @@ class GMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.eval_model = eval_model
         self.random_state = random_state
         self.verbose = verbose
+        self.pixel_range = pixel_range
 
     def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Train (or take) the GAN prior and any LOMMA surrogates; return ``self``.
@@ -221,6 +225,7 @@ class GMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         """
         model = keras_model(self.target_, type(self).__name__)
         self.input_shape_ = model_input_shape(model)
+        X = self._fit_pixel_range(X)
         rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31))
         self._fit_prior(X, self.input_shape_, rng)
         self.surrogates_ = self._distill(X, rng)
@@ -354,4 +359,4 @@ class GMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.restart_losses_ = ident
         self.n_iter_ = result.n_iter
         self.interrupted_ = result.interrupted
-        return images[pick]
+        return self._to_data_range(images[pick])

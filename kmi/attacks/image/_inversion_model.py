@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from kmi._docstring import fill_doc
 from kmi._progress import epoch_progress
 from kmi.attacks.image._common import PARAMS_DOC, seeds
+from kmi.attacks.image._pixels import PixelRangeMixin
 from kmi.base import BaseAttack
 from kmi.metrics.image import psnr
 from kmi.utils.validation import check_images
@@ -33,7 +34,7 @@ def _truncate(scores, k):
 
 
 @fill_doc(**PARAMS_DOC)
-class InversionModel(BaseAttack):
+class InversionModel(PixelRangeMixin, BaseAttack):
     """Training-based black-box inversion: a decoder from predictions to images.
 
     ``fit(X_aux)`` queries the target on auxiliary images and trains a decoder
@@ -52,7 +53,8 @@ class InversionModel(BaseAttack):
         Black-box target (scores are enough).
     decoder : keras.Model, default=None
         An untrained decoder from ``n_classes`` scores to images of the auxiliary
-        images' shape; ``None`` builds a dense one with ``hidden_units``.
+        images' shape, trained to give images in [0, 1] (``invert`` maps them to
+        ``pixel_range``); ``None`` builds a dense one with ``hidden_units``.
     truncation : int, default=None
         Scores kept per vector; ``None`` keeps all.
     hidden_units : tuple of int, default=(256, 512)
@@ -61,6 +63,7 @@ class InversionModel(BaseAttack):
     learning_rate : float, default=1e-3
     {random_state}
     {verbose}
+    {pixel_range}
 
     Attributes
     ----------
@@ -109,6 +112,7 @@ class InversionModel(BaseAttack):
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "pixel_range": ["array-like", None],
     }
 
     def __init__(
@@ -123,6 +127,7 @@ class InversionModel(BaseAttack):
         learning_rate=1e-3,
         random_state=None,
         verbose=0,
+        pixel_range=None,
     ):
         self.target = target
         self.decoder = decoder
@@ -133,6 +138,7 @@ class InversionModel(BaseAttack):
         self.learning_rate = learning_rate
         self.random_state = random_state
         self.verbose = verbose
+        self.pixel_range = pixel_range
 
     def fit(self, X: ArrayLike, y: None = None) -> Self:
         """Query the target on auxiliary images ``X`` and train the decoder; return ``self``.
@@ -140,12 +146,13 @@ class InversionModel(BaseAttack):
         Parameters
         ----------
         X : array of shape (n, height, width, channels)
-            Auxiliary images, in [0, 1].
+            Auxiliary images, in the target's pixel range.
         y : ignored
         """
-        target = self.target_
         X = check_images(X)
         self.input_shape_ = X.shape[1:]
+        X = self._fit_pixel_range(X)
+        target = self.target_
         scores = np.asarray(target.query(X), dtype="float32")
         if scores.ndim != 2:
             raise ValueError(
@@ -228,10 +235,12 @@ class InversionModel(BaseAttack):
         if not np.isfinite(outputs.astype("float64")).all():
             raise ValueError("outputs contain NaN or infinite values. Received: outputs with NaN")
         vectors = _truncate(outputs.astype("float32"), self.truncation)
-        return np.asarray(self.decoder_.predict(vectors, verbose=0), dtype="float32")
+        images = np.asarray(self.decoder_.predict(vectors, verbose=0), dtype="float32")
+        return self._to_data_range(images)
 
     def score(self, X: ArrayLike, y: None = None) -> float:
         """Mean PSNR (dB) of the images rebuilt from the target's outputs on ``X``."""
         check_is_fitted(self)
         X = check_images(X, self.input_shape_)
-        return psnr(self.invert(self.target_.query(X)), X)
+        lo, hi = self.pixel_range_
+        return psnr(self.invert(self.target_.query(self._to_unit(X))), X, data_range=hi - lo)

@@ -29,6 +29,7 @@ from kmi.attacks.image._gan_prior import (
     generate,
     gradient_penalty,
 )
+from kmi.attacks.image._pixels import PixelRangeMixin
 from kmi.base import BaseAttack
 from kmi.utils.validation import check_images
 
@@ -56,7 +57,7 @@ def _kedmi_losses(target, gp_weight=10.0, supervised_weight=1.0, entropy_weight=
 
 
 @fill_doc(**PARAMS_DOC)
-class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
+class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
     """Knowledge-enriched distributional model inversion (Chen et al. 2021).
 
     ``fit(X_public)`` trains an inversion-specific GAN: the critic has a second,
@@ -91,6 +92,7 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
     {eval_model}
     {random_state}
     {verbose}
+    {pixel_range}
 
     Attributes
     ----------
@@ -157,6 +159,7 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         eval_model=None,
         random_state=None,
         verbose=0,
+        pixel_range=None,
     ):
         self.target = target
         self.generator = generator
@@ -176,6 +179,7 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.eval_model = eval_model
         self.random_state = random_state
         self.verbose = verbose
+        self.pixel_range = pixel_range
 
     def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Train (or take) the inversion-specific GAN; return ``self``.
@@ -186,8 +190,9 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
             Public images; their soft labels are queried from the target (counted).
         y : ignored
         """
+        self.input_shape_ = model_input_shape(keras_model(self.target_, type(self).__name__))
+        X = self._fit_pixel_range(X)
         target = self.target_
-        self.input_shape_ = model_input_shape(keras_model(target, type(self).__name__))
         soft = None
         if self.generator is None and X is not None:
             soft = target.scores(check_images(X, self.input_shape_)).astype("float32")
@@ -250,7 +255,7 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
             desc=f"KEDMI: {n} class distributions",
         )
         self.mu_, self.log_sigma_ = result.x[:, :d], result.x[:, d:]
-        images = self.sample(y, int(self.n_draws), random_state=rng)
+        images = self._sample(y, int(self.n_draws), random_state=rng)
         k = int(self.n_draws)
         logp = np.log(np.clip(target.scores(images.reshape(n * k, *self.input_shape_)), 1e-12, 1))
         ident = -logp[np.arange(n * k), np.repeat(idx, k)].reshape(n, k)
@@ -258,7 +263,7 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.loss_ = ident[np.arange(n), best]
         self.n_iter_ = result.n_iter
         self.interrupted_ = result.interrupted
-        return images[np.arange(n), best]
+        return self._to_data_range(images[np.arange(n), best])
 
     def sample(self, y: ArrayLike, n_samples: int = 1, random_state=None) -> np.ndarray:
         """Draw images from the distributions learned by the last :meth:`invert`.
@@ -268,7 +273,12 @@ class KEDMI(GANPriorMixin, ClassInversionMixin, BaseAttack):
         Returns
         -------
         ndarray of shape (n_labels, n_samples, height, width, channels)
+            In the target's ``pixel_range``.
         """
+        return self._to_data_range(self._sample(y, n_samples, random_state))
+
+    def _sample(self, y, n_samples, random_state):
+        """:meth:`sample` in [0, 1], the range the attack works in."""
         check_is_fitted(self, "mu_")
         if len(np.asarray(y)) != len(self.mu_):
             raise ValueError(

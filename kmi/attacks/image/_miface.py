@@ -25,12 +25,12 @@ from kmi.attacks.image._common import (
     stretch,
     total_variation,
 )
+from kmi.attacks.image._pixels import PixelRangeMixin
 from kmi.base import BaseAttack
-from kmi.utils.validation import check_images
 
 
 @fill_doc(**PARAMS_DOC)
-class MIFace(ClassInversionMixin, BaseAttack):
+class MIFace(PixelRangeMixin, ClassInversionMixin, BaseAttack):
     """Gradient-descent inversion of a class (Fredrikson, Jha and Ristenpart 2015).
 
     Starting from a blank (or the auxiliary mean) image, minimise
@@ -71,6 +71,7 @@ class MIFace(ClassInversionMixin, BaseAttack):
     {eval_model}
     {random_state}
     {verbose}
+    {pixel_range}
 
     Attributes
     ----------
@@ -148,6 +149,7 @@ class MIFace(ClassInversionMixin, BaseAttack):
         eval_model=None,
         random_state=None,
         verbose=0,
+        pixel_range=None,
     ):
         self.target = target
         self.max_iter = max_iter
@@ -165,6 +167,7 @@ class MIFace(ClassInversionMixin, BaseAttack):
         self.eval_model = eval_model
         self.random_state = random_state
         self.verbose = verbose
+        self.pixel_range = pixel_range
 
     def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Validate the target and parameters; remember the mean of auxiliary images.
@@ -181,9 +184,10 @@ class MIFace(ClassInversionMixin, BaseAttack):
         """
         model = keras_model(self.target_, type(self).__name__)
         self.input_shape_ = model_input_shape(model)
+        X = self._fit_pixel_range(X)
         self.mean_image_ = None
         if X is not None:
-            self.mean_image_ = check_images(X, self.input_shape_).mean(axis=0)
+            self.mean_image_ = X.mean(axis=0)
         elif isinstance(self.init, str) and self.init == "mean":
             raise ValueError("init='mean' needs auxiliary images: call fit(X). Received: X=None")
         return self
@@ -191,7 +195,7 @@ class MIFace(ClassInversionMixin, BaseAttack):
     def _start(self, n):
         shape = (n, *self.input_shape_)
         if isinstance(self.init, np.ndarray):
-            init = np.asarray(self.init, dtype="float32")
+            init = self._to_unit(np.asarray(self.init, dtype="float32"))
             if init.shape == self.input_shape_:
                 return np.broadcast_to(init, shape).copy()
             if init.shape == shape:
@@ -256,4 +260,4 @@ class MIFace(ClassInversionMixin, BaseAttack):
         images = result.x
         if self.contrast == "stretch":
             images = stretch(images)
-        return images
+        return self._to_data_range(images)
