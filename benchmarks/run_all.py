@@ -34,6 +34,12 @@ BENCHMARKS = {
         "the README's main job: kmi audit --demo (MNIST, no defense / DP-SGD / MID)",
         "10 min",
     ),
+    "audit_demo_sweep": (
+        ["audit_demo.py", "--sweep"],
+        ["audit_demo_sweep.json"],
+        "kmi audit --demo --sweep: DP-SGD at epsilon 1, 3, 8 and MID at beta 0.01, 0.1, 1",
+        "20 min",
+    ),
     "tabular_adult": (
         ["tabular_adult.py"],
         ["tabular_adult.json"],
