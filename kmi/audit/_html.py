@@ -25,6 +25,8 @@ width:72px;height:auto;border:1px solid #ccc;display:block}
 .note{color:#555;font-size:.9em}svg.plot{background:#fff;border:1px solid #ddd}
 svg.plot text{font-size:11px;fill:#333}
 .risk-high strong{color:#b00020}.risk-medium strong{color:#a15c00}.risk-low strong{color:#2e7d32}
+table.sweep td:nth-child(-n+3),table.sweep th:nth-child(-n+3),
+table.sweep td:nth-child(5),table.sweep th:nth-child(5){text-align:left}
 tr.risk-high td:last-child{color:#b00020;font-weight:600}
 tr.risk-medium td:last-child{color:#a15c00;font-weight:600}
 tr.risk-low td:last-child{color:#2e7d32;font-weight:600}
@@ -183,6 +185,7 @@ def render_svg_plot(plot, width=720, height=380) -> str:
         f'text-anchor="middle">{html.escape(plot["y_label"])}</text>'
     )
     series: dict = {}
+    named = set()  # (x, label) of the points already labelled: each is named once
     for p in pts:
         series.setdefault(p.get("series", p["label"]), []).append(p)
     for i, (name, group) in enumerate(series.items()):
@@ -203,11 +206,12 @@ def render_svg_plot(plot, width=720, height=380) -> str:
                 f'fill="{color}"><title>{html.escape(p["label"])}: '
                 f"({p['x']:.3f}, {p['y']:.3f})</title></circle>"
             )
-            if i == 0 or len(series) == 1:  # name each x once: the first series
+            if (p["x"], p["label"]) not in named:
+                named.add((p["x"], p["label"]))
                 dy = -8 if j % 2 == 0 else 16  # alternate above and below: close x's
                 out.append(
-                    f'<text x="{sx(p["x"]) + 6:.1f}" y="{sy(p["y"]) + dy:.1f}">'
-                    f"{html.escape(p['label'])}</text>"
+                    f'<text x="{sx(p["x"]) + 6:.1f}" y="{sy(p["y"]) + dy:.1f}" '
+                    f'style="fill:{color}">{html.escape(p["label"])}</text>'
                 )
     out.append("</svg>")
     return "".join(out)
@@ -263,7 +267,9 @@ def render_html(report) -> str:
                 + "</tr>"
                 for r in sweep
             )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            parts.append(
+                f'<table class="sweep"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            )
         parts.append("</section>")
     parts.append('<section id="summary"><h2>Summary</h2>')
     if report.summary:

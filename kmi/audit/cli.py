@@ -544,6 +544,16 @@ def _print_results(report, args) -> None:
             ]
             print(f"\n## {target}")
             print(Report(title="", rows=rows, versions={}).table(columns))
+    if report.verdicts:
+        from kmi.audit._html import sweep_rows
+
+        print("\nVerdict:")
+        for v in report.verdicts:
+            print(f"- {v['target']}: {v['risk']} risk. {v['why']}.")
+        sweep = sweep_rows(report.verdicts)
+        if sweep:
+            print()
+            print(Report(title="", rows=sweep, versions={}).table())
     print("\nSummary:")
     for line in report.summary:
         print(f"- {line}")

@@ -394,7 +394,6 @@ def mnist_audit(
         verbose=verbose,
         checkpoint=checkpoint,
     )
-    _add_tradeoff(report, {m.label: m.utility for m in models})
     report.settings["wall time (s)"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -428,23 +427,3 @@ def _mnist_target(defense, value, X, y, *, epochs, seed, model_dir, verbose):
         model.save(path)
         path.with_suffix(".json").write_text(json.dumps(info))
     return model, info
-
-
-def _add_tradeoff(report, utility) -> None:
-    """Open the summary with each model's test accuracy and best attack's top-1."""
-    best = {}  # adversarial patterns (see kmi.audit.image.flag_adversarial) left out
-    for row in report.rows:
-        if row["target"] in utility and row["attack"] != "PublicMeanBaseline":
-            if not row.get("adversarial"):
-                best[row["target"]] = max(best.get(row["target"], 0.0), row["top_1"])
-    if best:
-        report.summary.insert(
-            0,
-            "Trade-off: "
-            + "; ".join(
-                f"{name}: test accuracy {utility[name]:.1%}, best attack top-1 {best[name]:.0%}"
-                for name in utility
-                if name in best
-            )
-            + ".",
-        )

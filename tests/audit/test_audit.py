@@ -388,7 +388,8 @@ def test_cli_mnist_demo_quick_resumes_after_interruption(tmp_path, capsys, monke
     first = json.loads(journal.read_text().splitlines()[1])
     assert main([*args, "--resume"]) == 0
     out = capsys.readouterr().out
-    assert "Trade-off:" in out and "kmi-report" not in out
+    assert "Verdict:\n- no defense: " in out and "| Model | Defense |" in out
+    assert "kmi-report" not in out
     report = json.loads((tmp_path / "rep.json").read_text())
     targets = list(dict.fromkeys(r["target"] for r in report["rows"]))
     assert targets[0] == "no defense" and targets[1].startswith("DP-SGD (epsilon")
