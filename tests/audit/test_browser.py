@@ -130,7 +130,29 @@ def report_html(tmp_path_factory):
         title="kmi privacy audit: browser check",
         settings={"seed": 0, "attack parameters": long_setting, "a_very_long_key" * 8: 1},
         summary=["model: the strongest attack rebuilds 7 of 10 classes."],
-        verdicts=[{"target": "model", "risk": "high", "why": "GMI rebuilds 7 of 10"}],
+        # a sweep's verdicts: the table of models, defenses and strengths must fit too
+        verdicts=[
+            {
+                "target": f"{defense} ({strength})" if strength else defense,
+                "risk": risk,
+                "why": "GMI rebuilds 7 of 10 classes recognisably, against 1 of 10 for "
+                "the baseline that never queries the model",
+                "attack": "InversionModel",
+                "metric": "top_1",
+                "success": 0.7,
+                "baseline": 0.1,
+                "advantage": 0.6,
+                "interval": [0.3, 0.8],
+                "defense": defense,
+                "strength": strength,
+                "utility": 0.961,
+            }
+            for defense, strength, risk in [
+                ("no defense", None, "high"),
+                ("DP-SGD", "epsilon 0.99", "medium"),
+                ("MID (information bottleneck)", "beta 0.01", "low"),
+            ]
+        ],
     )
     # rows as wide as an image audit's: every metric column, and the instance ones
     metrics = {
@@ -190,7 +212,7 @@ def test_report_renders_in_chromium(report_html, tmp_path):
     assert probe["images"] == 4 and probe["decoded"] == 4  # no broken image
     assert probe["svg"] == 2
     assert probe["errors"] == []
-    assert probe["verdict"] == 1
+    assert probe["verdict"] == 3
     # nothing is wider than a 1,100 px window: no sideways scrolling, no hidden column
     assert probe["innerWidth"] == 1100, probe
     assert probe["scrollWidth"] <= probe["innerWidth"] and probe["wideTables"] == 0, probe

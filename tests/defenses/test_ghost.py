@@ -465,3 +465,27 @@ def test_what_sends_the_whole_model_to_the_vectorized_route_is_named(change, wor
         warnings.simplefilter("ignore", UserWarning)
         model.fit(_sequence(np.random.default_rng(0)), np.arange(N) % 2, callbacks=[dp], verbose=0)
     assert dp.clipping_ == "vectorized" and words in dp.clipping_reason_
+
+
+def test_rules_match_layers_by_isinstance_so_subclasses_are_covered():
+    """A third-party subclass of a covered layer gets its parent's rule."""
+    import keras_hub
+
+    from kmi.defenses._ghost_rules import rule_for
+
+    class TiedEmbedding(keras_hub.layers.ReversibleEmbedding):
+        pass
+
+    class ScaledDense(keras.layers.Dense):
+        pass
+
+    cases = {
+        keras_hub.layers.ReversibleEmbedding(10, 4): "ReversibleEmbeddingRule",
+        TiedEmbedding(10, 4): "ReversibleEmbeddingRule",  # not the plain Embedding rule
+        ScaledDense(3): "DenseRule",
+        keras_hub.layers.PositionEmbedding(8): "PositionEmbeddingRule",
+        keras.layers.Dropout(0.1): "NoneType",
+    }
+    assert {type(layer).__name__: type(rule_for(layer)).__name__ for layer in cases} == {
+        type(layer).__name__: rule for layer, rule in cases.items()
+    }
