@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from kmi.backend import value_and_grad_with_aux
+from kmi.backend import jit, value_and_grad_with_aux
 from kmi.defenses import DPSGD, _ghost, _ghost_base, _ghost_linear
 from kmi.defenses._ghost import ghost_norms, ghost_unsupported, plan_ghost
 
@@ -262,26 +262,34 @@ MODELS = {
 
 
 def _loop_reference(model, x, y, weight):
-    """Each example's gradient from its own forward and backward pass."""
-    variables = model.trainable_variables
-    per_example = []
-    for i in range(len(weight)):
-        xi = keras.tree.map_structure(lambda t, i=i: t[i : i + 1], x)
+    """Each example's gradient from its own forward and backward pass.
 
-        def loss(params, xi=xi, i=i):
+    One compiled function (``kmi.backend.jit``) is called once per example: run op
+    by op, JAX compiled every operation of the model again (348 compilations, 12 s
+    for the transformer).
+    """
+    variables = model.trainable_variables
+
+    def grads_of_one(params, xi, yi, wi):
+        def loss(params):
             mapping = list(zip(variables, params)) + [
                 (v, v.value) for v in model.non_trainable_variables
             ]
             with keras.StatelessScope(state_mapping=mapping):
                 y_pred = model(xi, training=True)
                 value = model.compute_loss(
-                    x=xi, y=y[i : i + 1], y_pred=y_pred, sample_weight=weight[i : i + 1],
-                    training=True,
-                )  # fmt: skip
+                    x=xi, y=yi, y_pred=y_pred, sample_weight=wi, training=True
+                )
             return value, ()
 
-        params = [ops.convert_to_tensor(v.value) for v in variables]
-        _, _, grads = value_and_grad_with_aux(loss, params)
+        return value_and_grad_with_aux(loss, params)[2]
+
+    compiled = jit(grads_of_one)
+    params = [ops.convert_to_tensor(v.value) for v in variables]
+    per_example = []
+    for i in range(len(weight)):
+        xi = keras.tree.map_structure(lambda t, i=i: ops.convert_to_tensor(t[i : i + 1]), x)
+        grads = compiled(params, xi, ops.convert_to_tensor(y[i : i + 1]), weight[i : i + 1])
         per_example.append([ops.convert_to_numpy(g) for g in grads])
     return [np.stack([g[j] for g in per_example]) for j in range(len(variables))]
 
