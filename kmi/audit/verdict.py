@@ -17,8 +17,7 @@ The rule, for each audited model:
 
 For several models audited together (a defense at several strengths,
 :class:`kmi.audit.AuditedModel`), :func:`add_sweep` lays the verdicts side by
-side: where the risk first drops to low along each defense is where its
-protection begins.
+side: where the risk drops along each defense is where its protection begins.
 """
 
 from __future__ import annotations
@@ -136,8 +135,9 @@ def add_sweep(report) -> None:
     Each verdict holding a ``utility`` (set by :func:`kmi.audit.audit` from
     :class:`kmi.audit.AuditedModel`) is a point: the model's utility against its
     best counted attack's success, one curve per ``defense``, labelled by
-    ``strength``. A summary line per defense says at which strength the risk first
-    falls, and what that costs in utility against the undefended model.
+    ``strength``. A summary line per defense gives each strength's risk, the
+    strength at which the risk is lowest (the most useful one, if several), and
+    what that costs in utility against the undefended model.
     """
     swept = [v for v in report.verdicts if v.get("utility") is not None and "success" in v]
     if not swept:
