@@ -346,10 +346,13 @@ def mnist_audit(
             "random_state": random_state,
         },
     )
-    if verbose:
-        print("Training the evaluation classifier on the private images...", flush=True)
-    eval_model, eval_acc = train_evaluation_model(
-        X[private], y[private], 10, epochs=eval_epochs, random_state=random_state
+    eval_model, eval_acc = _saved_or_trained(
+        model_dir,
+        "evaluation_classifier",
+        lambda: train_evaluation_model(
+            X[private], y[private], 10, epochs=eval_epochs, random_state=random_state
+        ),
+        "Training the evaluation classifier on the private images..." if verbose else "",
     )
     report.settings["evaluation classifier held-out accuracy"] = round(eval_acc, 3)
     runs = [("no defense", None)] if "no defense" in defenses else []
@@ -400,28 +403,38 @@ def mnist_audit(
 
 def _mnist_target(defense, value, X, y, *, epochs, seed, model_dir, verbose):
     """The demo's model for ``defense`` at ``value``: loaded from ``model_dir`` or trained."""
+    knob = "epsilon" if defense == "DP-SGD" else "beta"
+    setting = "" if value is None else f" ({knob} {value:g})"
+    return _saved_or_trained(
+        model_dir,
+        defense.replace(" ", "_") + ("" if value is None else f"_{value:g}"),
+        lambda: _train_mnist_target(
+            defense,
+            X,
+            y,
+            epochs=epochs,
+            dp_epsilon=value if defense == "DP-SGD" else None,
+            mid_beta=value if defense == "MID" else 0.01,
+            seed=seed,
+        ),
+        f"\nTraining the target with {defense}{setting}..." if verbose else "",
+    )
+
+
+def _saved_or_trained(model_dir, stem, train, message):
+    """``(model, info)`` loaded from ``model_dir/stem.keras`` (and ``.json``), or
+    ``train()`` then saved there, so that a resumed demo trains nothing twice."""
     import json
     from pathlib import Path
 
     import keras
 
-    stem = defense.replace(" ", "_") + ("" if value is None else f"_{value:g}")
     path = Path(model_dir) / f"{stem}.keras" if model_dir else None
     if path is not None and path.exists() and path.with_suffix(".json").exists():
         return keras.saving.load_model(path), json.loads(path.with_suffix(".json").read_text())
-    if verbose:
-        knob = "epsilon" if defense == "DP-SGD" else "beta"
-        setting = "" if value is None else f" ({knob} {value:g})"
-        print(f"\nTraining the target with {defense}{setting}...", flush=True)
-    model, info = _train_mnist_target(
-        defense,
-        X,
-        y,
-        epochs=epochs,
-        dp_epsilon=value if defense == "DP-SGD" else None,
-        mid_beta=value if defense == "MID" else 0.01,
-        seed=seed,
-    )
+    if message:
+        print(message, flush=True)
+    model, info = train()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         model.save(path)

@@ -16,7 +16,14 @@ TINY = {
     "MIFace": {"max_iter": 60, "learning_rate": 0.5, "optimizer": "sgd", "tv_weight": 0.0},
     "InversionModel": {"epochs": 30},
     "GMI": {"gan_steps": 20, "latent_dim": 8, "gan_width": 8, "max_iter": 10, "n_restarts": 1},
-    "BREPMI": {"max_iter": 3, "n_directions": 4, "init_batches": 2, "init_batch_size": 16},
+    "BREPMI": {
+        "max_iter": 3,
+        "n_directions": 4,
+        "init_batches": 2,
+        "init_batch_size": 16,
+        # its own prior where GMI does not run (label-only): not the default 1,000 steps
+        **{"gan_steps": 20, "latent_dim": 8, "gan_width": 8},
+    },
 }
 
 
@@ -372,17 +379,18 @@ def test_cli_mnist_demo_quick_resumes_after_interruption(tmp_path, capsys, monke
 
     args = ["audit", "--demo", "--quick", "--output", str(tmp_path / "rep"), "-q"]
 
-    def interrupt(self, y):
+    def interrupt(self, X=None, y=None):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(GMI, "invert", interrupt)
+        m.setattr(GMI, "fit", interrupt)  # as the GAN prior starts training
         assert main(args) == 130
     assert "--resume" in capsys.readouterr().err
     journal = tmp_path / "rep.partial.jsonl"
     done = [json.loads(line)["attack"] for line in journal.read_text().splitlines()]
     assert done == ["PublicMeanBaseline", "MIFace", "InversionModel"]
-    assert (tmp_path / "rep.partial" / "no_defense.keras").exists()  # not trained again
+    for trained in ("no_defense", "MID_0.01", "evaluation_classifier"):  # not trained again
+        assert (tmp_path / "rep.partial" / f"{trained}.keras").exists()
     assert not (tmp_path / "rep.html").exists()
 
     first = json.loads(journal.read_text().splitlines()[1])
