@@ -9,6 +9,7 @@ import pandas as pd
 
 from kmi.audit.report import Report
 from kmi.audit.tabular import run_tabular_attacks, summarize_tabular
+from kmi.audit.verdict import tabular_verdicts
 
 #: marital_status values counted as married.
 MARRIED = ("Married-civ-spouse", "Married-AF-spouse", "Married-spouse-absent")
@@ -167,6 +168,7 @@ def adult_audit(
             )
     report.settings["wall time (s)"] = round(time.perf_counter() - started, 1)
     report.summary = summarize_tabular(report.rows)
+    report.verdicts = tabular_verdicts(report.rows)
     return report
 
 

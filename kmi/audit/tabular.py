@@ -9,6 +9,7 @@ import numpy as np
 from kmi.attacks import tabular as tab
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
 from kmi.audit.api import pair
+from kmi.audit.verdict import tabular_verdicts
 from kmi.metrics.tabular import advantage, attack_metrics, paired_interval
 from kmi.targets import AccessError, as_target
 
@@ -261,3 +262,4 @@ def audit_tabular(
     report.settings.setdefault("auxiliary records (attacker's)", len(y_aux))
     report.rows += rows
     report.summary += summarize_tabular(rows)
+    report.verdicts += tabular_verdicts(rows)

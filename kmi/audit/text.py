@@ -8,6 +8,7 @@ import numpy as np
 
 from kmi.attacks import text as tx
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
+from kmi.audit.verdict import text_verdicts
 
 #: The attacks run by ``attacks="auto"``: (name, class, parameters).
 TEXT_ATTACKS = (
@@ -144,4 +145,5 @@ def audit_text(
             f"{row['exact_top_1']:.0%} of {row['secrets']} secrets exactly as its first guess"
             " (guessing a random secret almost never does)."
         )
+    report.verdicts += text_verdicts(rows)
     return rows

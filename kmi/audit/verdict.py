@@ -15,6 +15,12 @@ The rule, for each audited model:
    (leakage, but less or less certain); **low** otherwise (no advantage that the
    audit can tell from chance).
 
+Tabular and text audits follow the same thresholds on their own measures:
+:func:`tabular_verdicts` (balanced accuracy on training members, against imputation
+without the model, with the audit's paired bootstrap interval) and
+:func:`text_verdicts` (secrets recovered exactly, against 0, with a Wilson
+interval). Graph audits have no verdict yet.
+
 For several models audited together (a defense at several strengths,
 :class:`kmi.audit.AuditedModel`), :func:`add_sweep` lays the verdicts side by
 side: where the risk drops along each defense is where its protection begins.
@@ -55,8 +61,12 @@ def risk_level(rate: float, baseline: float, n: int) -> tuple[str, float, tuple[
     """
     lo, hi = wilson_interval(rate * n, n)
     interval = (lo - baseline, hi - baseline)
-    level = "high" if interval[0] >= HIGH else "medium" if interval[0] > 0 else "low"
-    return level, rate - baseline, interval
+    return level_of(interval[0]), rate - baseline, interval
+
+
+def level_of(low: float) -> str:
+    """The risk level of an advantage whose 95 % interval starts at ``low``."""
+    return "high" if low >= HIGH else "medium" if low > 0 else "low"
 
 
 def best_attack(group, baseline_name: str = "PublicMeanBaseline"):
@@ -123,8 +133,106 @@ def image_verdicts(rows, baseline_name: str = "PublicMeanBaseline") -> list[dict
     return verdicts
 
 
+def _verdict(target, level, why, attack, metric, success, baseline, lo, hi) -> dict:
+    return {
+        "target": target,
+        "risk": level,
+        "why": why,
+        "attack": attack,
+        "metric": metric,
+        "success": success,
+        "baseline": baseline,
+        "advantage": round(success - baseline, 4),
+        "interval": [round(lo, 4), round(hi, 4)],
+    }
+
+
+def tabular_verdicts(rows, baseline_name: str = "ImputationBaseline") -> list[dict]:
+    """One verdict per target of attribute-inference rows.
+
+    The same rule on training members: the best attack by balanced accuracy, its
+    gain over imputation without the model, and the 95 % interval of that gain (the
+    audit's paired bootstrap, ``adv_ci95``). With several sensitive attributes, the
+    one at the highest risk gives the verdict.
+    """
+    verdicts = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        found = []
+        for sensitive in dict.fromkeys(r["sensitive"] for r in rows if r["target"] == target):
+            members = [
+                r
+                for r in rows
+                if r["target"] == target and r["sensitive"] == sensitive
+                and r["split"] == "members"
+            ]  # fmt: skip
+            base = next((r for r in members if r["attack"] == baseline_name), None)
+            attacks = [r for r in members if r["attack"] != baseline_name]
+            if base is None or not attacks:
+                continue
+            best = max(attacks, key=lambda r: r["balanced_accuracy"])
+            try:
+                lo, hi = (float(v) for v in str(best["adv_ci95"]).strip("[]").split(","))
+            except ValueError:
+                continue
+            b = base["balanced_accuracy"]
+            why = (
+                f"{best['attack']} infers '{sensitive}' of training members with balanced "
+                f"accuracy {best['balanced_accuracy']:.3f}, against {b:.3f} for imputation "
+                f"without the model: a gain of {best['balanced_accuracy'] - b:+.3f} "
+                f"(95% interval {lo:+.3f} to {hi:+.3f})"
+            )
+            found.append(
+                _verdict(
+                    target,
+                    level_of(lo),
+                    why,
+                    best["attack"],
+                    "balanced_accuracy",
+                    best["balanced_accuracy"],
+                    b,
+                    lo,
+                    hi,
+                )  # fmt: skip
+            )
+        if found:
+            verdicts.append(max(found, key=lambda v: (_RANK[v["risk"]], v["interval"][0])))
+    return verdicts
+
+
+def text_verdicts(rows) -> list[dict]:
+    """One verdict per target of secret-extraction rows.
+
+    The best attack's exact first-guess recovery rate over the secrets, against a
+    baseline of 0 (a random guess of a secret practically never matches), with its
+    Wilson interval.
+    """
+    verdicts = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        group = [r for r in rows if r["target"] == target and "exact_top_1" in r]
+        if not group:
+            continue
+        best = max(group, key=lambda r: r["exact_top_1"])
+        n = int(best["secrets"])
+        level, _, (lo, hi) = risk_level(best["exact_top_1"], 0.0, n)
+        why = (
+            f"{best['attack']} recovers {round(best['exact_top_1'] * n)} of {n} secrets "
+            f"exactly as its first guess (95% interval {lo:.0%} to {hi:.0%}); a random "
+            "guess practically never does"
+        )
+        verdicts.append(
+            _verdict(
+                target, level, why, best["attack"], "exact_top_1", best["exact_top_1"], 0.0, lo, hi
+            )  # fmt: skip
+        )
+    return verdicts
+
+
 #: How each verdict's ``metric`` is named on the plot's axis.
-METRIC_LABELS = {"top_1": "best attack's top-1 (evaluation classifier)"}
+METRIC_LABELS = {
+    "top_1": "best attack's top-1 (evaluation classifier)",
+    "balanced_accuracy": "best attack's balanced accuracy on members",
+    "exact_top_1": "secrets recovered exactly (best attack)",
+}
 
 _RANK = {"high": 2, "medium": 1, "low": 0}
 

@@ -251,6 +251,8 @@ def test_text_audit_extracts_the_canary(canary_lm):
     by = {r["attack"]: r for r in report.rows}
     assert by["LMExtraction"]["exact_top_1"] == 1.0
     assert by["TokenOptimization"]["exact_top_1"] == 1.0
+    (verdict,) = report.verdicts  # one secret recovered: above 0, not surely by 25 %
+    assert verdict["risk"] == "medium" and "recovers 1 of 1 secrets" in verdict["why"]
     with pytest.raises(ValueError, match="start with one of the prompts"):
         audit(
             model,

@@ -89,6 +89,9 @@ def test_demo_audit_small():
     assert "DecisionTreeWhiteBox" in attacks and "ImputationBaseline" in attacks
     for row in report.rows:
         assert 0.0 <= row["accuracy"] <= 1.0 and row["n"] == 150
+    (verdict,) = report.verdicts  # one per target, by the image audit's thresholds
+    assert verdict["target"] == "decision_tree" and verdict["metric"] == "balanced_accuracy"
+    assert verdict["risk"] in ("high", "medium", "low") and "'married'" in verdict["why"]
 
 
 def test_cli_demo(tmp_path, capsys, monkeypatch):

@@ -136,3 +136,45 @@ def test_audited_models_are_named_once_each():
         audit([AuditedModel(None), None], modality="image", private_data=None, verbose=0)
     with pytest.raises(ValueError, match="at least one model"):
         audit({}, modality="image", private_data=None, verbose=0)
+
+
+def test_tabular_and_text_verdicts_follow_the_same_thresholds():
+    from kmi.audit.verdict import tabular_verdicts, text_verdicts
+
+    def row(attack, bal, ci="n/a", sensitive="sex", split="members"):
+        return {
+            "target": "m",
+            "sensitive": sensitive,
+            "split": split,
+            "attack": attack,
+            "balanced_accuracy": bal,
+            "adv_ci95": ci,
+        }
+
+    rows = [
+        row("ImputationBaseline", 0.50),
+        row("CSMIA", 0.62, "[+0.050, +0.190]"),
+        row("LOMIA", 0.55, "[-0.020, +0.120]"),
+        row("CSMIA", 0.99, "[+0.400, +0.500]", split="non-members"),  # not members
+        row("ImputationBaseline", 0.60, sensitive="race"),
+        row("CSMIA", 0.61, "[-0.050, +0.070]", sensitive="race"),
+    ]
+    (verdict,) = tabular_verdicts(rows)
+    # the attribute at the highest risk gives the verdict: sex, medium (+0.05 to +0.19)
+    assert verdict["risk"] == "medium" and verdict["attack"] == "CSMIA"
+    assert verdict["interval"] == [0.05, 0.19] and verdict["advantage"] == pytest.approx(0.12)
+    assert "infers 'sex' of training members with balanced accuracy 0.620" in verdict["why"]
+    rows[1]["adv_ci95"] = "[+0.300, +0.400]"
+    assert tabular_verdicts(rows)[0]["risk"] == "high"
+    assert tabular_verdicts(rows[4:])[0]["risk"] == "low"
+
+    secrets = {"target": "lm", "secrets": 20, "access": "black-box"}
+    text = [
+        {**secrets, "attack": "LMExtraction", "exact_top_1": 0.9},
+        {**secrets, "attack": "TokenOptimization", "exact_top_1": 0.1},
+    ]
+    (verdict,) = text_verdicts(text)
+    assert verdict["risk"] == "high" and verdict["attack"] == "LMExtraction"
+    assert verdict["why"].startswith("LMExtraction recovers 18 of 20 secrets exactly")
+    assert text_verdicts(text[1:])[0]["risk"] == "medium"  # 2 of 20: above 0, not by 25 %
+    assert text_verdicts([{**text[1], "exact_top_1": 0.0}])[0]["risk"] == "low"
