@@ -186,6 +186,20 @@ def render_svg_plot(plot, width=720, height=380) -> str:
     )
     series: dict = {}
     named = set()  # (x, label) of the points already labelled: each is named once
+    placed: list = []  # boxes of the labels drawn, which later labels must not cover
+
+    def free_y(x, y, text):
+        """The first of a few heights near (x, y) where ``text`` covers no label."""
+        width = 6.5 * len(text)
+        for dy in (-8, 16, -20, 28, -32, 40):
+            box = (x, y + dy - 11, x + width, y + dy + 2)
+            if not any(
+                box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed
+            ):
+                placed.append(box)
+                return y + dy
+        return y - 8
+
     for p in pts:
         series.setdefault(p.get("series", p["label"]), []).append(p)
     for i, (name, group) in enumerate(series.items()):
@@ -200,7 +214,7 @@ def render_svg_plot(plot, width=720, height=380) -> str:
         if len(group) > 1 and plot.get("lines", True):
             path = " ".join(f"{sx(p['x']):.1f},{sy(p['y']):.1f}" for p in group)
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}"/>')
-        for j, p in enumerate(group):
+        for p in group:
             out.append(
                 f'<circle cx="{sx(p["x"]):.1f}" cy="{sy(p["y"]):.1f}" r="5" '
                 f'fill="{color}"><title>{html.escape(p["label"])}: '
@@ -208,9 +222,9 @@ def render_svg_plot(plot, width=720, height=380) -> str:
             )
             if (p["x"], p["label"]) not in named:
                 named.add((p["x"], p["label"]))
-                dy = -8 if j % 2 == 0 else 16  # alternate above and below: close x's
+                ty = free_y(sx(p["x"]) + 6, sy(p["y"]), p["label"])
                 out.append(
-                    f'<text x="{sx(p["x"]) + 6:.1f}" y="{sy(p["y"]) + dy:.1f}" '
+                    f'<text x="{sx(p["x"]) + 6:.1f}" y="{ty:.1f}" '
                     f'style="fill:{color}">{html.escape(p["label"])}</text>'
                 )
     out.append("</svg>")
