@@ -24,9 +24,10 @@ PIXEL_RANGE_DOC = """\
 pixel_range : (low, high), default=None
     The pixel values the target takes. ``None`` reads them from the images given
     to ``fit`` (:func:`pixel_range_of`), or takes [0, 1] when ``fit`` is given
-    none; the range used is ``pixel_range_`` after ``fit``. The attack searches, starts and clips images in [0, 1] and gives them to
-    the target through a ``Rescaling`` to this range; ``invert`` returns images in
-    it, and ``score`` measures in it."""
+    none; the range used is ``pixel_range_`` after ``fit``. The attack searches,
+    starts and clips images in [0, 1] and gives them to the target through a
+    ``Rescaling`` to this range; ``invert`` returns images in it, and ``score``
+    measures in it."""
 
 
 def pixel_range_of(*arrays) -> tuple[float, float]:
