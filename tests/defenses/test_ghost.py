@@ -342,12 +342,20 @@ def test_norms_and_clipped_sum_match_a_per_example_loop(name, route, monkeypatch
     formed_again = _count_formed_output_grads(monkeypatch)
     trainable = [ops.convert_to_tensor(v.value) for v in model.trainable_variables]
     non_trainable = [ops.convert_to_tensor(v.value) for v in model.non_trainable_variables]
-    got, clipped_sum, loss_sum, _, _ = ghost_norms(
-        model, plan, trainable, non_trainable, keras.tree.map_structure(ops.convert_to_tensor, x),
+
+    def norms_and_sum(trainable, non_trainable, x, y, weight, factors):
+        got, clipped_sum, loss_sum, _, _ = ghost_norms(
+            model, plan, trainable, non_trainable, x, y, weight
+        )
+        return got, clipped_sum(factors), loss_sum
+
+    # compiled, as in a training step (op by op, JAX compiled each operation again)
+    got, summed, loss_sum = jit(norms_and_sum)(
+        trainable, non_trainable, keras.tree.map_structure(ops.convert_to_tensor, x),
         ops.convert_to_tensor(y), ops.convert_to_tensor(weight),
+        ops.convert_to_tensor(factors.astype("float32")),
     )  # fmt: skip
     np.testing.assert_allclose(ops.convert_to_numpy(got), norms, rtol=1e-5, atol=1e-6)
-    summed = clipped_sum(ops.convert_to_tensor(factors.astype("float32")))
     overall = max(np.abs(want).max() for want in expected)
     for variable, value, want in zip(model.trainable_variables, summed, expected):
         # a gradient that is 0 in exact arithmetic (self-attention's key bias) is
