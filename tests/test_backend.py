@@ -248,6 +248,18 @@ def test_predict_falls_back_to_the_plain_call_for_a_model_that_cannot_be_traced(
     assert kb._FORWARDS[model] is None  # not traced again
 
 
+def test_predict_stays_compiled_after_rows_the_model_cannot_take():
+    from kmi import backend as kb
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    x = np.ones((5, 4), "float32")
+    kb.predict(model, x)
+    with pytest.raises(ValueError):  # the plain call's own error for a wrong shape
+        kb.predict(model, np.ones((5, 7), "float32"))
+    assert kb._FORWARDS[model] is not None  # the model is not marked untraceable
+    np.testing.assert_allclose(kb.predict(model, x), keras.ops.convert_to_numpy(model(x)))
+
+
 def test_predict_returns_every_output_of_a_model_with_several():
     from kmi import backend as kb
 

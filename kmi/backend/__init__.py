@@ -229,8 +229,10 @@ def predict(model: keras.Model, x: Any, batch_size: int = 256) -> Any:
             try:
                 out = forward(trainable, non_trainable, np.concatenate([rows, pad]))
             except Exception:  # noqa: BLE001 - e.g. NumPy or Python control flow in call()
-                _FORWARDS[model] = None  # its own error, if any, comes from the plain call
+                # the plain call raises the error of rows the model cannot take (a wrong
+                # shape); if it runs, the model itself cannot be traced: op by op from now
                 out = model(rows, training=False)
+                _FORWARDS[model] = None
         outs.append([keras.ops.convert_to_numpy(o)[:n] for o in keras.tree.flatten(out)])
     joined = [np.concatenate(parts) for parts in zip(*outs)]
     return joined[0] if len(joined) == 1 else joined
