@@ -231,30 +231,6 @@ def render_svg_plot(plot, width=720, height=380) -> str:
     return "".join(out)
 
 
-def sweep_rows(verdicts) -> list[dict]:
-    """The verdicts of a sweep as table rows (empty unless some model has a defense)."""
-    if not any("defense" in v for v in verdicts):
-        return []
-    rows = []
-    for v in verdicts:
-        utility = v.get("utility")
-        lo, hi = v["interval"]
-        rows.append(
-            {
-                "Model": v["target"],
-                "Defense": v.get("defense", ""),
-                "Strength": "" if v.get("strength") is None else v["strength"],
-                "Utility": "" if utility is None else f"{utility:.3f}",
-                "Best attack": v["attack"] or "none counted",
-                "Success": f"{v['success']:.2f}" if "success" in v else "",
-                "Baseline": f"{v['baseline']:.2f}" if "baseline" in v else "",
-                "Advantage (95% interval)": f"{v['advantage']:+.2f} ({lo:+.2f} to {hi:+.2f})",
-                "Risk": v["risk"],
-            }
-        )
-    return rows
-
-
 def render_html(report) -> str:
     parts = [
         "<!DOCTYPE html>",
@@ -272,6 +248,8 @@ def render_html(report) -> str:
                 f"{html.escape(v['why'])}.</li>"
             )
         parts.append("</ul>")
+        from kmi.audit.verdict import sweep_rows
+
         sweep = sweep_rows(report.verdicts)
         if sweep:
             head = "".join(f"<th>{html.escape(c)}</th>" for c in sweep[0])

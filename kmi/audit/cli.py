@@ -545,7 +545,7 @@ def _print_results(report, args) -> None:
             print(f"\n## {target}")
             print(Report(title="", rows=rows, versions={}).table(columns))
     if report.verdicts:
-        from kmi.audit._html import sweep_rows
+        from kmi.audit.verdict import sweep_rows
 
         print("\nVerdict:")
         for v in report.verdicts:

@@ -183,14 +183,11 @@ class Report:
             lines += ["## Verdict", ""]
             lines += [f"- **{v['target']}: {v['risk']} risk.** {v['why']}." for v in self.verdicts]
             lines.append("")
-            from kmi.audit._html import sweep_rows
+            from kmi.audit.verdict import sweep_rows
 
             sweep = sweep_rows(self.verdicts)
             if sweep:
-                lines.append("| " + " | ".join(sweep[0]) + " |")
-                lines.append("|" + "|".join("---" for _ in sweep[0]) + "|")
-                lines += ["| " + " | ".join(map(str, r.values())) + " |" for r in sweep]
-                lines.append("")
+                lines += [Report(title="", rows=sweep, versions={}).table(), ""]
         if self.summary:
             lines += ["## Summary", ""] + [f"- {line}" for line in self.summary] + [""]
         if self.settings:

@@ -83,56 +83,6 @@ def best_attack(group, baseline_name: str = "PublicMeanBaseline"):
     return best, fooling
 
 
-def image_verdicts(rows, baseline_name: str = "PublicMeanBaseline") -> list[dict]:
-    """One verdict per target of image rows (see the module's rule)."""
-    verdicts = []
-    for target in dict.fromkeys(r["target"] for r in rows):
-        group = [r for r in rows if r["target"] == target and "top_1" in r]
-        base = next((r for r in group if r["attack"] == baseline_name), None)
-        best, fooling = best_attack(group, baseline_name)
-        if best is None and not fooling:
-            continue
-        b = base["top_1"] if base is not None else 0.0
-        if best is None:
-            verdicts.append(
-                {
-                    "target": target,
-                    "risk": "low",
-                    "why": "every attack's images are adversarial patterns that resemble "
-                    "no private image; none counts as a reconstruction",
-                    "attack": None,
-                    "metric": "top_1",
-                    "success": b,
-                    "baseline": b,
-                    "advantage": 0.0,
-                    "interval": [0.0, 0.0],
-                }
-            )
-            continue
-        n = int(best["classes"])
-        level, advantage, (lo, hi) = risk_level(best["top_1"], b, n)
-        why = (
-            f"{best['attack']} rebuilds {round(best['top_1'] * n)} of {n} classes "
-            f"recognisably, against {round(b * n)} of {n} for the baseline that never "
-            f"queries the model: an advantage of {advantage:+.0%} "
-            f"(95% interval {lo:+.0%} to {hi:+.0%})"
-        )
-        verdicts.append(
-            {
-                "target": target,
-                "risk": level,
-                "why": why,
-                "attack": best["attack"],
-                "metric": "top_1",
-                "success": best["top_1"],
-                "baseline": b,
-                "advantage": round(advantage, 4),
-                "interval": [round(lo, 4), round(hi, 4)],
-            }
-        )
-    return verdicts
-
-
 def _verdict(target, level, why, attack, metric, success, baseline, lo, hi) -> dict:
     return {
         "target": target,
@@ -145,6 +95,36 @@ def _verdict(target, level, why, attack, metric, success, baseline, lo, hi) -> d
         "advantage": round(success - baseline, 4),
         "interval": [round(lo, 4), round(hi, 4)],
     }
+
+
+def image_verdicts(rows, baseline_name: str = "PublicMeanBaseline") -> list[dict]:
+    """One verdict per target of image rows (see the module's rule)."""
+    verdicts = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        group = [r for r in rows if r["target"] == target and "top_1" in r]
+        base = next((r for r in group if r["attack"] == baseline_name), None)
+        best, fooling = best_attack(group, baseline_name)
+        if best is None and not fooling:
+            continue
+        b = base["top_1"] if base is not None else 0.0
+        if best is None:
+            why = (
+                "every attack's images are adversarial patterns that resemble no private "
+                "image; none counts as a reconstruction"
+            )
+            verdicts.append(_verdict(target, "low", why, None, "top_1", b, b, 0.0, 0.0))
+            continue
+        n = int(best["classes"])
+        level, advantage, (lo, hi) = risk_level(best["top_1"], b, n)
+        why = (
+            f"{best['attack']} rebuilds {round(best['top_1'] * n)} of {n} classes "
+            f"recognisably, against {round(b * n)} of {n} for the baseline that never "
+            f"queries the model: an advantage of {advantage:+.0%} "
+            f"(95% interval {lo:+.0%} to {hi:+.0%})"
+        )
+        success = best["top_1"]
+        verdicts.append(_verdict(target, level, why, best["attack"], "top_1", success, b, lo, hi))
+    return verdicts
 
 
 def tabular_verdicts(rows, baseline_name: str = "ImputationBaseline") -> list[dict]:
@@ -247,7 +227,7 @@ def add_sweep(report) -> None:
     strength at which the risk is lowest (the most useful one, if several), and
     what that costs in utility against the undefended model.
     """
-    swept = [v for v in report.verdicts if v.get("utility") is not None and "success" in v]
+    swept = [v for v in report.verdicts if v.get("utility") is not None]
     if not swept:
         return
     metrics = {v["metric"] for v in swept}
@@ -296,3 +276,30 @@ def add_sweep(report) -> None:
             verdict = f"the lowest risk reached is {lowest_risk}"
         lines.append(f"{defense}: {steps}; {verdict}.")
     report.summary[:0] = lines
+
+
+def sweep_rows(verdicts) -> list[dict]:
+    """The verdicts of a sweep as table rows (empty unless some model has a defense).
+
+    The report's HTML and Markdown and the command line all show this table.
+    """
+    if not any("defense" in v for v in verdicts):
+        return []
+    rows = []
+    for v in verdicts:
+        utility = v.get("utility")
+        lo, hi = v["interval"]
+        rows.append(
+            {
+                "Model": v["target"],
+                "Defense": v.get("defense", ""),
+                "Strength": "" if v.get("strength") is None else v["strength"],
+                "Utility": "" if utility is None else f"{utility:.3f}",
+                "Best attack": v["attack"] or "none counted",
+                "Success": f"{v['success']:.2f}",
+                "Baseline": f"{v['baseline']:.2f}",
+                "Advantage (95% interval)": f"{v['advantage']:+.2f} ({lo:+.2f} to {hi:+.2f})",
+                "Risk": v["risk"],
+            }
+        )
+    return rows

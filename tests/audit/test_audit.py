@@ -281,6 +281,9 @@ def test_report_plot_renders_as_svg(tmp_path):
         )
     text = report.to_html(tmp_path / "r.html")
     assert text.count("<svg") == 1 and "<polyline" in text and text.count("<circle") == 2
+    # unrelated models are drawn as points, not joined
+    report.plots[0]["lines"] = False
+    assert "<polyline" not in report.to_html() and report.to_html().count("<circle") == 2
     assert "http" not in text
     assert json.loads(report.to_json())["plots"][0]["points"][1]["label"] == "DP"
 

@@ -121,6 +121,13 @@ def unit_output(generator, pixel_range):
     return wrapped
 
 
+def _on_base(name):
+    """An attribute read from and written to ``self.base``: one count for both targets."""
+    return property(
+        lambda self: getattr(self.base, name), lambda self, value: setattr(self.base, name, value)
+    )
+
+
 class UnitRangeTarget(Target):
     """A target as the attacks see it: images in [0, 1], mapped to ``pixel_range``.
 
@@ -147,21 +154,8 @@ class UnitRangeTarget(Target):
         )
         base.n_queries_, base.n_calls_ = counts  # __init__ zeroed them through the base
 
-    @property
-    def n_queries_(self):
-        return self.base.n_queries_
-
-    @n_queries_.setter
-    def n_queries_(self, value):
-        self.base.n_queries_ = value
-
-    @property
-    def n_calls_(self):
-        return self.base.n_calls_
-
-    @n_calls_.setter
-    def n_calls_(self, value):
-        self.base.n_calls_ = value
+    n_queries_ = _on_base("n_queries_")
+    n_calls_ = _on_base("n_calls_")
 
 
 def in_unit_range(target: Target, pixel_range) -> Target:
