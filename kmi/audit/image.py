@@ -18,7 +18,14 @@ import time
 import numpy as np
 
 from kmi.attacks import image as img
-from kmi.attacks.image._pixels import in_unit_range, pixel_range_of, unit_input
+from kmi.attacks.image._pixels import (
+    UNIT,
+    check_pixel_range,
+    in_unit_range,
+    pixel_range_of,
+    to_unit,
+    unit_input,
+)
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
 from kmi.audit.api import pair
 from kmi.audit.verdict import best_attack, image_verdicts
@@ -501,19 +508,19 @@ def audit_image(
     X_public = public_data[0] if isinstance(public_data, (tuple, list)) else public_data
     if X_public is not None:
         X_public, _ = check_image_data(target, X_public, name="public_data")
-    if pixel_range is None:
-        pixel_range = pixel_range_of(X, X_public)
+    pixel_range = check_pixel_range(
+        pixel_range_of(X, X_public) if pixel_range is None else pixel_range
+    )
     report.settings.setdefault(
         "pixel range of the data", f"[{pixel_range[0]:g}, {pixel_range[1]:g}]"
     )
     accuracy = check_model_fits_data(target, X, y, pixel_range, random_state=random_state)
     report.settings[f"{name}: accuracy on the private images"] = round(accuracy, 3)
-    lo, hi = (float(v) for v in pixel_range)
-    if (lo, hi) != (0.0, 1.0):  # the attacks work in [0, 1]: map the data there, the model back
+    if pixel_range != UNIT:  # the attacks work in [0, 1]: map the data there, the model back
         target = in_unit_range(target, pixel_range)
-        X = ((X - lo) / (hi - lo)).astype("float32")
+        X = to_unit(X, pixel_range)
         if X_public is not None:
-            X_public = ((X_public - lo) / (hi - lo)).astype("float32")
+            X_public = to_unit(X_public, pixel_range)
         if eval_model is not None:
             eval_model = unit_input(eval_model, pixel_range)
     columns = target.label_index(y)

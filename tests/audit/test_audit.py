@@ -108,6 +108,8 @@ def test_image_audit_bad_input(digits):
         audit(model, modality="image", private_data=(X[:, :4], y), verbose=0)
     with pytest.raises(ValueError, match="one label per image"):
         audit(model, modality="image", private_data=(X, y[:5]), verbose=0)
+    with pytest.raises(ValueError, match="pixel_range must hold two finite numbers"):
+        audit(model, modality="image", private_data=(X, y), pixel_range=(1, 0), verbose=0)
     bad = X.copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
