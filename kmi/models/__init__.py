@@ -12,6 +12,7 @@ from kmi.models.image import (
     mlp_classifier,
     softmax_regression,
 )
+from kmi.models.pretrained import load_sentence_encoder
 from kmi.models.priors import dcgan_critic, dcgan_generator, pca_prior
 from kmi.models.tabular import KerasMLPClassifier
 from kmi.models.text import CausalLM, SentenceEncoder, TextClassifier, TextPipeline
@@ -23,6 +24,7 @@ __all__ = [
     "TextClassifier",
     "TextPipeline",
     "byte_tokenizer",
+    "load_sentence_encoder",
     "word_tokenizer",
     "GCNConv",
     "GraphPredictor",

