@@ -70,7 +70,7 @@ def test_lm_extraction_finds_the_canary_and_it_is_exposed(lm):
     assert exposure(scores[0], scores[1:], randomness_space=10_000) > 8
 
 
-@pytest.mark.parametrize("ranking", ["zlib", "window", "reference"])
+@pytest.mark.parametrize("ranking", ["zlib", "window", "reference", "lowercase"])
 def test_lm_extraction_rankings(lm, ranking):
     model, tok = lm
     ref = CausalLM(256, LENGTH, embedding_dim=16)
@@ -90,6 +90,51 @@ def test_lm_extraction_rankings(lm, ranking):
     out = attack.invert(6)
     assert 1 <= len(out) <= 6 and len(set(out)) == len(out)
     assert np.all(np.diff(attack.candidates_["score"]) >= 0)
+
+
+def _bigram_lm(transitions, length=4):
+    """A byte-level LM whose next-token distribution depends on the last token only."""
+    table = np.full((256, 256), -30.0, dtype="float32")
+    table[:, ord(".")] = 0.0  # anything else ends the text
+    for prev, nxt in transitions.items():
+        table[ord(prev)] = -30.0
+        for char, p in nxt.items():
+            table[ord(prev), ord(char)] = np.log(p)
+    model = keras.Sequential(
+        [
+            keras.Input((length,), dtype="int32"),
+            keras.layers.Embedding(256, 256, weights=[table]),
+            keras.layers.Softmax(),
+        ]
+    )
+    return model
+
+
+def test_beam_search_finds_what_greedy_decoding_misses():
+    # after "a": "x" (0.55) then anything of ten (0.1 each), or "y" (0.45) then "z" (1.0):
+    # greedy takes "x" (0.055 in all); the likeliest text is "ayz" (0.45)
+    ten = {c: 0.1 for c in "bcdefghijk"}
+    model = _bigram_lm({"a": {"x": 0.55, "y": 0.45}, "x": ten, "y": {"z": 1.0}})
+    tok = byte_tokenizer(4)
+    common = dict(tokenizer=tok, prompts=["a"], max_new_tokens=2, ranking="perplexity")
+    greedy = LMExtraction(model, sampling="greedy", **common).fit().invert(1)
+    assert greedy[0].startswith("ax") and "ayz" not in greedy
+    target = Target(model, access="black-box")
+    beam = LMExtraction(target, sampling="beam", beam_width=2, dedup="exact", **common).fit()
+    out = beam.invert(2)
+    assert out[0] == "ayz" and out[1].startswith("ax") and len(out) == 2
+    # one query per generated token for the beams, one to score them
+    assert target.n_queries_ == 2 * 2 + 2
+
+
+def test_near_duplicates_are_dropped_keeping_the_best_ranked():
+    from kmi.attacks.text._common import drop_near_duplicates
+
+    rows = [[5, 6, 7, 8, 9], [1, 2, 3, 4, 0], [5, 6, 7, 8, 1], [4, 3, 2, 1], [1, 2]]
+    # row 2 shares 2 of its 3 trigrams with row 0; row 4 is too short for trigrams
+    kept = drop_near_duplicates(rows, np.arange(5))
+    assert kept.tolist() == [0, 1, 3, 4]
+    assert drop_near_duplicates([[1, 2], [1, 2, 0]], np.array([7, 9])).tolist() == [7]
 
 
 def test_lm_extraction_errors(lm):

@@ -81,6 +81,30 @@ def decode(tokenizer, ids) -> str:
     return str(text)
 
 
+def drop_near_duplicates(rows, order) -> np.ndarray:
+    """``order`` without the rows that repeat a row before them (Carlini et al. 2021).
+
+    A row (of token ids, padding 0 ignored) is a near-duplicate when at least half of
+    its token trigrams, counted as a multiset, are among those of a row kept before
+    it. Rows of fewer than three tokens are compared exactly.
+    """
+    from collections import Counter
+
+    kept, seen, exact = [], [], set()
+    for row, i in zip(rows, order):
+        row = tuple(int(t) for t in row if t != 0)
+        tri = Counter(zip(row, row[1:], row[2:]))
+        if row in exact or (
+            tri and any(2 * sum((tri & s).values()) >= sum(tri.values()) for s in seen)
+        ):
+            continue
+        kept.append(i)
+        exact.add(row)
+        if tri:
+            seen.append(tri)
+    return np.asarray(kept, dtype=np.int64)
+
+
 def zlib_entropy(text: str) -> int:
     """Bits-in-bytes of the zlib-compressed text (Carlini et al. 2021's zlib entropy)."""
     return len(zlib.compress(text.encode("utf-8")))
