@@ -258,6 +258,43 @@ def test_embedding_inversion_decoder_with_correction(encoder_data):
     assert word_f1(private[:10], out) > _majority_baseline(aux, private[:10])
 
 
+@pytest.mark.parametrize("head", ["bow", "decoder"])
+def test_correction_search_brings_the_texts_closer(encoder_data, head):
+    from kmi.metrics.text import cosine_similarity, exact_match
+
+    target, aux, private = encoder_data
+    private = private[:12]
+    attack = EmbeddingInversion(
+        target,
+        head=head,
+        epochs=30 if head == "bow" else 8,
+        sequence_length=6,
+        hidden_dim=64,
+        embedding_dim=16,
+        learning_rate=5e-3,
+        correction_steps=3,
+        beam_width=2,
+        n_edits=12,
+        random_state=0,
+    ).fit(aux)  # a decoder is trained with the word head its edits draw from
+    assert attack.proposer_ is not None
+    assert head == "bow" or "proposer_loss" in attack.history_
+    emb = target.query(private)
+    plain = attack.set_params(correction_steps=0).invert(emb)
+    plain_cos = cosine_similarity(target.query([p or "?" for p in plain]), emb)
+    attack.set_params(correction_steps=3)
+    before = target.n_queries_
+    fixed = attack.invert(emb)
+    spent = target.n_queries_ - before
+    # every re-embedding is a counted query, at most beam x edits per text and step
+    assert 0 < spent <= len(private) * (1 + 3 * 2 * 12)
+    np.testing.assert_allclose(
+        attack.cosine_, cosine_similarity(target.query(fixed), emb), atol=1e-5
+    )
+    assert np.all(attack.cosine_ >= plain_cos - 1e-6) and attack.cosine_.mean() > plain_cos.mean()
+    assert exact_match(private, fixed) >= exact_match(private, plain)
+
+
 def test_embedding_inversion_errors(encoder_data):
     target, aux, _ = encoder_data
     attack = EmbeddingInversion(target, head="bow", epochs=1, hidden_dim=8).fit(aux[:20])

@@ -43,6 +43,15 @@ class EmbeddingInversion(BaseAttack):
       (counted queries) and the one whose embedding is closest (cosine) to the
       given embedding is kept: vec2text's correction by re-embedding.
 
+    With ``correction_steps > 0`` the correction goes on as a beam search: at each
+    step every one of the ``beam_width`` best hypotheses proposes ``n_edits`` edits
+    (insert, replace or delete one word, or swap two neighbours), drawn from the
+    ``n_candidates`` words a bag-of-words head finds likeliest for the embedding
+    (trained alongside the decoder); all are re-embedded (counted queries) and the
+    closest ``beam_width`` texts are kept. A text stops when no edit brings it
+    closer. This is vec2text's hypothesise, re-embed, correct loop, with a search
+    in place of a trained corrector.
+
     Parameters
     ----------
     target : Target or callable
@@ -65,6 +74,14 @@ class EmbeddingInversion(BaseAttack):
     n_hypotheses : int, default=1
         Hypotheses per embedding for the decoder; above 1 the correction step runs.
     sampling_temperature : float, default=0.7
+    correction_steps : int, default=0
+        Steps of the beam-search correction (0: none).
+    beam_width : int, default=4
+        Hypotheses kept per text between correction steps.
+    n_edits : int, default=32
+        Edits re-embedded per kept hypothesis and step (each one a counted query).
+    n_candidates : int, default=20
+        Words the edits insert or substitute: the likeliest of the bag-of-words head.
     {random_state}
     {verbose}
 
@@ -74,12 +91,19 @@ class EmbeddingInversion(BaseAttack):
     tokenizer_ : keras-hub WordPieceTokenizer
         The inverter's word vocabulary.
     inverter_ : keras.Model
+    proposer_ : keras.Model
+        The bag-of-words head whose words the correction's edits use: the inverter
+        itself for ``head="bow"``, one trained alongside for ``head="decoder"`` with
+        ``correction_steps > 0``, else None.
     embedding_dim_ : int
         Width of the target's embeddings.
     history_ : dict
         Training losses.
     n_queries_fit_ : int
         Target queries spent in ``fit``.
+    cosine_ : ndarray
+        After a corrected :meth:`invert`: the cosine between each given embedding
+        and that of the text returned (the target's own measure of success).
 
     Raises
     ------
@@ -129,6 +153,10 @@ class EmbeddingInversion(BaseAttack):
         "threshold": [Interval(Real, 0, 1, closed="neither")],
         "n_hypotheses": [Interval(Integral, 1, None, closed="left")],
         "sampling_temperature": [Interval(Real, 0, None, closed="neither")],
+        "correction_steps": [Interval(Integral, 0, None, closed="left")],
+        "beam_width": [Interval(Integral, 1, None, closed="left")],
+        "n_edits": [Interval(Integral, 1, None, closed="left")],
+        "n_candidates": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -148,6 +176,10 @@ class EmbeddingInversion(BaseAttack):
         threshold=0.5,
         n_hypotheses=1,
         sampling_temperature=0.7,
+        correction_steps=0,
+        beam_width=4,
+        n_edits=32,
+        n_candidates=20,
         random_state=None,
         verbose=0,
     ):
@@ -163,6 +195,10 @@ class EmbeddingInversion(BaseAttack):
         self.threshold = threshold
         self.n_hypotheses = n_hypotheses
         self.sampling_temperature = sampling_temperature
+        self.correction_steps = correction_steps
+        self.beam_width = beam_width
+        self.n_edits = n_edits
+        self.n_candidates = n_candidates
         self.random_state = random_state
         self.verbose = verbose
 
@@ -211,45 +247,59 @@ class EmbeddingInversion(BaseAttack):
         )
         V = len(self.tokenizer_.get_vocabulary())
         ids = np.asarray(self.tokenizer_(texts), dtype="int32")
-        opt = keras.optimizers.Adam(float(self.learning_rate))
-        if self.head == "bow":
-            self.inverter_ = _text.bow_inverter(
-                self.embedding_dim_, V, int(self.hidden_dim), seed=seed
-            )
-            target_bow = np.zeros((len(ids), V), dtype="float32")
-            rows = np.repeat(np.arange(len(ids)), ids.shape[1])
-            target_bow[rows, ids.ravel()] = 1.0
-            target_bow[:, : len(SPECIAL_TOKENS)] = 0.0
-            self.inverter_.compile(
-                optimizer=opt, loss=keras.losses.BinaryCrossentropy(from_logits=True)
-            )
-            fit_args = (emb, target_bow)
-            sample_weight = None
-        else:
-            self.inverter_ = _text.decoder_inverter(
-                self.embedding_dim_,
-                V,
-                L + 1,
-                embedding_dim=int(self.embedding_dim),
-                hidden_dim=int(self.hidden_dim),
-                seed=seed,
-            )
-            dec_in, dec_out = self._teacher_forcing(ids)
-            self.inverter_.compile(
-                optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            )
-            fit_args = ([emb, dec_in], dec_out)
-            sample_weight = (dec_out != 0).astype("float32")
-        # shuffled with the attack's own generator, one fit call per epoch, so that
-        # a run does not depend on the backend's global data-shuffling state
-        x_all, y_all = fit_args
-        n = len(y_all)
         self.history_ = {"loss": []}
+        self.proposer_, interrupted = None, False
+        if self.head == "bow" or int(self.correction_steps) > 0:
+            self.proposer_, losses, interrupted = self._train_bow(emb, ids, V, seed, rng)
+            self.history_["proposer_loss" if self.head == "decoder" else "loss"] = losses
+        if self.head == "bow":
+            self.inverter_ = self.proposer_
+            return self
+        self.inverter_ = _text.decoder_inverter(
+            self.embedding_dim_,
+            V,
+            L + 1,
+            embedding_dim=int(self.embedding_dim),
+            hidden_dim=int(self.hidden_dim),
+            seed=seed,
+        )
+        dec_in, dec_out = self._teacher_forcing(ids)
+        self.inverter_.compile(
+            optimizer=keras.optimizers.Adam(float(self.learning_rate)),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        if not interrupted:  # a second model is not trained after an interruption
+            weight = (dec_out != 0).astype("float32")
+            losses, _ = self._train(self.inverter_, [emb, dec_in], dec_out, weight, rng)
+            self.history_["loss"] = losses
+        return self
+
+    def _train_bow(self, emb, ids, V, seed, rng):
+        """The bag-of-words head: which of the V words each text holds."""
+        model = _text.bow_inverter(self.embedding_dim_, V, int(self.hidden_dim), seed=seed)
+        target_bow = np.zeros((len(ids), V), dtype="float32")
+        rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+        target_bow[rows, ids.ravel()] = 1.0
+        target_bow[:, : len(SPECIAL_TOKENS)] = 0.0
+        model.compile(
+            optimizer=keras.optimizers.Adam(float(self.learning_rate)),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        )
+        return (model, *self._train(model, emb, target_bow, None, rng))
+
+    def _train(self, model, x_all, y_all, sample_weight, rng):
+        """``epochs`` of training, shuffled with the attack's own generator (one fit
+        call per epoch, so that a run does not depend on the backend's global
+        data-shuffling state); an interruption keeps the weights so far.
+
+        Returns the losses and whether training was interrupted."""
+        n = len(y_all)
+        losses = []
         try:
             for _ in range(int(self.epochs)):
                 perm = rng.permutation(n)
                 x = [a[perm] for a in x_all] if isinstance(x_all, list) else x_all[perm]
-                hist = self.inverter_.fit(
+                hist = model.fit(
                     x,
                     y_all[perm],
                     sample_weight=None if sample_weight is None else sample_weight[perm],
@@ -258,15 +308,16 @@ class EmbeddingInversion(BaseAttack):
                     shuffle=False,
                     verbose=1 if self.verbose else 0,
                 )
-                self.history_["loss"].extend(hist.history["loss"])
+                losses.extend(hist.history["loss"])
         except KeyboardInterrupt:
             warnings.warn(
-                f"Interrupted after {len(self.history_['loss'])} of {self.epochs} epochs of "
-                "inverter training; it keeps the weights it has.",
+                f"Interrupted after {len(losses)} of {self.epochs} epochs of {model.name} "
+                "training; it keeps the weights it has.",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        return self
+            return losses, True
+        return losses, False
 
     @staticmethod
     def _teacher_forcing(ids):
@@ -357,7 +408,7 @@ class EmbeddingInversion(BaseAttack):
                     keep = np.array([int(np.argmax(row))])
                 keep = keep[np.argsort(-row[keep], kind="stable")]
                 out.append(" ".join(vocab[i] for i in keep))
-            return out
+            return self._correct(emb, [out]) if int(self.correction_steps) else out
         rng = check_random_state(self.random_state)
         self._forward = None
         hyps = [self._decode(emb, None, rng)]
@@ -371,23 +422,80 @@ class EmbeddingInversion(BaseAttack):
                 RuntimeWarning,
                 stacklevel=2,
             )
-        if len(hyps) == 1:
+        if len(hyps) == 1 and not int(self.correction_steps):
             return hyps[0]
-        # correction: re-embed every distinct non-empty hypothesis (one batched query),
-        # keep the one closest to the given embedding
-        cands = [list(dict.fromkeys(h[i] for h in hyps if h[i].strip())) for i in range(len(emb))]
-        flat = [c for row in cands for c in row]
-        best = list(hyps[0])
-        if not flat:
-            return best
-        vecs = self._embed(flat)
-        owner = np.repeat(np.arange(len(emb)), [len(c) for c in cands])
-        sim = cosine_similarity(vecs, emb[owner])
-        pos = 0
-        for i, row in enumerate(cands):
-            if row:
-                best[i] = row[int(np.argmax(sim[pos : pos + len(row)]))]
-            pos += len(row)
+        return self._correct(emb, hyps)
+
+    def _proposals(self, words, candidates, prob, limit):
+        """Up to ``limit`` edits of a hypothesis, likeliest first by the word head.
+
+        An edit's prior is the probability the bag-of-words head gives the word it
+        brings in, less that of the word it takes out; a swap is worth 0.25.
+        """
+        edits = []
+        present = set(words)
+        for j, w in enumerate(words):
+            edits.append((prob.get(w, 0.0) * -1.0 + 0.5, words[:j] + words[j + 1 :]))
+            if j + 1 < len(words):
+                swapped = [*words[:j], words[j + 1], w, *words[j + 2 :]]
+                edits.append((0.25, swapped))
+        for c in candidates:
+            if c in present:
+                continue
+            for j in range(len(words) + 1):
+                edits.append((prob[c], words[:j] + [c] + words[j:]))
+            for j, w in enumerate(words):
+                edits.append((prob[c] - prob.get(w, 0.0), words[:j] + [c] + words[j + 1 :]))
+        edits.sort(key=lambda e: -e[0])
+        return [" ".join(e) for _, e in edits[: int(limit)] if e]
+
+    def _correct(self, emb, hyps):
+        """Re-embed hypotheses, keep the closest; with ``correction_steps``, search on."""
+        n, B = len(emb), int(self.beam_width)
+        seen = [dict() for _ in range(n)]  # text -> cosine, per embedding
+
+        def measure(texts_of):
+            flat = [(i, t) for i, ts in enumerate(texts_of) for t in ts if t not in seen[i]]
+            flat = list(dict.fromkeys(flat))
+            if not flat:
+                return
+            vecs = self._embed([t for _, t in flat])
+            owner = np.array([i for i, _ in flat])
+            for (i, t), c in zip(flat, cosine_similarity(vecs, emb[owner])):
+                seen[i][t] = float(c)
+
+        measure([[h[i] for h in hyps if h[i].strip()] for i in range(n)])
+        probs = vocab = None
+        if int(self.correction_steps) and self.proposer_ is not None:
+            vocab = self.tokenizer_.get_vocabulary()
+            logits = ops.convert_to_numpy(self.proposer_(emb, training=False)).astype("float64")
+            logits[:, : len(SPECIAL_TOKENS)] = -np.inf
+            probs = 1.0 / (1.0 + np.exp(-logits))
+        best = [max(s, key=s.get) if s else hyps[0][i] for i, s in enumerate(seen)]
+        live = [bool(s) for s in seen]
+        try:
+            for _ in range(int(self.correction_steps) if probs is not None else 0):
+                if not any(live):
+                    break
+                asked = [[] for _ in range(n)]
+                for i in np.nonzero(live)[0]:
+                    top = np.argsort(-probs[i])[: int(self.n_candidates)]
+                    prob = {vocab[k]: float(probs[i, k]) for k in top}
+                    cands = list(prob)
+                    for h in sorted(seen[i], key=seen[i].get, reverse=True)[:B]:
+                        asked[i] += self._proposals(h.split(), cands, prob, self.n_edits)
+                measure(asked)
+                for i in np.nonzero(live)[0]:
+                    new = max(seen[i], key=seen[i].get)
+                    live[i] = seen[i][new] > seen[i][best[i]]
+                    best[i] = new
+        except KeyboardInterrupt:
+            warnings.warn(
+                "Interrupted during the correction; returning the closest texts so far.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self.cosine_ = np.array([seen[i].get(b, np.nan) for i, b in enumerate(best)])
         return best
 
     def score(self, X: Sequence[str], y: ArrayLike | None = None) -> float:
