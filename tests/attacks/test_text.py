@@ -311,3 +311,46 @@ def test_embedding_inversion_errors(encoder_data):
     assert plain.target_.task == "embedding" and plain.embedding_dim_ == 3
     with pytest.raises(AccessError):
         EmbeddingInversion(Target(lambda t: np.ones((len(t), 2)), access="label-only")).fit(aux)
+
+
+def test_lm_extraction_takes_a_keras_hub_causal_lm_directly():
+    """A GPT-2-shaped keras-hub model, trained by kmi, attacked as it is."""
+    import keras_hub
+
+    from kmi.models.pretrained import HubCausalLM
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=256,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        dropout=0.0,
+        max_sequence_length=LENGTH,
+    )
+    gpt2 = keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+    tok = byte_tokenizer(LENGTH + 1)
+    texts = [CANARY] * 20 + ["the cat sat on a mat"] * 20 + ["a dog ran far away"] * 20
+    wrapper = HubCausalLM(gpt2)  # trained on token ids; the weights are gpt2's
+    assert wrapper.sequence_length == LENGTH and wrapper.vocabulary_size == 256
+    x, y, w = CausalLM.lm_targets(np.asarray(tok(texts)))
+    wrapper.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    wrapper.fit(x, y, sample_weight=w, epochs=30, batch_size=20, verbose=0)
+    attack = LMExtraction(
+        gpt2,
+        tokenizer=tok,
+        prompts=[PREFIX],
+        sampling="beam",
+        beam_width=4,
+        max_new_tokens=4,
+        top_n=1,
+        n_samples=4,
+        ranking="perplexity",
+        reference=gpt2,
+    ).fit()
+    assert isinstance(attack.target_.model, HubCausalLM) and attack.target_.access == "black-box"
+    assert attack.score([CANARY]) == 1.0

@@ -116,10 +116,14 @@ def test_loader_errors_say_what_to_do(tmp_path):
     with pytest.raises(TypeError, match="non-empty string"):
         load_sentence_encoder("")
     with pytest.raises(ValueError, match="pooling must be"):
-        PooledEncoder(keras_hub.models.BertBackbone(11, 1, 2, 8, 16), pooling="sum")
+        PooledEncoder(
+            keras_hub.models.BertBackbone(11, 1, 2, 8, 16, max_sequence_length=8), pooling="sum"
+        )
     tok = PresetTokenizer(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 6)
     with pytest.raises((TypeError, ValueError), match="str"):
         tok([3, 4])
+    prompt = PresetTokenizer(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 6, add_end=False)
+    assert prompt(["a secret"]).tolist() == [[2, 8, 9, 0, 0, 0]]  # a prompt goes on
     with pytest.raises(ValueError, match="at least 3"):
         PresetTokenizer(keras_hub.models.BertTokenizer(vocabulary=VOCAB), 2)
 

@@ -34,9 +34,14 @@ class LMExtraction(BaseAttack):
     ----------
     target : Target or keras.Model
         A causal language model on token ids returning next-token scores of shape
-        (n, length, vocabulary_size), e.g. :class:`kmi.models.CausalLM`.
+        (n, length, vocabulary_size), e.g. :class:`kmi.models.CausalLM`, or any
+        keras-hub ``CausalLM`` (``GPT2CausalLM``...), queried through
+        :class:`kmi.models.pretrained.HubCausalLM` (black-box).
     tokenizer : keras-hub tokenizer
-        The model's tokenizer (to encode prompts and decode samples).
+        The model's own tokenizer (to encode prompts and decode samples), returning
+        rows of ids padded with 0, e.g. :func:`kmi.models.byte_tokenizer`, or a
+        subword tokenizer in :class:`kmi.models.pretrained.PresetTokenizer` with
+        ``add_end=False``.
     prompts : list of str
         Text each sample starts from, used in turn (e.g. a known prefix, or the
         starts of public texts: Carlini et al.'s "Internet" prompts). At least one
@@ -185,6 +190,17 @@ class LMExtraction(BaseAttack):
         self.random_state = random_state
         self.verbose = verbose
 
+    def _validate_target(self):
+        from kmi.models.pretrained import HubCausalLM, is_hub_causal_lm
+        from kmi.targets import Target
+
+        if is_hub_causal_lm(self.target):  # a keras-hub task: queried on token ids
+            target = Target(HubCausalLM(self.target), access="black-box")
+            target.require(self.required_access, attack=type(self).__name__)
+            self.target_ = target
+            return target
+        return super()._validate_target()
+
     def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Validate the target, the tokenizer, the prompts and the parameters.
 
@@ -211,9 +227,13 @@ class LMExtraction(BaseAttack):
                 f"tokens. Received: a prompt of {longest} tokens"
             )
         if self.reference is not None:
+            from kmi.models.pretrained import HubCausalLM, is_hub_causal_lm
             from kmi.targets import as_target
 
-            self.reference_ = as_target(self.reference)
+            reference = self.reference
+            self.reference_ = as_target(
+                HubCausalLM(reference) if is_hub_causal_lm(reference) else reference
+            )
         return self
 
     # ------------------------------------------------------------------ generation
