@@ -1,15 +1,21 @@
 """Canary exposure and extraction from a small language model, with and without DP-SGD.
 
 Carlini et al. (2019)'s secret-sharer experiment at small scale: a byte-level
-:class:`kmi.models.CausalLM` is trained on tweets (:func:`kmi.datasets.load_tweets`)
-into which one canary ``"my social security number is ###-##-####"``
-(:func:`kmi.datasets.make_canaries`, a faker SSN) is inserted 1, 5 and 20 times.
-For each model it reports:
+GPT-2-shaped model (keras-hub's ``GPT2Backbone`` and ``GPT2CausalLM``, built from a
+config with random weights; ``--model kmi`` uses :class:`kmi.models.CausalLM`) is
+trained by kmi on tweets (:func:`kmi.datasets.load_tweets`) into which one canary
+``"my social security number is ###-##-####"`` (:func:`kmi.datasets.make_canaries`,
+a faker SSN) is inserted 1, 5 and 20 times. The attacks take the keras-hub model
+itself. For each model it reports:
 
 - the canary's exposure (rank-based against 1,000 references from the same
   randomness space, scaled to |R| = 888,931,098, and the skew-normal extrapolation);
-- whether :class:`kmi.attacks.LMExtraction` (greedy and top-k samples from the prefix,
-  ranked by perplexity) puts the canary first, or among its top 10;
+- whether :class:`kmi.attacks.LMExtraction` (greedy, top-k and beam search from the
+  prefix, ranked by perplexity) puts the canary first, or among its top 10;
+- Carlini et al. (2021)'s untargeted extraction: top-k samples from the first word of
+  held-out tweets, near-duplicates dropped, ranked by zlib ratio, lowercase ratio
+  and perplexity; the precision of the top 100 (a sample counts when its generated
+  part, at least 16 characters, is verbatim in the training text);
 - the secret-token accuracy and exact recovery of :class:`kmi.attacks.TokenOptimization`
   (white-box, digits and dashes allowed);
 - the log-perplexity of held-out tweets (utility).
@@ -20,6 +26,7 @@ calibrated to epsilon 3 and 8 (delta 1/N), and the same is reported.
 Usage::
 
     python benchmarks/text_canary.py            # the full run (2 busy CPU cores: ~30 min)
+    python benchmarks/text_canary.py --model kmi  # kmi's own CausalLM instead
     python benchmarks/text_canary.py --quick    # a smoke run in about a minute
 
 Writes ``benchmarks/results/text_canary.json`` (``text_canary_quick.json`` with
@@ -41,7 +48,7 @@ import numpy as np
 from kmi.attacks import LMExtraction, TokenOptimization
 from kmi.datasets import load_tweets, make_canaries
 from kmi.metrics.text import exposure, sequence_log_perplexity
-from kmi.models import CausalLM, byte_tokenizer
+from kmi.models import CausalLM, HubCausalLM, byte_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,16 +70,36 @@ def secret_mask(ids, start, stop):
     return mask
 
 
+def build_lm(cfg):
+    """The language model to train, and what the attacks are given."""
+    if cfg["model"] == "kmi":
+        model = CausalLM(
+            256,
+            cfg["length"],
+            embedding_dim=cfg["dim"],
+            num_heads=2,
+            intermediate_dim=2 * cfg["dim"],
+            num_layers=cfg["layers"],
+        )
+        return model, model
+    import keras_hub
+
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=256,
+        num_layers=cfg["layers"],
+        num_heads=2,
+        hidden_dim=cfg["dim"],
+        intermediate_dim=2 * cfg["dim"],
+        dropout=0.0,
+        max_sequence_length=cfg["length"],
+    )
+    gpt2 = keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+    return HubCausalLM(gpt2), gpt2  # trained on token ids; attacked as it is
+
+
 def train_lm(ids, cfg, seed, dp_epsilon=None):
     keras.utils.set_random_seed(seed)
-    model = CausalLM(
-        256,
-        cfg["length"],
-        embedding_dim=cfg["dim"],
-        num_heads=2,
-        intermediate_dim=2 * cfg["dim"],
-        num_layers=cfg["layers"],
-    )
+    model, attacked = build_lm(cfg)
     x, y, w = CausalLM.lm_targets(ids)
     model(x[:1])  # build: DP-SGD checks the trainable variables when training begins
     callbacks = []
@@ -103,10 +130,45 @@ def train_lm(ids, cfg, seed, dp_epsilon=None):
             delta=float(dp.delta_),
             noise_multiplier=float(dp.noise_multiplier_),
         )
-    return model, info
+    return model, attacked, info
 
 
-def evaluate(model, tok, canary, test_ids, cfg, seed):
+def untargeted(attacked, tok, prompts, train_texts, cfg, seed):
+    """Carlini et al. (2021): sample, drop near-duplicates, rank; precision of the top 100."""
+    corpus = "\n".join(train_texts)
+
+    def verbatim(text):
+        for p in prompts:
+            if text.startswith(p):
+                new = text[len(p) :].strip()
+                return len(new) >= 16 and new in corpus
+        return False
+
+    out = {}
+    for ranking in ("zlib", "lowercase", "perplexity"):
+        attack = LMExtraction(
+            attacked,
+            tokenizer=tok,
+            prompts=prompts,
+            sampling="top-k",
+            top_k=40,
+            ranking=ranking,
+            batch_size=256,
+            random_state=seed,
+        ).fit()
+        cands = attack.invert(cfg["untargeted_samples"])
+        top = cands[:100]
+        hits = [verbatim(c) for c in top]
+        out[ranking] = {
+            "precision_top100": float(np.mean(hits)) if top else 0.0,
+            "n_candidates": len(cands),
+            "n_near_duplicates_dropped": int(attack.n_duplicates_),
+            "examples": [c for c, h in zip(top, hits) if h][:5],
+        }
+    return out
+
+
+def evaluate(model, attacked, tok, canary, test_ids, cfg, seed):
     L = cfg["length"]
     prefix_len = len(canary.prefix.encode())
     stop = len(canary.texts[0].encode())
@@ -130,19 +192,22 @@ def evaluate(model, tok, canary, test_ids, cfg, seed):
     out["test_log_perplexity"] = float(np.nanmean(log_perplexities(model, test_ids, test_mask)))
     n_new = stop - prefix_len
     found = {}
-    for sampling in ("greedy", "top-k"):
+    for sampling in ("greedy", "top-k", "beam"):
         attack = LMExtraction(
-            model,
+            attacked,
             tokenizer=tok,
             prompts=[canary.prefix],
             sampling=sampling,
             top_k=10,
+            beam_width=cfg["beam"],
             max_new_tokens=n_new,
             ranking="perplexity",
+            dedup="exact",
             batch_size=cfg["samples"],
             random_state=seed,
         ).fit()
-        cands = attack.invert(1 if sampling == "greedy" else cfg["samples"])
+        n = {"greedy": 1, "top-k": cfg["samples"], "beam": cfg["beam"]}[sampling]
+        cands = attack.invert(n)
         hits = [canary.texts[0] in c for c in cands]
         found[sampling] = {
             "top1": bool(hits[0]),
@@ -152,7 +217,7 @@ def evaluate(model, tok, canary, test_ids, cfg, seed):
         }
     out["lm_extraction"] = found
     tokopt = TokenOptimization(
-        model,
+        model,  # white-box: for GPT-2, HubCausalLM's soft-token path
         tokenizer=tok,
         n_tokens=n_new,
         allowed_tokens="0123456789-",
@@ -178,9 +243,11 @@ def main(argv=None):
     parser.add_argument(
         "--dp-only", action="store_true", help="only the DP-SGD models (text_canary_dp.json)"
     )
+    parser.add_argument("--model", choices=("gpt2", "kmi"), default="gpt2")
     args = parser.parse_args(argv)
     quick = args.quick or os.environ.get("KMI_QUICK") == "1"
     cfg = dict(
+        model=args.model,
         length=64,
         dim=64,
         layers=1,
@@ -191,6 +258,8 @@ def main(argv=None):
         lr=3e-3,
         lr_dp=3e-3,
         samples=16 if quick else 64,
+        beam=8 if quick else 16,
+        untargeted_samples=200 if quick else 1000,
         restarts=2 if quick else 4,
         opt_iter=20 if quick else 150,
         repeats=(1, 20) if quick else (1, 5, 20),
@@ -213,15 +282,19 @@ def main(argv=None):
         texts = train + canary.texts * repeats
         order = np.random.default_rng(args.seed + repeats).permutation(len(texts))
         ids = np.asarray(tok([texts[i] for i in order]), dtype="int32")
-        model, info = train_lm(ids, cfg, args.seed, dp_epsilon=eps)
-        res = evaluate(model, tok, canary, test_ids, cfg, args.seed)
+        model, attacked, info = train_lm(ids, cfg, args.seed, dp_epsilon=eps)
+        res = evaluate(model, attacked, tok, canary, test_ids, cfg, args.seed)
+        prompts = sorted({t.split()[0] + " " for t in test if t.split()})[:50]
+        res["untargeted"] = untargeted(attacked, tok, prompts, texts, cfg, args.seed)
         row = {"repeats": repeats, "dp_target_epsilon": eps, **info, **res}
         runs.append(row)
         print(
             f"repeats={repeats:>2} eps={str(eps):>4}: exposure rank {res['exposure_rank']:.1f} "
             f"/ skew-normal {res['exposure_skew_normal']:.1f} of {res['max_exposure']:.1f} bits; "
             f"LMExtraction greedy top1={res['lm_extraction']['greedy']['top1']} top-k "
-            f"top10={res['lm_extraction']['top-k']['top10']}; TokenOptimization "
+            f"top10={res['lm_extraction']['top-k']['top10']} beam "
+            f"top1={res['lm_extraction']['beam']['top1']}; top-100 verbatim "
+            f"{res['untargeted']['zlib']['precision_top100']:.2f} (zlib); TokenOptimization "
             f"acc={res['token_optimization']['token_accuracy']:.2f}; "
             f"test log-ppl {res['test_log_perplexity']:.3f}; {info['train_seconds']} s",
             flush=True,
@@ -237,7 +310,9 @@ def main(argv=None):
         "runs": runs,
     }
     RESULTS.mkdir(exist_ok=True)
-    name = "text_canary_quick" if quick else "text_canary"
+    name = ("text_canary_quick" if quick else "text_canary") + (
+        "_kmi_lm" if args.model == "kmi" else ""
+    )
     path = RESULTS / f"{name}{'_dp' if args.dp_only else ''}.json"
     path.write_text(json.dumps(out, indent=2, default=float))
     print(f"wrote {path}")

@@ -456,6 +456,11 @@ class HubCausalLM(keras.Model):
     ``CausalLM`` it is given in it. Train the wrapper as kmi's own language model
     (``CausalLM.lm_targets``); the weights are the wrapped model's.
 
+    For a GPT-2-family backbone (``token_embedding``, ``position_embedding``,
+    ``transformer_layers``, ``layer_norm``) it also runs from soft one-hot tokens
+    (``embed_probabilities`` and ``call_embedded``), so white-box attacks
+    (:class:`kmi.attacks.TokenOptimization`) take it.
+
     Parameters
     ----------
     lm : keras_hub.models.CausalLM or keras_hub.models.Backbone
@@ -496,6 +501,46 @@ class HubCausalLM(keras.Model):
                 "Received: sequence_length=None"
             )
         self.sequence_length = int(length)
+
+    @property
+    def _backbone(self):
+        return getattr(self.lm, "backbone", self.lm)
+
+    def _require_gpt2_like(self, what: str) -> None:
+        names = ("token_embedding", "position_embedding", "transformer_layers", "layer_norm")
+        if not all(hasattr(self._backbone, n) for n in names):
+            raise NotImplementedError(
+                f"{what} needs a GPT-2-family backbone (token and position embeddings, "
+                "decoder layers, a final layer norm). Received: backbone="
+                f"{type(self._backbone).__name__}; use it black-box (token ids in)."
+            )
+
+    @property
+    def token_embedding_matrix(self) -> keras.Variable:
+        """The (vocabulary_size, hidden_dim) token embedding variable."""
+        self._require_gpt2_like("token_embedding_matrix")
+        return self._backbone.token_embedding.embeddings
+
+    def embed_probabilities(self, probs: Any) -> Any:
+        """Token embeddings of soft one-hot tokens: ``probs @ token_embedding_matrix``."""
+        self._require_gpt2_like("embed_probabilities")
+        if probs.shape[-1] != self.vocabulary_size:
+            raise ValueError(
+                f"probs must have a last axis of vocabulary_size={self.vocabulary_size}. "
+                f"Received: probs.shape={tuple(probs.shape)}"
+            )
+        return ops.matmul(probs, ops.cast(self.token_embedding_matrix, probs.dtype))
+
+    def call_embedded(self, x: Any, padding_mask: Any = None, training: bool | None = None) -> Any:
+        """Next-token logits from token embeddings ``x`` (the rest of the network)."""
+        self._require_gpt2_like("call_embedded")
+        bb = self._backbone
+        h = x + bb.position_embedding(x)
+        if hasattr(bb, "embeddings_dropout"):
+            h = bb.embeddings_dropout(h, training=training)
+        for layer in bb.transformer_layers:
+            h = layer(h, decoder_padding_mask=padding_mask, training=training)
+        return bb.token_embedding(bb.layer_norm(h), reverse=True)
 
     def call(self, token_ids: Any, training: bool | None = None) -> Any:
         """Next-token logits of a batch of token ids, (batch, length, vocabulary_size)."""

@@ -354,3 +354,23 @@ def test_lm_extraction_takes_a_keras_hub_causal_lm_directly():
     ).fit()
     assert isinstance(attack.target_.model, HubCausalLM) and attack.target_.access == "black-box"
     assert attack.score([CANARY]) == 1.0
+    # white-box through the wrapper's soft-token path: the same logits for one-hot tokens
+    ids = x[:3]
+    soft = keras.ops.one_hot(ids, 256)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(
+            wrapper.call_embedded(wrapper.embed_probabilities(soft), ids != 0)
+        ),
+        keras.ops.convert_to_numpy(wrapper(ids)),
+        atol=1e-4,
+    )
+    tokopt = TokenOptimization(
+        wrapper,
+        tokenizer=tok,
+        n_tokens=4,
+        allowed_tokens="0123456789",
+        n_restarts=2,
+        max_iter=40,
+        random_state=0,
+    ).fit()
+    assert tokopt.score([CANARY]) == 1.0
