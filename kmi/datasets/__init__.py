@@ -6,7 +6,7 @@ from kmi.datasets.att_faces import load_att_faces
 from kmi.datasets.digits import load_digits, load_mnist_5k
 from kmi.datasets.fashion_mnist import load_fashion_mnist
 from kmi.datasets.planetoid import load_planetoid
-from kmi.datasets.text import load_tweets, make_canaries
+from kmi.datasets.text import load_fortunes, load_tweets, make_canaries
 
 __all__ = [
     "get_data_home",
@@ -16,6 +16,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_mnist_5k",
     "load_planetoid",
+    "load_fortunes",
     "load_tweets",
     "make_canaries",
 ]

