@@ -298,6 +298,21 @@ def render_html(report) -> str:
                 parts.append(f'<p class="note">{html.escape(plot["note"])}</p>')
         parts.append("</section>")
 
+    if report.texts:
+        parts.append('<section id="texts"><h2>Recovered texts</h2>')
+        for block in report.texts:
+            rows = "".join(
+                f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>"
+                for a, b in block["pairs"]
+            )
+            parts.append(
+                f"<h3>{html.escape(block['title'])}</h3><table><thead><tr><th>Private text"
+                f"</th><th>Recovered</th></tr></thead><tbody>{rows}</tbody></table>"
+            )
+            if block.get("note"):
+                parts.append(f'<p class="note">{html.escape(block["note"])}</p>')
+        parts.append("</section>")
+
     if report.figures:
         parts.append('<section id="figures"><h2>Reconstructions</h2>')
         for fig in report.figures:

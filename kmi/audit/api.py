@@ -25,7 +25,7 @@ MODALITIES = {
     ),
     "tabular": ("kmi.audit.tabular", "audit_tabular", ("public_data", "sensitive_feature")),
     "graph": ("kmi.audit.graph", "audit_graph", ("nodes",)),
-    "text": ("kmi.audit.text", "audit_text", ("tokenizer", "prompts")),
+    "text": ("kmi.audit.text", "audit_text", ("tokenizer", "prompts", "public_data")),
 }
 
 

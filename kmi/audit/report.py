@@ -75,6 +75,8 @@ class Report:
         Per model: ``risk`` (high / medium / low), ``why`` (one sentence), the
         best counted attack, its ``advantage`` over the baseline and its 95 %
         ``interval`` (the rule: :mod:`kmi.audit.verdict`).
+    texts : list of dict
+        Recovered texts beside the originals (:meth:`add_texts`).
     """
 
     title: str
@@ -85,6 +87,7 @@ class Report:
     figures: list[dict[str, Any]] = field(default_factory=list)
     plots: list[dict[str, Any]] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    texts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -110,6 +113,27 @@ class Report:
                 f"Received: {len(images)} images and {len(captions)} captions"
             )
         self.figures.append({"title": title, "images": images, "captions": captions, "note": note})
+
+    def add_texts(self, title: str, originals, recovered, note: str = "") -> None:
+        """Add recovered texts beside the private originals (a two-column table).
+
+        Parameters
+        ----------
+        title : str
+        originals, recovered : sequence of str
+            Of the same length.
+        note : str, default=""
+            A sentence under the table.
+        """
+        originals, recovered = [str(t) for t in originals], [str(t) for t in recovered]
+        if len(originals) != len(recovered):
+            raise ValueError(
+                "add_texts needs one recovered text per original. "
+                f"Received: {len(originals)} originals and {len(recovered)} recovered"
+            )
+        self.texts.append(
+            {"title": title, "pairs": [list(p) for p in zip(originals, recovered)], "note": note}
+        )
 
     def add_plot(
         self, title: str, points, *, x_label: str, y_label: str, note: str = "", lines: bool = True
@@ -195,6 +219,12 @@ class Report:
             lines += [f"- {k}: {v}" for k, v in self.settings.items()]
             lines.append("")
         lines += ["## Results", "", self.table(), ""]
+        for block in self.texts:
+            lines += [f"## {block['title']}", "", "| Private text | Recovered |", "|---|---|"]
+            lines += [
+                f"| {a.replace('|', '/')} | {b.replace('|', '/')} |" for a, b in block["pairs"]
+            ]
+            lines += ([block["note"]] if block.get("note") else []) + [""]
         lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in self.versions.items())]
         text = "\n".join(lines) + "\n"
         if path is not None:

@@ -1,4 +1,5 @@
-"""Audit of a text model: whether secrets it was trained on can be extracted."""
+"""Audit of a text model: whether secrets it was trained on can be extracted, or, for
+a sentence encoder, how much of the texts behind its embeddings comes back."""
 
 from __future__ import annotations
 
@@ -8,12 +9,24 @@ import numpy as np
 
 from kmi.attacks import text as tx
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
-from kmi.audit.verdict import text_verdicts
+from kmi.audit.verdict import encoder_verdicts, text_verdicts
 
-#: The attacks run by ``attacks="auto"``: (name, class, parameters).
+#: The attacks run by ``attacks="auto"`` on a language model: (name, class, parameters).
 TEXT_ATTACKS = (
     ("LMExtraction", tx.LMExtraction, {"n_samples": 200, "top_n": 10}),
     ("TokenOptimization", tx.TokenOptimization, {}),
+)
+
+#: The attacks run by ``attacks="auto"`` on a sentence encoder (a target with
+#: ``task="embedding"``): the bag-of-words inverter, and the decoder with its
+#: hypotheses re-embedded and the beam-search correction.
+ENCODER_ATTACKS = (
+    ("EmbeddingInversion-bow", tx.EmbeddingInversion, {"head": "bow", "epochs": 30}),
+    (
+        "EmbeddingInversion-decoder",
+        tx.EmbeddingInversion,
+        {"head": "decoder", "epochs": 15, "n_hypotheses": 4, "correction_steps": 3},
+    ),
 )
 
 
@@ -47,6 +60,7 @@ def audit_text(
     *,
     tokenizer,
     prompts,
+    public_data=None,
     attacks="auto",
     attack_params=None,
     name="model",
@@ -55,7 +69,27 @@ def audit_text(
     checkpoint=None,
 ):
     """Try to extract ``secrets`` (each a known prompt followed by a secret part) from a
-    language model; add exact-recovery rates to ``report``."""
+    language model; add exact-recovery rates to ``report``. A sentence encoder
+    (``target.task == "embedding"``) is audited by :func:`audit_encoder` instead."""
+    if target.task == "embedding":
+        return audit_encoder(
+            report,
+            target,
+            secrets,
+            public_data=public_data,
+            attacks=attacks,
+            attack_params=attack_params,
+            name=name,
+            random_state=random_state,
+            verbose=verbose,
+            checkpoint=checkpoint,
+        )
+    if public_data is not None:
+        raise ValueError(
+            "public_data applies to a sentence encoder's audit (a target with "
+            "task='embedding'); a language model's audit takes tokenizer= and prompts=. "
+            f"Received: public_data with a target of task={target.task!r}"
+        )
     if tokenizer is None:
         raise ValueError(
             "A text audit needs the model's tokenizer: pass tokenizer=... Received: tokenizer=None"
@@ -146,4 +180,107 @@ def audit_text(
             " (guessing a random secret almost never does)."
         )
     report.verdicts += text_verdicts(rows)
+    return rows
+
+
+def audit_encoder(
+    report,
+    target,
+    private_texts,
+    *,
+    public_data,
+    attacks="auto",
+    attack_params=None,
+    name="model",
+    random_state=0,
+    verbose=1,
+    checkpoint=None,
+):
+    """Invert a sentence encoder's embeddings of ``private_texts``; add the rows.
+
+    Each attack is fitted on the public texts (queried through the encoder) and
+    inverts the embeddings of the private ones (queried once, before the attacks).
+    Rows: word precision / recall / F1, exact match, BLEU, the cosine between each
+    embedding and that of the recovered text, queries and time, next to a baseline
+    that answers the most frequent public words without a query. The best attack's
+    first recovered texts are shown beside the originals.
+    """
+    from kmi.metrics.text import cosine_similarity, text_attack_metrics, tokenize_words
+    from kmi.utils.validation import check_texts
+
+    private = check_texts(private_texts, "private_data")
+    if public_data is None:
+        raise ValueError(
+            "A sentence encoder's audit needs public texts to train the inverters on "
+            "(texts like the private ones, that the attacker may hold): pass "
+            "public_data=[...]. Received: public_data=None"
+        )
+    public = check_texts(public_data, "public_data")
+    specs = ENCODER_ATTACKS if attacks == "auto" else attacks
+    overrides = dict(attack_params or {})
+    done = read_checkpoint(checkpoint)
+    embeddings = np.asarray(target.query(private), dtype="float32")
+    counts = {}
+    for text in public:
+        for w in tokenize_words(text):
+            counts[w] = counts.get(w, 0) + 1
+    guess = " ".join(sorted(counts, key=counts.get, reverse=True)[:5])
+    base = {
+        "target": str(name),
+        "task": "invert embeddings",
+        "split": "private texts",
+        "attack": "FrequentWordsBaseline",
+        "access": "none",
+        "texts": len(private),
+        **text_attack_metrics(private, [guess] * len(private)),
+        "seconds": 0.0,
+        "queries": 0,
+    }
+    rows, recovered = [base], {}
+    for attack_name, cls, params in specs:
+        key = (str(name), "invert embeddings", attack_name, "private texts")
+        if key in done:
+            rows.append(done[key])
+            continue
+        params = {**params, **overrides.get(attack_name, {})}
+        params.setdefault("random_state", random_state)
+        q0, t0 = target.n_queries_, time.perf_counter()
+        attack = cls(target, **params).fit(public)
+        texts = attack.invert(embeddings)
+        closeness = cosine_similarity(target.query([t or "?" for t in texts]), embeddings)
+        row = {
+            **{k: base[k] for k in ("target", "task", "split")},
+            "attack": attack_name,
+            "access": cls.required_access,
+            "texts": len(private),
+            **text_attack_metrics(private, texts),
+            "cosine": float(np.mean(closeness)),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "queries": int(target.n_queries_ - q0),
+        }
+        rows.append(row)
+        recovered[attack_name] = texts
+        append_checkpoint(checkpoint, [row])
+        if verbose:
+            print(
+                f"  {attack_name:<28} word F1 {row['word_f1']:.3f}  exact "
+                f"{row['exact_match']:.3f}  {row['seconds']:6.1f} s",
+                flush=True,
+            )
+    report.settings.setdefault("private texts", len(private))
+    report.settings.setdefault("public texts", len(public))
+    report.settings[f"{name}: access"] = target.access
+    report.rows += rows
+    verdicts = encoder_verdicts(rows)
+    report.verdicts += verdicts
+    for v in verdicts:
+        report.summary.append(f"{v['target']}: {v['why']}.")
+        if v["attack"] in recovered:
+            shown = min(10, len(private))
+            report.add_texts(
+                f"{v['target']}: {v['attack']}",
+                private[:shown],
+                recovered[v["attack"]][:shown],
+                note="Words are lower-cased by the inverter; punctuation is not recovered.",
+            )
     return rows

@@ -207,11 +207,41 @@ def text_verdicts(rows) -> list[dict]:
     return verdicts
 
 
+def encoder_verdicts(rows, baseline_name: str = "FrequentWordsBaseline") -> list[dict]:
+    """One verdict per sentence encoder of embedding-inversion rows.
+
+    The best attack's word F1 on the private texts against the baseline's (the most
+    frequent public words, no query), with a Wilson interval that treats the mean F1
+    over the n texts as a rate.
+    """
+    verdicts = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        group = [r for r in rows if r["target"] == target and "word_f1" in r]
+        base = next((r for r in group if r["attack"] == baseline_name), None)
+        attacks = [r for r in group if r is not base]
+        if not attacks:
+            continue
+        best = max(attacks, key=lambda r: (r["word_f1"], r.get("exact_match", 0.0)))
+        n, b = int(best["texts"]), (base["word_f1"] if base else 0.0)
+        level, _, (lo, hi) = risk_level(best["word_f1"], b, n)
+        why = (
+            f"{best['attack']} recovers the words of {n} private texts from their "
+            f"embeddings with F1 {best['word_f1']:.2f} ({best.get('exact_match', 0.0):.0%} "
+            f"exactly), against {b:.2f} for the most frequent public words (advantage "
+            f"interval {lo:+.2f} to {hi:+.2f})"
+        )
+        verdicts.append(
+            _verdict(target, level, why, best["attack"], "word_f1", best["word_f1"], b, lo, hi)
+        )
+    return verdicts
+
+
 #: How each verdict's ``metric`` is named on the plot's axis.
 METRIC_LABELS = {
     "top_1": "best attack's top-1 (evaluation classifier)",
     "balanced_accuracy": "best attack's balanced accuracy on members",
     "exact_top_1": "secrets recovered exactly (best attack)",
+    "word_f1": "word F1 of the texts recovered from embeddings (best attack)",
 }
 
 _RANK = {"high": 2, "medium": 1, "low": 0}
