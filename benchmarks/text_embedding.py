@@ -93,15 +93,15 @@ def minilm(args, quick):
 
     cfg = dict(
         words=(4, 12),
-        n_private=40 if quick else 200,
+        n_private=40 if quick else 150,
         n_aux=2000 if quick else None,  # None: every tweet that is not private
         vocabulary_size=8000,
         sequence_length=24,
         hidden_dim=512,
-        bow_epochs=3 if quick else 30,
-        decoder_epochs=2 if quick else 15,
-        n_hypotheses=4 if quick else 8,
-        correction_steps=2 if quick else 6,
+        bow_epochs=3 if quick else 20,
+        decoder_epochs=2 if quick else 10,
+        n_hypotheses=4 if quick else 6,
+        correction_steps=2 if quick else 4,
         beam_width=2,
         n_edits=24,
         n_candidates=20,
