@@ -477,7 +477,7 @@ class HubCausalLM(keras.Model):
     >>> backbone = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=1,
     ...     num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=6)
     >>> lm = HubCausalLM(keras_hub.models.GPT2CausalLM(backbone, preprocessor=None))
-    >>> lm(np.array([[3, 4, 0, 0, 0, 0]])).shape, lm.sequence_length
+    >>> tuple(lm(np.array([[3, 4, 0, 0, 0, 0]])).shape), lm.sequence_length
     ((1, 6, 50), 6)
     """
 
