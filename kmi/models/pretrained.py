@@ -199,8 +199,58 @@ class PresetTokenizer:
         return f"PresetTokenizer({type(self.tokenizer).__name__}, {self.sequence_length})"
 
 
+class _SoftTokens:
+    """The soft-token path white-box text attacks need, over a keras-hub backbone.
+
+    A subclass names the backbone (``_embedding_backbone``), the layers its path
+    reads (``_PATH_LAYERS``) and the family they make (``_FAMILY``), and writes
+    ``call_embedded``.
+    """
+
+    _FAMILY = ""
+    _PATH_LAYERS: tuple[str, ...] = ()
+
+    @property
+    def _embedding_backbone(self) -> keras.Model:  # pragma: no cover - subclasses
+        raise NotImplementedError
+
+    def _require_path(self, what: str) -> None:
+        backbone = self._embedding_backbone
+        if not all(hasattr(backbone, n) for n in self._PATH_LAYERS):
+            raise NotImplementedError(
+                f"{what} needs a {self._FAMILY}-family backbone (with "
+                f"{', '.join(self._PATH_LAYERS)}). Received: backbone="
+                f"{type(backbone).__name__}; use it black-box (token ids in)."
+            )
+
+    @property
+    def token_embedding_matrix(self) -> keras.Variable:
+        """The (vocabulary_size, hidden_dim) token embedding variable."""
+        self._require_path("token_embedding_matrix")
+        return self._embedding_backbone.token_embedding.embeddings
+
+    def embed(self, token_ids: Any) -> Any:
+        """Token embeddings of ids, (batch, length, hidden_dim), before positions."""
+        self._require_path("embed")
+        return self._embedding_backbone.token_embedding(ops.cast(token_ids, "int32"))
+
+    def embed_probabilities(self, probs: Any) -> Any:
+        """Token embeddings of soft one-hot tokens: ``probs @ token_embedding_matrix``.
+
+        Equals :meth:`embed` for one-hot ``probs`` of shape (batch, length,
+        vocabulary_size).
+        """
+        self._require_path("embed_probabilities")
+        if probs.shape[-1] != self.vocabulary_size:
+            raise ValueError(
+                f"probs must have a last axis of vocabulary_size={self.vocabulary_size}. "
+                f"Received: probs.shape={tuple(probs.shape)}"
+            )
+        return ops.matmul(probs, ops.cast(self.token_embedding_matrix, probs.dtype))
+
+
 @keras.saving.register_keras_serializable(package="kmi")
-class PooledEncoder(keras.Model):
+class PooledEncoder(_SoftTokens, keras.Model):
     """A keras-hub backbone pooled into one vector per text: token ids to embeddings.
 
     ``model(token_ids)`` runs ``backbone`` with the padding mask ``token_ids !=
@@ -249,51 +299,21 @@ class PooledEncoder(keras.Model):
         self._segments = "segment_ids" in getattr(backbone, "input", {})
 
     # -- the backbone's embedding path, for white-box attacks -----------------------
-    def _bert_like(self) -> bool:
-        names = (
-            "token_embedding",
-            "position_embedding",
-            "embeddings_layer_norm",
-            "transformer_layers",
-        )
-        return all(hasattr(self.backbone, n) for n in names)
-
-    def _require_bert_like(self, what: str) -> None:
-        if not self._bert_like():
-            raise NotImplementedError(
-                f"{what} needs a BERT-family backbone (token, position and segment "
-                "embeddings then transformer layers). Received: backbone="
-                f"{type(self.backbone).__name__}; use it black-box (token ids in)."
-            )
+    _FAMILY = "BERT"
+    _PATH_LAYERS = (
+        "token_embedding",
+        "position_embedding",
+        "embeddings_layer_norm",
+        "transformer_layers",
+    )
 
     @property
-    def token_embedding_matrix(self) -> keras.Variable:
-        """The (vocabulary_size, hidden_dim) token embedding variable."""
-        self._require_bert_like("token_embedding_matrix")
-        return self.backbone.token_embedding.embeddings
-
-    def embed(self, token_ids: Any) -> Any:
-        """Token embeddings of ids, (batch, length, hidden_dim), before positions."""
-        self._require_bert_like("embed")
-        return self.backbone.token_embedding(ops.cast(token_ids, "int32"))
-
-    def embed_probabilities(self, probs: Any) -> Any:
-        """Token embeddings of soft one-hot tokens: ``probs @ token_embedding_matrix``.
-
-        Equals :meth:`embed` for one-hot ``probs`` of shape (batch, length,
-        vocabulary_size).
-        """
-        self._require_bert_like("embed_probabilities")
-        if probs.shape[-1] != self.vocabulary_size:
-            raise ValueError(
-                f"probs must have a last axis of vocabulary_size={self.vocabulary_size}. "
-                f"Received: probs.shape={tuple(probs.shape)}"
-            )
-        return ops.matmul(probs, ops.cast(self.token_embedding_matrix, probs.dtype))
+    def _embedding_backbone(self) -> keras.Model:
+        return self.backbone
 
     def call_embedded(self, x: Any, padding_mask: Any = None, training: bool | None = None) -> Any:
         """Sentence vectors from token embeddings ``x`` (the rest of the network)."""
-        self._require_bert_like("call_embedded")
+        self._require_path("call_embedded")
         bb = self.backbone
         if padding_mask is None:
             padding_mask = ops.ones(ops.shape(x)[:2], dtype="bool")
@@ -445,7 +465,7 @@ def is_hub_causal_lm(model: Any) -> bool:
 
 
 @keras.saving.register_keras_serializable(package="kmi")
-class HubCausalLM(keras.Model):
+class HubCausalLM(_SoftTokens, keras.Model):
     """A keras-hub causal language model as a Keras model on token ids.
 
     keras-hub's ``CausalLM`` tasks (``GPT2CausalLM``, ``GemmaCausalLM``...) take a
@@ -502,39 +522,17 @@ class HubCausalLM(keras.Model):
             )
         self.sequence_length = int(length)
 
+    _FAMILY = "GPT-2"
+    _PATH_LAYERS = ("token_embedding", "position_embedding", "transformer_layers", "layer_norm")
+
     @property
-    def _backbone(self):
+    def _embedding_backbone(self) -> keras.Model:
         return getattr(self.lm, "backbone", self.lm)
-
-    def _require_gpt2_like(self, what: str) -> None:
-        names = ("token_embedding", "position_embedding", "transformer_layers", "layer_norm")
-        if not all(hasattr(self._backbone, n) for n in names):
-            raise NotImplementedError(
-                f"{what} needs a GPT-2-family backbone (token and position embeddings, "
-                "decoder layers, a final layer norm). Received: backbone="
-                f"{type(self._backbone).__name__}; use it black-box (token ids in)."
-            )
-
-    @property
-    def token_embedding_matrix(self) -> keras.Variable:
-        """The (vocabulary_size, hidden_dim) token embedding variable."""
-        self._require_gpt2_like("token_embedding_matrix")
-        return self._backbone.token_embedding.embeddings
-
-    def embed_probabilities(self, probs: Any) -> Any:
-        """Token embeddings of soft one-hot tokens: ``probs @ token_embedding_matrix``."""
-        self._require_gpt2_like("embed_probabilities")
-        if probs.shape[-1] != self.vocabulary_size:
-            raise ValueError(
-                f"probs must have a last axis of vocabulary_size={self.vocabulary_size}. "
-                f"Received: probs.shape={tuple(probs.shape)}"
-            )
-        return ops.matmul(probs, ops.cast(self.token_embedding_matrix, probs.dtype))
 
     def call_embedded(self, x: Any, padding_mask: Any = None, training: bool | None = None) -> Any:
         """Next-token logits from token embeddings ``x`` (the rest of the network)."""
-        self._require_gpt2_like("call_embedded")
-        bb = self._backbone
+        self._require_path("call_embedded")
+        bb = self._embedding_backbone
         h = x + bb.position_embedding(x)
         if hasattr(bb, "embeddings_dropout"):
             h = bb.embeddings_dropout(h, training=training)
