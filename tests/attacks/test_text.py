@@ -300,8 +300,13 @@ def test_embedding_inversion_errors(encoder_data):
     attack = EmbeddingInversion(target, head="bow", epochs=1, hidden_dim=8).fit(aux[:20])
     with pytest.raises(ValueError, match=r"Received: embeddings.shape=\(2, 5\)"):
         attack.invert(np.zeros((2, 5)))
+    width = attack.embedding_dim_
+    with pytest.raises(ValueError, match="NaN or inf"):
+        attack.invert(np.full((2, width), np.nan))
     with pytest.raises(ValueError, match="empty or blank"):
         EmbeddingInversion(target).fit(["red cat", ""])
+    with pytest.raises(TypeError, match="str"):
+        EmbeddingInversion(target).fit(["red cat", 3])
     with pytest.raises(ValueError, match="Received: head='rnn'"):
         EmbeddingInversion(target, head="rnn").fit(aux[:5])
     with pytest.raises(ValueError, match="Received: len"):
