@@ -25,7 +25,11 @@ MODALITIES = {
     ),
     "tabular": ("kmi.audit.tabular", "audit_tabular", ("public_data", "sensitive_feature")),
     "graph": ("kmi.audit.graph", "audit_graph", ("nodes",)),
-    "text": ("kmi.audit.text", "audit_text", ("tokenizer", "prompts", "public_data")),
+    "text": (
+        "kmi.audit.text",
+        "audit_text",
+        ("tokenizer", "prompts", "public_data", "references"),
+    ),
 }
 
 
@@ -118,6 +122,7 @@ def audit(
     nodes=None,
     tokenizer=None,
     prompts=None,
+    references=None,
     name: str = "model",
     report: Report | None = None,
     random_state: int = 0,
@@ -170,6 +175,12 @@ def audit(
         nodes, else draws 10 % of them (at least 100, at most 300).
     tokenizer, prompts
         Text: the model's tokenizer and the known prefixes of the secrets.
+    references : list of str, default=None
+        Text (language model): other fills of the secrets' templates, drawn from the
+        same randomness space (``make_canaries(...).references``); each secret's
+        exposure (Carlini et al. 2019) is measured against those sharing its prompt
+        and reported as a row, in bits (scaled to ``2 ** (log2 of the number of
+        references + 1)``: the references are taken as the whole space).
     name : str, default="model"
         Names the model in the report's rows (for one model).
     report : Report, default=None
@@ -243,6 +254,7 @@ def audit(
         "nodes": nodes,
         "tokenizer": tokenizer,
         "prompts": prompts,
+        "references": references,
     }
     module, function, options = MODALITIES[modality]
     for option, value in given.items():

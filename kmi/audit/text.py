@@ -61,6 +61,7 @@ def audit_text(
     tokenizer,
     prompts,
     public_data=None,
+    references=None,
     attacks="auto",
     attack_params=None,
     name="model",
@@ -83,6 +84,11 @@ def audit_text(
             random_state=random_state,
             verbose=verbose,
             checkpoint=checkpoint,
+        )
+    if target.task == "embedding" and references is not None:
+        raise ValueError(
+            "references apply to a language model's audit (exposure of its secrets), not "
+            "to a sentence encoder's. Received: references with a target of task='embedding'"
         )
     if public_data is not None:
         raise ValueError(
@@ -166,6 +172,8 @@ def audit_text(
                 f"{seconds:6.1f} s",
                 flush=True,
             )
+    if references is not None:
+        rows.append(_exposure_row(target, tokenizer, pairs, references, name))
     report.settings.setdefault("secrets", len(secrets))
     report.settings[f"{name}: access"] = target.access
     if skipped:
@@ -174,6 +182,13 @@ def audit_text(
         )
     report.rows += rows
     for row in rows:
+        if "exposure" in row:
+            report.summary.append(
+                f"{row['target']}: the secrets' exposure is {row['exposure']:.1f} bits on "
+                f"average (at most {row['max_exposure']:.1f} with these references): "
+                "the higher, the likelier the model finds them than other fills."
+            )
+            continue
         report.summary.append(
             f"{row['target']}: {row['attack']} ({row['access']} access) recovers "
             f"{row['exact_top_1']:.0%} of {row['secrets']} secrets exactly as its first guess"
@@ -181,6 +196,46 @@ def audit_text(
         )
     report.verdicts += text_verdicts(rows)
     return rows
+
+
+def _exposure_row(target, tokenizer, pairs, references, name):
+    """Each secret's exposure against the references sharing its prompt."""
+    from kmi.attacks.text import _common as _text
+    from kmi.metrics.text import exposure
+    from kmi.utils.validation import check_texts
+
+    references = check_texts(references, "references")
+    length = _text.model_length(target, "The exposure measure")
+    t0, q0 = time.perf_counter(), target.n_queries_
+    bits, n_refs = [], []
+    for prompt, secret in pairs:
+        same = [r for r in references if r.startswith(prompt) and r != prompt + secret]
+        if not same:
+            raise ValueError(
+                "Each secret needs references that start with its prompt (other fills of "
+                f"its template). Received: none for the prompt {prompt!r}"
+            )
+        texts = [prompt + secret, *same]
+        ids = np.zeros((len(texts), length), dtype="int32")
+        for i, row in enumerate(_text.encode(tokenizer, texts, "references")):
+            ids[i, : min(len(row), length)] = row[:length]
+        start = len(_text.encode(tokenizer, [prompt], "prompts")[0])
+        probs = _text.lm_probabilities(target, ids)
+        scores = _text.sequence_scores(probs, ids, np.full(len(ids), start))
+        bits.append(float(exposure(scores[0], scores[1:])))
+        n_refs.append(len(same))
+    return {
+        "target": str(name),
+        "task": "extract secrets",
+        "split": "secrets",
+        "attack": "Exposure",
+        "access": "black-box",
+        "secrets": len(pairs),
+        "exposure": float(np.mean(bits)),
+        "max_exposure": float(np.log2(min(n_refs) + 1)),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "queries": int(target.n_queries_ - q0),
+    }
 
 
 def audit_encoder(

@@ -231,6 +231,10 @@ def canary_lm():
     return model, tok
 
 
+_DRAWS = np.random.default_rng(0).choice(10_000, size=40, replace=False)
+REFERENCES = [PREFIX + f"{d:04d}" for d in _DRAWS if PREFIX + f"{d:04d}" != CANARY][:31]
+
+
 def test_text_audit_extracts_the_canary(canary_lm):
     model, tok = canary_lm
     report = audit(
@@ -239,6 +243,7 @@ def test_text_audit_extracts_the_canary(canary_lm):
         private_data=[CANARY],
         prompts=[PREFIX],
         tokenizer=tok,
+        references=REFERENCES,
         verbose=0,
         attack_params={
             "LMExtraction": {
@@ -253,8 +258,23 @@ def test_text_audit_extracts_the_canary(canary_lm):
     by = {r["attack"]: r for r in report.rows}
     assert by["LMExtraction"]["exact_top_1"] == 1.0
     assert by["TokenOptimization"]["exact_top_1"] == 1.0
+    # the exposure against 31 other fills of the template: the canary ranks first
+    assert by["Exposure"]["exposure"] == pytest.approx(5.0)  # log2(32): rank 1 of 32
+    assert by["Exposure"]["max_exposure"] == pytest.approx(5.0)
+    assert any("exposure is 5.0 bits" in line for line in report.summary)
     (verdict,) = report.verdicts  # one secret recovered: above 0, not surely by 25 %
     assert verdict["risk"] == "medium" and "recovers 1 of 1 secrets" in verdict["why"]
+    with pytest.raises(ValueError, match="references that start with its prompt"):
+        audit(
+            model,
+            modality="text",
+            private_data=[CANARY],
+            prompts=[PREFIX],
+            tokenizer=tok,
+            references=["unrelated text"],
+            attacks=[],
+            verbose=0,
+        )
     with pytest.raises(ValueError, match="start with one of the prompts"):
         audit(
             model,
