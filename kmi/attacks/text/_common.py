@@ -68,6 +68,38 @@ def encode(tokenizer, texts, name="texts") -> list[np.ndarray]:
     return out
 
 
+def token_ids_of(tokenizer, items, vocabulary_size=None) -> np.ndarray:
+    """Sorted ids of allowed tokens: a string of one-token characters, or a list of
+    token strings or ids, each exactly one token and not the unknown one."""
+    import numbers
+
+    if isinstance(items, str):
+        items = list(items)
+    ids = []
+    unk = unknown_id(tokenizer)
+    upper = int(vocabulary_size) if vocabulary_size is not None else None
+    for item in items:
+        if isinstance(item, numbers.Integral):
+            i = int(item)
+        else:
+            row = encode(tokenizer, [str(item)], "allowed_tokens") if str(item).strip() else []
+            if not row or len(row[0]) != 1:
+                raise ValueError(
+                    "Each allowed token must be exactly one token of the tokenizer. "
+                    f"Received: allowed token {item!r}"
+                )
+            i = int(row[0][0])
+        if i < 1 or (upper is not None and i >= upper) or i == unk:
+            raise ValueError(
+                f"Allowed token ids must lie in [1, {upper if upper else 'vocabulary_size'}) "
+                f"and not be the unknown token. Received: allowed token {item!r}"
+            )
+        ids.append(i)
+    if not ids:
+        raise ValueError("allowed_tokens is empty. Received: allowed_tokens=[]")
+    return np.unique(ids)
+
+
 def decode(tokenizer, ids) -> str:
     """Text of a row of token ids (padding dropped)."""
     ids = np.asarray(ids, dtype="int32")

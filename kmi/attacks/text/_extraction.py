@@ -59,6 +59,11 @@ class LMExtraction(BaseAttack):
     decay_tokens : int, default=20
     beam_width : int, default=5
         Continuations kept per prompt by ``sampling="beam"``.
+    allowed_tokens : str or list, default=None
+        Tokens the generated part may hold, when the format of what is sought is
+        known (Carlini et al. 2019 extract a canary of a known format): a string of
+        one-token characters (``"0123456789-"``) or a list of token strings or ids.
+        ``None`` allows every token but padding.
     max_new_tokens : int, default=None
         Tokens generated after the prompt; ``None`` fills the model's length.
     ranking : {"perplexity", "zlib", "lowercase", "reference", "window"}, default="zlib"
@@ -91,6 +96,8 @@ class LMExtraction(BaseAttack):
     target_ : Target
     prompt_ids_ : list of ndarray
     sequence_length_ : int
+    allowed_ids_ : ndarray or None
+        The token ids generation may produce (``allowed_tokens``), or None.
     candidates_ : dict
         After :meth:`invert`: ``text``, ``score`` (the ranking value),
         ``log_perplexity``, ``zlib`` and, when computed, ``lowercase``, ``reference``
@@ -137,6 +144,7 @@ class LMExtraction(BaseAttack):
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "decay_tokens": [Interval(Integral, 1, None, closed="left")],
         "beam_width": [Interval(Integral, 1, None, closed="left")],
+        "allowed_tokens": [str, "array-like", None],
         "max_new_tokens": [Interval(Integral, 1, None, closed="left"), None],
         "ranking": [StrOptions({"perplexity", "zlib", "lowercase", "reference", "window"})],
         "reference": "no_validation",
@@ -160,6 +168,7 @@ class LMExtraction(BaseAttack):
         temperature=10.0,
         decay_tokens=20,
         beam_width=5,
+        allowed_tokens=None,
         max_new_tokens=None,
         ranking="zlib",
         reference=None,
@@ -179,6 +188,7 @@ class LMExtraction(BaseAttack):
         self.temperature = temperature
         self.decay_tokens = decay_tokens
         self.beam_width = beam_width
+        self.allowed_tokens = allowed_tokens
         self.max_new_tokens = max_new_tokens
         self.ranking = ranking
         self.reference = reference
@@ -226,6 +236,10 @@ class LMExtraction(BaseAttack):
                 f"Every prompt must be shorter than the model's {self.sequence_length_} "
                 f"tokens. Received: a prompt of {longest} tokens"
             )
+        self.allowed_ids_ = None
+        if self.allowed_tokens is not None:
+            size = getattr(target.model, "vocabulary_size", None)
+            self.allowed_ids_ = _text.token_ids_of(tok, self.allowed_tokens, size)
         if self.reference is not None:
             from kmi.models.pretrained import HubCausalLM, is_hub_causal_lm
             from kmi.targets import as_target
@@ -249,6 +263,14 @@ class LMExtraction(BaseAttack):
         new = L - start.min() if self.max_new_tokens is None else int(self.max_new_tokens)
         return ids, start, np.minimum(start + new, L)
 
+    def _disallowed(self, vocabulary_size):
+        """Mask of the tokens generation may not produce (none but padding by default)."""
+        mask = np.zeros(vocabulary_size, dtype=bool)
+        if getattr(self, "allowed_ids_", None) is not None:
+            mask[:] = True
+            mask[self.allowed_ids_[self.allowed_ids_ < vocabulary_size]] = False
+        return mask
+
     def _beam(self, n, first):
         """``n`` continuations: the ``beam_width`` likeliest of each prompt in turn."""
         B = int(self.beam_width)
@@ -264,6 +286,7 @@ class LMExtraction(BaseAttack):
             probs = _text.lm_probabilities(self.target_, ids)
             logp = np.log(np.clip(probs[np.arange(len(ids)), np.maximum(pos - 1, 0)], 1e-30, 1))
             logp[:, 0] = -np.inf  # never padding
+            logp[:, self._disallowed(logp.shape[1])] = -np.inf
             V = logp.shape[1]
             for g in np.nonzero(active[::B])[0]:
                 rows = slice(g * B, (g + 1) * B)
@@ -288,6 +311,7 @@ class LMExtraction(BaseAttack):
             probs = _text.lm_probabilities(self.target_, ids[rows])
             p = probs[np.arange(len(rows)), pos[rows] - 1].astype("float64")
             p[:, 0] = 0.0  # never generate padding
+            p[:, self._disallowed(p.shape[1])] = 0.0
             if self.sampling == "greedy":
                 tok = np.argmax(p, axis=1)
             else:

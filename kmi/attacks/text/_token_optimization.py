@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Self
@@ -165,31 +164,7 @@ class TokenOptimization(BaseAttack):
                 vocab = sorted(vocab, key=vocab.get)
             first = len(SPECIAL_TOKENS) if vocab and tuple(vocab[:4]) == SPECIAL_TOKENS else 1
             return np.arange(first, V)
-        items = self.allowed_tokens
-        if isinstance(items, str):
-            items = list(items)
-        ids = []
-        unk = _text.unknown_id(tok)
-        for item in items:
-            if isinstance(item, numbers.Integral):
-                i = int(item)
-            else:
-                row = _text.encode(tok, [str(item)], "allowed_tokens") if str(item).strip() else []
-                if not row or len(row[0]) != 1:
-                    raise ValueError(
-                        "Each allowed token must be exactly one token of the tokenizer. "
-                        f"Received: allowed token {item!r}"
-                    )
-                i = int(row[0][0])
-            if not 0 < i < V or i == unk:
-                raise ValueError(
-                    f"Allowed token ids must lie in [1, {V}) and not be the unknown token. "
-                    f"Received: allowed token {item!r}"
-                )
-            ids.append(i)
-        if not ids:
-            raise ValueError("allowed_tokens is empty. Received: allowed_tokens=[]")
-        return np.unique(ids)
+        return _text.token_ids_of(tok, self.allowed_tokens, V)
 
     def fit(self, X: ArrayLike | None = None, y: None = None) -> Self:
         """Validate the target (white-box, with an embedding path), tokenizer and parameters.
