@@ -11,7 +11,8 @@ itself. For each model it reports:
 - the canary's exposure (rank-based against 1,000 references from the same
   randomness space, scaled to |R| = 888,931,098, and the skew-normal extrapolation);
 - whether :class:`kmi.attacks.LMExtraction` (greedy, top-k and beam search from the
-  prefix, ranked by perplexity) puts the canary first, or among its top 10;
+  prefix, and beam search within the canary's known format of digits and dashes,
+  ranked by perplexity) puts the canary first, or among its top 10;
 - Carlini et al. (2021)'s untargeted extraction: top-k samples from the first word of
   held-out tweets, near-duplicates dropped, ranked by zlib ratio, lowercase ratio
   and perplexity; the precision of the top 100 (a sample counts when its generated
@@ -192,7 +193,8 @@ def evaluate(model, attacked, tok, canary, test_ids, cfg, seed):
     out["test_log_perplexity"] = float(np.nanmean(log_perplexities(model, test_ids, test_mask)))
     n_new = stop - prefix_len
     found = {}
-    for sampling in ("greedy", "top-k", "beam"):
+    for name in ("greedy", "top-k", "beam", "beam within the format"):
+        sampling = name.split()[0]
         attack = LMExtraction(
             attacked,
             tokenizer=tok,
@@ -200,6 +202,8 @@ def evaluate(model, attacked, tok, canary, test_ids, cfg, seed):
             sampling=sampling,
             top_k=10,
             beam_width=cfg["beam"],
+            # the canary's format is known: digits and dashes (Carlini et al. 2019)
+            allowed_tokens="0123456789-" if "format" in name else None,
             max_new_tokens=n_new,
             ranking="perplexity",
             dedup="exact",
@@ -209,7 +213,7 @@ def evaluate(model, attacked, tok, canary, test_ids, cfg, seed):
         n = {"greedy": 1, "top-k": cfg["samples"], "beam": cfg["beam"]}[sampling]
         cands = attack.invert(n)
         hits = [canary.texts[0] in c for c in cands]
-        found[sampling] = {
+        found[name] = {
             "top1": bool(hits[0]),
             "top10": bool(any(hits[:10])),
             "n_candidates": len(cands),
@@ -293,7 +297,8 @@ def main(argv=None):
             f"/ skew-normal {res['exposure_skew_normal']:.1f} of {res['max_exposure']:.1f} bits; "
             f"LMExtraction greedy top1={res['lm_extraction']['greedy']['top1']} top-k "
             f"top10={res['lm_extraction']['top-k']['top10']} beam "
-            f"top1={res['lm_extraction']['beam']['top1']}; top-100 verbatim "
+            f"top1={res['lm_extraction']['beam']['top1']} beam in format "
+            f"top1={res['lm_extraction']['beam within the format']['top1']}; top-100 verbatim "
             f"{res['untargeted']['zlib']['precision_top100']:.2f} (zlib); TokenOptimization "
             f"acc={res['token_optimization']['token_accuracy']:.2f}; "
             f"test log-ppl {res['test_log_perplexity']:.3f}; {info['train_seconds']} s",
