@@ -130,13 +130,21 @@ BENCHMARKS = {
     "text_canary": (
         ["text_canary.py"],
         ["text_canary.json", "text_canary_dp.json"],
-        "canary exposure and extraction from a small LM, with and without DP-SGD",
-        "30 min",
+        "canary exposure and extraction from a GPT-2-shaped keras-hub LM, with and "
+        "without DP-SGD (text_canary_dp.json: the earlier run of kmi's own CausalLM "
+        "under DP-SGD, python benchmarks/text_canary.py --model kmi --dp-only)",
+        "15 min",
+    ),
+    "text_embedding_minilm": (
+        ["text_embedding.py"],
+        ["text_embedding_minilm.json"],
+        "sentence-embedding inversion against all-MiniLM-L6-v2, tweets and fortunes",
+        "60 min",
     ),
     "text_embedding": (
-        ["text_embedding.py"],
+        ["text_embedding.py", "--encoder", "own"],
         ["text_embedding.json"],
-        "sentence-embedding inversion",
+        "sentence-embedding inversion against an encoder trained here",
         "10 min",
     ),
     "dp_sgd_utility": (
