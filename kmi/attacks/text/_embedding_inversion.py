@@ -101,9 +101,10 @@ class EmbeddingInversion(BaseAttack):
         Training losses.
     n_queries_fit_ : int
         Target queries spent in ``fit``.
-    cosine_ : ndarray
-        After a corrected :meth:`invert`: the cosine between each given embedding
-        and that of the text returned (the target's own measure of success).
+    cosine_ : ndarray or None
+        After :meth:`invert`: the cosine between each given embedding and that of
+        the text returned (the target's own measure of success), when the texts
+        were re-embedded (several hypotheses, or correction steps); else None.
 
     Raises
     ------
@@ -396,6 +397,7 @@ class EmbeddingInversion(BaseAttack):
         """
         check_is_fitted(self, "inverter_")
         emb = self._check_embeddings(embeddings)
+        self.cosine_ = None
         if self.head == "bow":
             logits = ops.convert_to_numpy(self.inverter_(emb, training=False)).astype("float64")
             logits[:, : len(SPECIAL_TOKENS)] = -np.inf
@@ -430,12 +432,14 @@ class EmbeddingInversion(BaseAttack):
         """Up to ``limit`` edits of a hypothesis, likeliest first by the word head.
 
         An edit's prior is the probability the bag-of-words head gives the word it
-        brings in, less that of the word it takes out; a swap is worth 0.25.
+        brings in (insert), less that of the word it takes out (replace); deleting a
+        word is worth 0.5 less its probability, a swap of neighbours 0.25. Words
+        outside the head's ``n_candidates`` likeliest count as probability 0.
         """
         edits = []
         present = set(words)
         for j, w in enumerate(words):
-            edits.append((prob.get(w, 0.0) * -1.0 + 0.5, words[:j] + words[j + 1 :]))
+            edits.append((0.5 - prob.get(w, 0.0), words[:j] + words[j + 1 :]))
             if j + 1 < len(words):
                 swapped = [*words[:j], words[j + 1], w, *words[j + 2 :]]
                 edits.append((0.25, swapped))
