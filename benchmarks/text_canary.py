@@ -248,6 +248,11 @@ def main(argv=None):
         "--dp-only", action="store_true", help="only the DP-SGD models (text_canary_dp.json)"
     )
     parser.add_argument("--model", choices=("gpt2", "kmi"), default="gpt2")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 10)")
+    parser.add_argument(
+        "--repeats", type=int, nargs="+", default=None, help="canary insertions (default 1 5 20)"
+    )
+    parser.add_argument("--tag", default="", help="appended to the result file's name")
     args = parser.parse_args(argv)
     quick = args.quick or os.environ.get("KMI_QUICK") == "1"
     cfg = dict(
@@ -257,7 +262,7 @@ def main(argv=None):
         layers=1,
         n_train=300 if quick else 1000,
         n_test=100 if quick else 500,
-        epochs=2 if quick else 10,
+        epochs=args.epochs or (2 if quick else 10),
         batch=64,
         lr=3e-3,
         lr_dp=3e-3,
@@ -266,7 +271,7 @@ def main(argv=None):
         untargeted_samples=200 if quick else 1000,
         restarts=2 if quick else 4,
         opt_iter=20 if quick else 150,
-        repeats=(1, 20) if quick else (1, 5, 20),
+        repeats=tuple(args.repeats or ((1, 20) if quick else (1, 5, 20))),
         dp_epsilons=() if (quick or args.no_dp) else (8.0, 3.0),
         references=200 if quick else 1000,
     )
@@ -318,7 +323,7 @@ def main(argv=None):
     name = ("text_canary_quick" if quick else "text_canary") + (
         "_kmi_lm" if args.model == "kmi" else ""
     )
-    path = RESULTS / f"{name}{'_dp' if args.dp_only else ''}.json"
+    path = RESULTS / f"{name}{'_dp' if args.dp_only else ''}{args.tag}.json"
     path.write_text(json.dumps(out, indent=2, default=float))
     print(f"wrote {path}")
     return out
