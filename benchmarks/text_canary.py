@@ -16,7 +16,7 @@ itself. For each model it reports:
 - Carlini et al. (2021)'s untargeted extraction: top-k samples from the first word of
   held-out tweets, near-duplicates dropped, ranked by zlib ratio, lowercase ratio
   and perplexity; the precision of the top 100 (a sample counts when its generated
-  part, at least 16 characters, is verbatim in the training text);
+  part holds 24 characters of training text verbatim);
 - the secret-token accuracy and exact recovery of :class:`kmi.attacks.TokenOptimization`
   (white-box, digits and dashes allowed);
 - the log-perplexity of held-out tweets (utility).
@@ -138,11 +138,13 @@ def untargeted(attacked, tok, prompts, train_texts, cfg, seed):
     """Carlini et al. (2021): sample, drop near-duplicates, rank; precision of the top 100."""
     corpus = "\n".join(train_texts)
 
-    def verbatim(text):
+    def verbatim(text, run=24):
+        """Whether the generated part holds ``run`` characters of training text verbatim
+        (the model never learned where a text ends, so it goes on after one)."""
         for p in prompts:
             if text.startswith(p):
-                new = text[len(p) :].strip()
-                return len(new) >= 16 and new in corpus
+                new = text[len(p) :]
+                return any(new[i : i + run] in corpus for i in range(len(new) - run + 1))
         return False
 
     out = {}
