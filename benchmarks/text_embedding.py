@@ -93,13 +93,13 @@ def minilm(args, quick):
 
     cfg = dict(
         words=(4, 12),
-        n_private=40 if quick else 150,
-        n_aux=2000 if quick else None,  # None: every tweet that is not private
+        n_private=args.n_private or (40 if quick else 150),
+        n_aux=args.n_aux or (2000 if quick else None),  # None: every tweet not private
         vocabulary_size=8000,
         sequence_length=24,
         hidden_dim=512,
-        bow_epochs=3 if quick else 20,
-        decoder_epochs=2 if quick else 10,
+        bow_epochs=args.epochs[0] if args.epochs else (3 if quick else 20),
+        decoder_epochs=args.epochs[1] if args.epochs else (2 if quick else 10),
         n_hypotheses=4 if quick else 6,
         correction_steps=2 if quick else 4,
         beam_width=2,
@@ -196,7 +196,7 @@ def minilm(args, quick):
         "results": rows,
     }
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"text_embedding_minilm{'_quick' if quick else ''}.json"
+    path = RESULTS / f"text_embedding_minilm{'_quick' if quick else ''}{args.tag}.json"
     path.write_text(json.dumps(out, indent=2, default=float))
     print(f"wrote {path}")
     return out
@@ -207,6 +207,10 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encoder", choices=("minilm", "own"), default="minilm")
+    parser.add_argument("--n-aux", type=int, default=None, help="MiniLM: auxiliary tweets")
+    parser.add_argument("--n-private", type=int, default=None, help="MiniLM: per domain")
+    parser.add_argument("--epochs", type=int, nargs=2, default=None, help="MiniLM: bow decoder")
+    parser.add_argument("--tag", default="", help="MiniLM: appended to the file's name")
     args = parser.parse_args(argv)
     quick = args.quick or os.environ.get("KMI_QUICK") == "1"
     if args.encoder == "minilm":
