@@ -72,6 +72,11 @@ def audit_text(
     """Try to extract ``secrets`` (each a known prompt followed by a secret part) from a
     language model; add exact-recovery rates to ``report``. A sentence encoder
     (``target.task == "embedding"``) is audited by :func:`audit_encoder` instead."""
+    if target.task == "embedding" and references is not None:
+        raise ValueError(
+            "references apply to a language model's audit (exposure of its secrets), not "
+            "to a sentence encoder's. Received: references with a target of task='embedding'"
+        )
     if target.task == "embedding":
         return audit_encoder(
             report,
@@ -84,11 +89,6 @@ def audit_text(
             random_state=random_state,
             verbose=verbose,
             checkpoint=checkpoint,
-        )
-    if target.task == "embedding" and references is not None:
-        raise ValueError(
-            "references apply to a language model's audit (exposure of its secrets), not "
-            "to a sentence encoder's. Received: references with a target of task='embedding'"
         )
     if public_data is not None:
         raise ValueError(

@@ -64,3 +64,12 @@ def test_encoder_audit_needs_public_texts(encoder_and_texts):
         audit(target, modality="text", private_data=private, verbose=0)
     with pytest.raises(ValueError, match="empty or blank"):
         audit(target, modality="text", private_data=["a", ""], public_data=public, verbose=0)
+    with pytest.raises(ValueError, match="references apply to a language model"):
+        audit(
+            target,
+            modality="text",
+            private_data=private,
+            public_data=public,
+            references=["x"],
+            verbose=0,
+        )
