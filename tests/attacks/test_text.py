@@ -125,6 +125,11 @@ def test_beam_search_finds_what_greedy_decoding_misses():
     assert out[0] == "ayz" and out[1].startswith("ax") and len(out) == 2
     # one query per generated token for the beams, one to score them
     assert target.n_queries_ == 2 * 2 + 2
+    # prompts of different lengths share a batch; each beam stops at the model's length
+    mixed = LMExtraction(
+        model, sampling="beam", beam_width=2, **{**common, "prompts": ["a", "xya"]}
+    ).set_params(max_new_tokens=3)
+    assert any(t.startswith("ayz") for t in mixed.fit().invert(4))
     # a known format (Carlini et al. 2019): greedy decoding within the allowed tokens
     formatted = LMExtraction(model, sampling="greedy", allowed_tokens="yz", **common).fit()
     assert formatted.invert(1) == ["ayz"] and formatted.allowed_ids_.tolist() == [121, 122]

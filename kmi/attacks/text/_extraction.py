@@ -284,7 +284,8 @@ class LMExtraction(BaseAttack):
             if not active.any():
                 break
             probs = _text.lm_probabilities(self.target_, ids)
-            logp = np.log(np.clip(probs[np.arange(len(ids)), np.maximum(pos - 1, 0)], 1e-30, 1))
+            at = np.clip(pos - 1, 0, ids.shape[1] - 1)  # finished beams are not read
+            logp = np.log(np.clip(probs[np.arange(len(ids)), at], 1e-30, 1))
             logp[:, 0] = -np.inf  # never padding
             logp[:, self._disallowed(logp.shape[1])] = -np.inf
             V = logp.shape[1]
