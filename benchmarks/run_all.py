@@ -129,10 +129,11 @@ BENCHMARKS = {
     ),
     "text_canary": (
         ["text_canary.py"],
-        ["text_canary.json", "text_canary_dp.json"],
+        ["text_canary.json", "text_canary_40_epochs.json", "text_canary_dp.json"],
         "canary exposure and extraction from a GPT-2-shaped keras-hub LM, with and "
-        "without DP-SGD (text_canary_dp.json: the earlier run of kmi's own CausalLM "
-        "under DP-SGD, python benchmarks/text_canary.py --model kmi --dp-only)",
+        "without DP-SGD (text_canary_40_epochs.json: python benchmarks/text_canary.py "
+        "--repeats 5 20 --epochs 40 --tag _40_epochs; text_canary_dp.json: the earlier "
+        "run of kmi's own CausalLM under DP-SGD, --model kmi --dp-only)",
         "15 min",
     ),
     "text_embedding_minilm": (
