@@ -222,32 +222,29 @@ class DeepInversion(PixelRangeMixin, ClassInversionMixin, BaseAttack):
         idx = self._label_indices(y)
         target = self.target_
         n = len(idx)
-        onehot = ops.convert_to_tensor(np.eye(target.n_classes_, dtype="float32")[idx])
+        onehot = np.eye(target.n_classes_, dtype="float32")[idx]
         model, bns = target.model, self._bns
-        running = [
-            (ops.convert_to_tensor(bn.moving_mean), ops.convert_to_tensor(bn.moving_variance))
-            for bn in bns
-        ]
         r_feature, tv, l2 = float(self.r_feature), float(self.tv_weight), float(self.l2_weight)
-        from_logits = target.from_logits
+        from_logits, flip = target.from_logits, bool(self.flip)
 
         def loss_fn(x, aux):
             xj = ops.roll(x, aux["shift"][0], axis=1)
             xj = ops.roll(xj, aux["shift"][1], axis=2)
-            if self.flip:
+            if flip:
                 xj = ops.where(aux["flip"] > 0.5, ops.flip(xj, axis=2), xj)
             with _RecordInputs(bns) as record:  # the BatchNorm layers' inputs
                 out = model(xj, training=False)
             feats = record.inputs
             out = out[0] if isinstance(out, (list, tuple)) else out
             logp = ops.log_softmax(out, -1) if from_logits else ops.log(ops.clip(out, 1e-12, 1))
-            rows = -ops.sum(logp * onehot, axis=-1)
+            rows = -ops.sum(logp * aux["onehot"], axis=-1)
             bn_loss = 0.0
-            for f, (mu_r, var_r) in zip(feats, running):
+            for f, bn in zip(feats, bns):  # running statistics: the model's current ones
                 axes = tuple(range(len(f.shape) - 1))
                 mu = ops.mean(f, axis=axes)
                 var = ops.var(f, axis=axes)
-                bn_loss = bn_loss + ops.norm(mu - mu_r) + ops.norm(var - var_r)
+                bn_loss = bn_loss + ops.norm(mu - bn.moving_mean.value)
+                bn_loss = bn_loss + ops.norm(var - bn.moving_variance.value)
             rows = rows + r_feature * bn_loss / n
             if tv:
                 rows = rows + tv * total_variation(x)
@@ -273,6 +270,9 @@ class DeepInversion(PixelRangeMixin, ClassInversionMixin, BaseAttack):
             keep_best=False,
             aux_fn=aux_fn,
             rng=rng,
+            data={"onehot": onehot},
+            models=[model],
+            program=("DeepInversion", from_logits, flip, r_feature, tv, l2, n),
             verbose=self.verbose,
             queries=target,
             desc=f"DeepInversion: {n} images",

@@ -282,7 +282,7 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         self._feats_model = feats_model
         return means.astype("float32")
 
-    def _identity_rows(self, images, onehot, idx_rows):
+    def _identity_rows(self, images, onehot, idx_rows, p_reg=None):
         """Per-row identity loss averaged over the target and its surrogates."""
         target = self.target_
         losses = []
@@ -294,11 +294,11 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
                 out = model(images, training=False)
                 logits = out if (model is not target.model or target.from_logits) else logp
                 rows = -ops.sum(logits * onehot, axis=-1)
-                if model is target.model and self._p_reg is not None and self.logit_reg:
+                if model is target.model and p_reg is not None and self.logit_reg:
                     feats = ops.reshape(
                         self._feats_model(images, training=False), (ops.shape(images)[0], -1)
                     )
-                    p = ops.take(ops.convert_to_tensor(self._p_reg), idx_rows, axis=0)
+                    p = ops.take(p_reg, idx_rows, axis=0)
                     rows = rows + float(self.logit_reg) * ops.mean((feats - p) ** 2, axis=-1)
                 losses.append(rows)
         return sum(losses) / len(losses)
@@ -314,8 +314,13 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         idx = self._label_indices(y)
         r = int(self.n_restarts)
         rows_idx = np.repeat(idx, r)
-        onehot = ops.convert_to_tensor(np.eye(self.target_.n_classes_, dtype="float32")[rows_idx])
-        idx_t = ops.convert_to_tensor(rows_idx.astype("int32"))
+        data = {
+            "onehot": np.eye(self.target_.n_classes_, dtype="float32")[rows_idx],
+            "rows": rows_idx.astype("int32"),
+        }
+        use_p_reg = self._p_reg is not None and bool(self.logit_reg)
+        if use_p_reg:
+            data["p_reg"] = self._p_reg
         generator, critic = self.generator_, self.critic_
         lam = float(self.identity_weight)
         noise = float(self.latent_noise)
@@ -325,11 +330,15 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
                 z = z + noise * aux["eps"]
             images = generator(z, training=False)
             prior = -critic_score(critic(images, training=False))
-            return prior + lam * self._identity_rows(images, onehot, idx_t)
+            ident = self._identity_rows(images, aux["onehot"], aux["rows"], aux.get("p_reg"))
+            return prior + lam * ident
 
         def aux_fn(step, rng):
             return {"eps": rng.standard_normal((len(rows_idx), self.latent_dim_))}
 
+        models = [generator, critic, self.target_.model, *self.surrogates_]
+        if use_p_reg:
+            models.append(self._feats_model)
         rs = check_random_state(self.random_state)
         clip = float(self.latent_clip)
         z0 = np.clip(rs.standard_normal((len(rows_idx), self.latent_dim_)), -clip, clip)
@@ -344,6 +353,16 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
             keep_best=False,
             aux_fn=aux_fn if noise else None,
             rng=np.random.default_rng(rs.randint(2**31)),
+            data=data,
+            models=models,
+            program=(
+                type(self).__name__,
+                self.target_.from_logits,
+                self.identity_loss,
+                float(self.logit_reg) if use_p_reg else 0.0,
+                lam,
+                noise,
+            ),
             queries=self.target_,
             verbose=self.verbose,
             desc=f"{type(self).__name__}: {len(idx)} classes x {r} restarts",

@@ -220,9 +220,7 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         check_is_fitted(self)
         idx = self._label_indices(y)
         n, d, s = len(idx), self.latent_dim_, int(self.n_samples)
-        onehot = ops.convert_to_tensor(
-            np.repeat(np.eye(self.target_.n_classes_, dtype="float32")[idx], s, axis=0)
-        )
+        onehot = np.repeat(np.eye(self.target_.n_classes_, dtype="float32")[idx], s, axis=0)
         generator, critic, target = self.generator_, self.critic_, self.target_
         lam = float(self.identity_weight)
 
@@ -231,7 +229,7 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
             z = mu[:, None, :] + ops.exp(log_sigma)[:, None, :] * aux["eps"]
             images = generator(ops.reshape(z, (n * s, d)), training=False)
             prior = -critic_score(critic(images, training=False))
-            ident = -ops.sum(log_probs(target, images) * onehot, axis=-1)
+            ident = -ops.sum(log_probs(target, images) * aux["onehot"], axis=-1)
             return ops.mean(ops.reshape(prior + lam * ident, (n, s)), axis=1)
 
         def aux_fn(step, rng):
@@ -249,6 +247,9 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
             keep_best=False,
             aux_fn=aux_fn,
             rng=rng,
+            data={"onehot": onehot},
+            models=[generator, critic, target.model],
+            program=("KEDMI", n, d, s, lam, target.from_logits),
             queries=target,
             queries_per_row=s,
             verbose=self.verbose,

@@ -226,12 +226,12 @@ class MIFace(PixelRangeMixin, ClassInversionMixin, BaseAttack):
         check_is_fitted(self)
         idx = self._label_indices(y)
         target = self.target_
-        onehot = ops.convert_to_tensor(np.eye(target.n_classes_, dtype="float32")[idx])
+        onehot = np.eye(target.n_classes_, dtype="float32")[idx]
         tv, l2 = float(self.tv_weight), float(self.l2_weight)
 
         def loss_fn(x, aux):
             probs = ops.exp(log_probs(target, x))
-            cost = 1.0 - ops.sum(probs * onehot, axis=-1)
+            cost = 1.0 - ops.sum(probs * aux["onehot"], axis=-1)
             if tv:
                 cost = cost + tv * total_variation(x)
             if l2:
@@ -250,6 +250,9 @@ class MIFace(PixelRangeMixin, ClassInversionMixin, BaseAttack):
             patience=self.patience,
             process=self.process,
             process_every=int(self.process_every),
+            data={"onehot": onehot},
+            models=[target.model],
+            program=("MIFace", target.from_logits, tv, l2),
             verbose=self.verbose,
             queries=target,
             desc=f"MIFace: {len(idx)} classes",

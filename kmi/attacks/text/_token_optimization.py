@@ -272,27 +272,30 @@ class TokenOptimization(BaseAttack):
         t0, t1 = float(self.temperature), float(self.final_temperature)
         max_iter = int(self.max_iter)
 
-        fixed_oh = ops.one_hot(ops.convert_to_tensor(fixed), V)
-        free_t = ops.convert_to_tensor(free)[..., None]
-        bias_t = ops.convert_to_tensor(bias)
-        pad_mask = ops.convert_to_tensor((fixed != 0) | (free > 0))
-        labels_t = ops.convert_to_tensor(row_labels.astype("int32"))
-        free_next = ops.convert_to_tensor(free[:, 1:])
+        data = {  # the same at every step: arguments of the compiled program
+            "fixed": fixed,
+            "free": free,
+            "bias": bias,
+            "pad_mask": ((fixed != 0) | (free > 0)).astype("int32"),
+            "labels": row_labels.astype("int32"),
+        }
 
-        def relaxed(z, noise, tau):
-            soft = ops.softmax((z + bias_t + noise) / tau, axis=-1)
-            return free_t * soft + (1.0 - free_t) * fixed_oh
+        def relaxed(z, aux):
+            free_t = aux["free"][..., None]
+            soft = ops.softmax((z + aux["bias"] + aux["noise"]) / aux["tau"], axis=-1)
+            return free_t * soft + (1.0 - free_t) * ops.one_hot(aux["fixed"], V)
 
-        def rows_loss(probs):
-            out = model.call_embedded(model.embed_probabilities(probs), pad_mask, training=False)
+        def rows_loss(probs, aux):
+            mask = ops.cast(aux["pad_mask"], "bool")
+            out = model.call_embedded(model.embed_probabilities(probs), mask, training=False)
             if lm:
                 logp = ops.log_softmax(out[:, :-1], axis=-1)
                 nll = -ops.sum(probs[:, 1:] * logp, axis=-1)
-                return ops.sum(nll * free_next, axis=-1) / float(k)
-            return ops.sparse_categorical_crossentropy(labels_t, out, from_logits=True)
+                return ops.sum(nll * aux["free"][:, 1:], axis=-1) / float(k)
+            return ops.sparse_categorical_crossentropy(aux["labels"], out, from_logits=True)
 
         def loss_fn(z, aux):
-            return rows_loss(relaxed(z, aux["noise"], aux["tau"]))
+            return rows_loss(relaxed(z, aux), aux)
 
         def aux_fn(step, r):
             frac = step / max(max_iter - 1, 1)
@@ -312,6 +315,9 @@ class TokenOptimization(BaseAttack):
             keep_best=False,
             aux_fn=aux_fn,
             rng=rng,
+            data=data,
+            models=[model],
+            program=("TokenOptimization", lm, k, V),
             queries=self.target_,
             verbose=self.verbose,
             desc="TokenOptimization",
@@ -320,7 +326,9 @@ class TokenOptimization(BaseAttack):
         z = result.x + bias[None, None]
         hard = np.where(free > 0, np.argmax(z, axis=-1), fixed).astype("int32")
         self.target_.record_queries(n)
-        final = ops.convert_to_numpy(rows_loss(ops.one_hot(ops.convert_to_tensor(hard), V)))
+        tensors = {key: ops.convert_to_tensor(value) for key, value in data.items()}
+        hard_oh = ops.one_hot(ops.convert_to_tensor(hard), V)
+        final = ops.convert_to_numpy(rows_loss(hard_oh, tensors))
         self.candidates_ = []
         self.secret_ids_ = []
         best = []
