@@ -185,6 +185,20 @@ def test_token_optimization_recovers_the_canary_from_the_lm(lm):
     assert attack.target_.n_queries_ > 0
 
 
+def test_token_optimization_chunked_loop_equals_the_step_by_step_loop(lm, monkeypatch):
+    from kmi.attacks import _optim
+
+    model, tok = lm
+    attack = TokenOptimization(
+        model, tokenizer=tok, n_tokens=4, n_restarts=2, max_iter=60, random_state=0
+    ).fit()
+    chunked = attack.invert([CANARY[:-4]])
+    chunked_scores = [score for _, score in attack.candidates_[0]]
+    monkeypatch.setattr(_optim, "CHUNK_SIZE", 1)
+    assert attack.invert([CANARY[:-4]]) == chunked
+    np.testing.assert_allclose([s for _, s in attack.candidates_[0]], chunked_scores, atol=1e-4)
+
+
 def test_token_optimization_classifier_path_and_determinism():
     corpus = ["my pin is one two", "my pin is three four", "the weather is fine"]
     tok = word_tokenizer(corpus, sequence_length=6)
