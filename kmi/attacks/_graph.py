@@ -25,7 +25,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from kmi import backend
 from kmi.base import BaseAttack
 from kmi.metrics.graph import PAIRS, edge_auc
 from kmi.utils.validation import check_adjacency, check_features, check_nodes
@@ -260,67 +259,67 @@ def _node_label_indices(target, n_classes: int, y, n_attacked: int) -> np.ndarra
     )
 
 
-def relaxed_adjacency_step(
-    model,
-    X: np.ndarray,
-    onehot: np.ndarray,
-    nodes: np.ndarray,
-    *,
-    sparsity: float,
-    learning_rate: float,
-):
-    """GraphMI's compiled projected-gradient step ``step(P, smooth_w) -> (P, loss)``.
+def relaxed_adjacency_loss(model, *, sparsity: float):
+    """GraphMI's objective for :func:`kmi.attacks._optim.minimize`.
 
-    ``P`` is the upper triangle of the relaxed adjacency; the objective is the
-    cross-entropy of the target's output on the attacked nodes, plus ``sparsity``
-    times the L2 norm of ``P``, plus ``smooth_w`` times the feature smoothness
-    ``tr(X' L X)`` under the normalised Laplacian. After the gradient step, ``P``
-    is clipped to ``[0, 1]`` and its diagonal and lower triangle are zeroed.
+    ``loss_fn(P, aux)``: ``P`` of shape (1, n, n) holds the relaxed adjacency in its
+    upper triangle (``aux["upper"]`` masks it, so the rest never gets a gradient);
+    the loss is the cross-entropy of the target's output on the attacked nodes,
+    plus ``sparsity`` times the L2 norm of ``P``, plus ``aux["smooth_w"]`` times the
+    feature smoothness ``tr(X' L X)`` under the normalised Laplacian. ``aux`` holds
+    the features ``X``, their Gram matrix and squared norms, the attacked ``nodes``
+    and their ``onehot`` labels (:func:`relaxed_adjacency_data`).
     """
-    n = X.shape[0]
-    upper = ops.convert_to_tensor(np.triu(np.ones((n, n), np.float32), 1))
-    Xt = ops.convert_to_tensor(X)
-    gram = ops.convert_to_tensor(X @ X.T)
-    sq = ops.convert_to_tensor(np.sum(X * X, axis=1))
-    onehot = ops.convert_to_tensor(onehot)
-    nodes_t = ops.convert_to_tensor(nodes.astype(np.int32))
-    sparsity, lr = float(sparsity), float(learning_rate)
+    sparsity = float(sparsity)
 
-    def objective(P, smooth_w):
-        Pu = P * upper
+    def loss_fn(P, aux):
+        Pu = P[0] * aux["upper"]
         A = Pu + ops.transpose(Pu)
-        probs = model([Xt, A], training=False)
-        picked = ops.take(probs, nodes_t, axis=0)
-        ce = -ops.mean(ops.sum(onehot * ops.log(picked + 1e-10), axis=1))
+        probs = model([aux["X"], A], training=False)
+        picked = ops.take(probs, aux["nodes"], axis=0)
+        ce = -ops.mean(ops.sum(aux["onehot"] * ops.log(picked + 1e-10), axis=1))
         norm = ops.sqrt(ops.sum(Pu * Pu) + 1e-12)
         degree = ops.sum(A, axis=1)
         r = ops.rsqrt(degree + 1e-3)
-        smooth = ops.sum(degree * r * r * sq) - ops.sum(A * gram * r[:, None] * r[None, :])
-        return ce + sparsity * norm + smooth_w * smooth
+        smooth = ops.sum(degree * r * r * aux["sq"]) - ops.sum(
+            A * aux["gram"] * r[:, None] * r[None, :]
+        )
+        return ops.reshape(ce + sparsity * norm + aux["smooth_w"] * smooth, (1,))
 
-    def step(P, smooth_w):
-        loss, _, grad = backend.value_and_grad_with_aux(lambda p: (objective(p, smooth_w), ()), P)
-        return ops.clip(P - lr * grad, 0.0, 1.0) * upper, loss
-
-    return backend.jit(step)
+    return loss_fn
 
 
-def project_budget(P, edge_budget: float | None):
-    """Shift the upper triangle ``P`` (a tensor) down so that it sums to at most
-    ``edge_budget`` (``None``: ``P`` unchanged)."""
-    if edge_budget is None:
-        return P
-    P = ops.convert_to_numpy(P)
-    if P.sum() <= edge_budget:
-        return ops.convert_to_tensor(P)
-    lo, hi = float(P.min()) - 1.0, float(P.max())
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        if np.clip(P - mid, 0, 1).sum() > edge_budget:
-            lo = mid
-        else:
-            hi = mid
-    return ops.convert_to_tensor(np.triu(np.clip(P - hi, 0, 1), 1))
+def relaxed_adjacency_data(X: np.ndarray, onehot: np.ndarray, nodes: np.ndarray) -> dict:
+    """The constant inputs of :func:`relaxed_adjacency_loss` for one graph."""
+    n = X.shape[0]
+    return {
+        "upper": np.triu(np.ones((n, n), np.float32), 1),
+        "X": X.astype(np.float32),
+        "gram": (X @ X.T).astype(np.float32),
+        "sq": np.sum(X * X, axis=1).astype(np.float32),
+        "onehot": onehot.astype(np.float32),
+        "nodes": nodes.astype(np.int32),
+    }
+
+
+def budget_projection(edge_budget: float):
+    """``project(P, aux)``: shift the upper triangle ``P`` down so that it sums to
+    at most ``edge_budget`` (a bisection on the shift, 50 halvings, in ``keras.ops``
+    so that it runs inside the compiled loop)."""
+    budget = float(edge_budget)
+
+    def project(P, aux):
+        def halve(_, bounds):
+            lo, hi = bounds
+            mid = (lo + hi) / 2.0
+            over = ops.sum(ops.clip(P - mid, 0.0, 1.0)) > budget
+            return ops.where(over, mid, lo), ops.where(over, hi, mid)
+
+        _, shift = ops.fori_loop(0, 50, halve, (ops.min(P) - 1.0, ops.max(P)))
+        shifted = ops.clip(P - shift, 0.0, 1.0) * aux["upper"]
+        return ops.where(ops.sum(P) <= budget, P, shifted)
+
+    return project
 
 
 def decode_edges(conv, X: np.ndarray, A: np.ndarray, nodes: np.ndarray) -> np.ndarray:

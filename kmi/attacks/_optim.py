@@ -78,6 +78,8 @@ class OptimResult:
         Step at which each row stopped (``n_iter`` if it never did).
     interrupted : bool
         Whether a KeyboardInterrupt ended the loop early.
+    loss_curve : ndarray of shape (n_iter,)
+        Mean loss over the rows at each step (before the step's update).
     """
 
     x: np.ndarray
@@ -85,6 +87,7 @@ class OptimResult:
     n_iter: int
     n_iter_rows: np.ndarray
     interrupted: bool = False
+    loss_curve: np.ndarray | None = None
 
 
 def _as_tensor(x):
@@ -107,12 +110,12 @@ def _variables(models) -> list:
     return out
 
 
-def _programs(loss_fn, variables, flags):
+def _programs(loss_fn, project, variables, flags):
     """The compiled ``chunk`` and ``final`` functions of one loss."""
     use_adam, use_momentum, use_clip = flags
 
     def step(state, aux, hp):
-        x, m, v, t, best_x, best_loss, since, active, stop = state
+        x, m, v, t, best_x, best_loss, since, active, stop, last = state
         lr, mom, b1, b2, gamma, patience, tol, lo, hi = (hp[j] for j in range(len(_HP)))
         expand = (slice(None),) + (None,) * (len(x.shape) - 1)
 
@@ -141,21 +144,26 @@ def _programs(loss_fn, variables, flags):
         x = x - ops.cast(active, x.dtype)[expand] * update
         if use_clip:
             x = ops.clip(x, lo, hi)
+        if project is not None:
+            x = project(x, aux)
         active = ops.logical_and(active, ops.logical_not(done))
-        return (x, m, v, t, best_x, best_loss, since, active, stop)
+        return (x, m, v, t, best_x, best_loss, since, active, stop, rows)
 
-    def chunk(state, aux_steps, data, hp, n_steps, values):
+    def chunk(state, aux_steps, data, hp, n_steps, values, curve):
         _TRACES["chunk"] += 1  # runs when traced, not when the compiled program runs
+        positions = ops.arange(ops.shape(curve)[0])
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
 
-            def cond(i, state):
+            def cond(i, state, curve):
                 return ops.logical_and(i < n_steps, ops.any(state[7]))
 
-            def body(i, state):
+            def body(i, state, curve):
                 aux = {k: ops.take(a, i, axis=0) for k, a in aux_steps.items()}
-                return i + 1, step(state, {**aux, **data}, hp)
+                state = step(state, {**aux, **data}, hp)
+                curve = ops.where(positions == i, ops.mean(state[9]), curve)
+                return i + 1, state, curve
 
-            return ops.while_loop(cond, body, (ops.zeros((), "int32"), state))
+            return ops.while_loop(cond, body, (ops.zeros((), "int32"), state, curve))
 
     def final(x, aux, values):
         _TRACES["final"] += 1
@@ -165,12 +173,12 @@ def _programs(loss_fn, variables, flags):
     return backend.jit(chunk), backend.jit(final)
 
 
-def _compiled(loss_fn, models, program, flags):
+def _compiled(loss_fn, project, models, program, flags):
     """The compiled programs of ``loss_fn``: cached under ``program`` and the models."""
     models = [m for m in models if m is not None]
     variables = _variables(models)
     if program is None:
-        return variables, _programs(loss_fn, variables, flags)
+        return variables, _programs(loss_fn, project, variables, flags)
     owners = tuple(models)
     key = (tuple(id(m) for m in owners), program, flags)
     entry = _CACHE.get(key)
@@ -179,7 +187,7 @@ def _compiled(loss_fn, models, program, flags):
         if all(r() is m for r, m in zip(refs, owners)) and len(cached_vars) == len(variables):
             _CACHE.move_to_end(key)
             return cached_vars, fns
-    fns = _programs(loss_fn, variables, flags)
+    fns = _programs(loss_fn, project, variables, flags)
     _CACHE[key] = (tuple(weakref.ref(m) for m in owners), variables, fns)
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -205,9 +213,11 @@ def minimize(
     beta_1: float = 0.9,
     beta_2: float = 0.999,
     clip: tuple[float, float] | None = None,
+    project: Callable[[Any, dict], Any] | None = None,
     gamma: float | None = None,
     patience: int | None = None,
     keep_best: bool = True,
+    score_last: bool = True,
     tol: float = 1e-6,
     process: Callable[[np.ndarray], np.ndarray] | None = None,
     process_every: int = 1,
@@ -242,12 +252,20 @@ def minimize(
         Adam's moment decays.
     clip : (float, float) or None
         Box the iterates are clipped to after each step.
+    project : callable, default=None
+        ``project(x, aux) -> x``, written with ``keras.ops``: a projection applied
+        after each step (and the clipping), inside the compiled loop (GraphMI's
+        edge budget). Part of the computation ``program`` names.
     gamma : float, default=None
         A row stops once its loss is at most ``gamma``.
     patience : int, default=None
         A row stops after ``patience`` steps without improving its best loss.
     keep_best : bool, default=True
         Return each row's lowest-loss iterate rather than the last one.
+    score_last : bool, default=True
+        Evaluate the loss once more at the last iterates (one more query per row).
+        Without it (and without ``keep_best``), ``loss`` is each row's loss at the
+        last step, before that step's update.
     tol : float, default=1e-6
         A step improves a row when it lowers its best loss by more than ``tol``.
     process : callable, default=None
@@ -342,7 +360,7 @@ def minimize(
         ]
     )
     flags = (optimizer == "adam", bool(momentum), clip is not None)
-    variables, (chunk_c, final_c) = _compiled(loss_fn, models, program, flags)
+    variables, (chunk_c, final_c) = _compiled(loss_fn, project, models, program, flags)
 
     def values():
         return [v.value for v in variables]
@@ -375,6 +393,7 @@ def minimize(
         _as_tensor(np.zeros(n)),
         ops.convert_to_tensor(np.ones(n, dtype=bool)),
         ops.convert_to_tensor(np.full(n, max_iter, dtype="int32")),
+        _as_tensor(np.full(n, np.nan)),
     )
     width = min(chunk, max(max_iter, 1))
     if aux_fn is not None and max_iter:
@@ -387,6 +406,7 @@ def minimize(
     interrupted = False
     it = 0
     per_step = n * int(queries_per_row)
+    curves = []
     budget_error = None
     try:
         while it < max_iter:
@@ -401,16 +421,18 @@ def minimize(
                     budget_error = exc
                     break
             k = int(min(k, allowed))
-            steps_run, new_state = chunk_c(
+            steps_run, new_state, curve = chunk_c(
                 state,
                 chunk_aux(it, k, width),
                 data,
                 hp,
                 ops.convert_to_tensor(k, "int32"),
                 values(),
+                ops.zeros((width,)),
             )
             steps_run = int(ops.convert_to_numpy(steps_run))
             state = new_state
+            curves.append(ops.convert_to_numpy(curve)[:steps_run])
             if queries is not None and steps_run:
                 queries.record_queries(steps_run * per_step)
             it += steps_run
@@ -436,10 +458,11 @@ def minimize(
     result = _finish(
         state,
         lambda x_last, aux: final_c(x_last, {**aux, **data}, values()),
-        make_aux(it),
+        make_aux(it) if (score_last or keep_best) else None,
         (it, stopped_at, interrupted, keep_best),
         (None, 0) if budget_error is not None else (queries, queries_per_row),
     )
+    result.loss_curve = np.concatenate(curves) if curves else np.zeros(0)
     if budget_error is not None:
         budget_error.partial_result = result
         raise budget_error
@@ -453,8 +476,8 @@ def _finish(state, final_c, aux, progress, counting):
     x_last = state[0]
     n = int(x_last.shape[0])
     expand = (slice(None),) + (None,) * (len(x_last.shape) - 1)
-    scored = True
-    if queries is not None:
+    scored = aux is not None
+    if scored and queries is not None:
         try:
             queries.record_queries(n * per_row)
         except QueryBudgetExceededError:
@@ -463,6 +486,8 @@ def _finish(state, final_c, aux, progress, counting):
         aux = {k: ops.convert_to_tensor(v) for k, v in aux.items()}
         last_rows = ops.convert_to_numpy(final_c(x_last, aux)).astype("float64")
         last_rows = np.where(np.isnan(last_rows), np.inf, last_rows)
+    elif aux is None:  # not scored again: the rows' loss at the last step
+        last_rows = ops.convert_to_numpy(state[9]).astype("float64")
     else:
         last_rows = np.full(n, np.inf)
     x_last = ops.convert_to_numpy(x_last)

@@ -25,7 +25,6 @@ from numbers import Integral, Real
 from typing import Any, Self
 
 import numpy as np
-from keras import ops
 from numpy.typing import ArrayLike
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -36,6 +35,7 @@ from kmi.attacks._graph import (
     DISTANCES,
     GRAPH_DOC,
     GraphAttack,
+    budget_projection,
     decode_edges,
     edges_and_non_edges,
     first_graph_layer,
@@ -45,11 +45,13 @@ from kmi.attacks._graph import (
     pair_features,
     pair_matrix,
     pairwise_distance_scores,
-    project_budget,
     query_all,
-    relaxed_adjacency_step,
+    relaxed_adjacency_data,
+    relaxed_adjacency_loss,
     unit_rows,
 )
+from kmi.attacks._optim import minimize
+from kmi.targets import QueryBudgetExceededError
 from kmi.utils.validation import check_adjacency, check_features
 
 __all__ = ["FeatureSimilarity", "GraphMI", "LinkStealing", "LinkTeller"]
@@ -281,6 +283,12 @@ class GraphMI(GraphAttack):
             first_graph_layer(self.model_, type(self).__name__)
         return self
 
+    def _keep_relaxed(self, result):
+        Pu = np.triu(result.x[0], 1)
+        self.adjacency_ = Pu + Pu.T
+        self.loss_curve_ = result.loss_curve.tolist()
+        self.n_iter_ = result.n_iter
+
     @fill_doc(**GRAPH_DOC)
     def invert(
         self, X: ArrayLike, y: ArrayLike | None = None, nodes: ArrayLike | None = None
@@ -313,25 +321,39 @@ class GraphMI(GraphAttack):
         X, nodes = self._check_invert_input(X, nodes)
         n = X.shape[0]
         onehot = node_label_onehot(self.target_, self.model_, y, len(nodes))
-        step = relaxed_adjacency_step(
-            self.model_, X, onehot, nodes, sparsity=self.sparsity, learning_rate=self.learning_rate
-        )
-        P = ops.zeros((n, n), dtype="float32")
-        self.loss_curve_ = []
-        self.n_iter_ = 0
+        after, weight = int(self.smoothness_after), float(self.smoothness)
+
+        def smoothness(step, rng):  # the feature-smoothness term joins after a while
+            return {"smooth_w": np.float32(weight if step >= after else 0.0)}
+
+        budget = self.edge_budget
         try:
-            for _ in chunks(self.max_iter, 1, verbose=self.verbose, desc="GraphMI"):
-                self.target_.record_queries(n)  # a forward and backward pass over n nodes
-                smooth_w = self.smoothness if self.n_iter_ >= self.smoothness_after else 0.0
-                P, loss = step(P, ops.convert_to_tensor(smooth_w, dtype="float32"))
-                P = project_budget(P, self.edge_budget)
-                self.loss_curve_.append(float(loss))
-                self.n_iter_ += 1
-        except KeyboardInterrupt:
-            warn_interrupted(self.n_iter_, self.max_iter, "steps")
-        finally:
-            Pu = np.triu(ops.convert_to_numpy(P), 1)
-            self.adjacency_ = Pu + Pu.T
+            result = minimize(
+                relaxed_adjacency_loss(self.model_, sparsity=float(self.sparsity)),
+                np.zeros((1, n, n), dtype="float32"),
+                max_iter=int(self.max_iter),
+                learning_rate=float(self.learning_rate),
+                clip=(0.0, 1.0),
+                project=None if budget is None else budget_projection(budget),
+                keep_best=False,
+                score_last=False,
+                aux_fn=smoothness,
+                data=relaxed_adjacency_data(X, onehot, nodes),
+                models=[self.model_],
+                program=("GraphMI", float(self.sparsity), budget),
+                queries=self.target_,
+                queries_per_row=n,  # a forward and backward pass over the n nodes
+                verbose=self.verbose,
+                desc="GraphMI",
+            )
+        except QueryBudgetExceededError as exc:
+            partial = getattr(exc, "partial_result", None)
+            if partial is None:  # not even one step
+                self.adjacency_, self.loss_curve_, self.n_iter_ = np.zeros((n, n)), [], 0
+            else:
+                self._keep_relaxed(partial)
+            raise
+        self._keep_relaxed(result)
         A = self.adjacency_
         if not self.decode:
             return A[np.ix_(nodes, nodes)].astype(np.float64)

@@ -79,6 +79,21 @@ def test_graphmi_on_a_subgraph_and_relaxed_output(graph):
     assert np.triu(budget.invert(X[nodes], y[nodes]), 1).sum() <= 5.0 + 1e-3
 
 
+def test_graphmi_chunked_loop_equals_the_step_by_step_loop(graph, monkeypatch):
+    from kmi.attacks import _optim
+
+    X, A, y, model = graph
+    attack = GraphMI(model, max_iter=60, smoothness_after=20, edge_budget=40.0, decode=False)
+    chunked = attack.fit().invert(X, y)  # a chunk of 50 steps, then one of 10
+    curve = attack.loss_curve_
+    monkeypatch.setattr(_optim, "CHUNK_SIZE", 1)
+    np.testing.assert_allclose(attack.invert(X, y), chunked, atol=1e-4)
+    np.testing.assert_allclose(attack.loss_curve_, curve, rtol=1e-4)
+    # the budget projection (a bisection inside the compiled loop) holds
+    assert np.triu(chunked, 1).sum() <= 40.0 + 1e-2
+    assert len(curve) == 60
+
+
 def test_graphmi_accepts_a_white_box_graph_predictor(graph):
     X, A, y, model = graph
     target = Target(GraphPredictor(model, A), access="white-box")
