@@ -148,6 +148,21 @@ BENCHMARKS = {
         "sentence-embedding inversion against an encoder trained here",
         "10 min",
     ),
+    "attack_speed": (
+        ["attack_speed.py"],
+        [
+            "attack_speed_tensorflow.json",
+            "attack_speed_jax.json",
+            "attack_speed_tensorflow_before.json",
+            "attack_speed_jax_before.json",
+        ],
+        "attack loops against a minimal compiled loop and IBM ART (MIFace on AT&T), K = 1 "
+        "against K = 40, per-iteration time of GMI, DeepInversion, TokenOptimization, "
+        "GraphMI chunked and step by step (this script on the TensorFlow backend; the JAX "
+        "file: KERAS_BACKEND=jax; the _before files: the same script run on commit 8b4b48a, "
+        "before the compiled loop, --tag _before)",
+        "10 min",
+    ),
     "dp_sgd_utility": (
         ["dp_sgd.py", "utility"],
         ["dp_sgd_utility_tensorflow.json", "dp_sgd_utility_jax.json"],

@@ -246,6 +246,34 @@ def test_train_gan_is_deterministic_and_records_losses(gan_setting):
     assert all(np.isfinite(history["d_loss"]))
 
 
+def test_train_gan_chunks_equal_the_step_by_step_loop(gan_setting, monkeypatch):
+    from kmi.attacks.image import _gan_prior
+
+    def trained(chunk_size):
+        monkeypatch.setattr(_gan_prior, "GAN_CHUNK_SIZE", chunk_size)
+        keras.utils.set_random_seed(5)
+        generator = dcgan_generator(8, (8, 8, 1), width=8)
+        critic = dcgan_critic((8, 8, 1), width=8)
+        d_loss, g_loss = wgan_gp_losses()
+        history = train_gan(
+            generator,
+            critic,
+            gan_setting["Xpub"],
+            d_loss=d_loss,
+            g_loss=g_loss,
+            steps=25,
+            batch_size=16,
+            rng=0,
+        )
+        return history, generator.get_weights() + critic.get_weights()
+
+    (h1, w1), (h20, w20) = trained(1), trained(20)  # 25 steps: chunks of 20 and 5
+    assert h20["steps"] == h1["steps"] == 25 and len(h20["d_loss"]) == 4  # steps 0, 10, 20, 24
+    np.testing.assert_allclose(h20["d_loss"], h1["d_loss"], rtol=1e-3, atol=1e-4)
+    for a, b in zip(w20, w1):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
 def test_gmi_end_to_end_beats_chance(gan_setting):
     g = gan_setting
     attack = GMI(

@@ -31,6 +31,10 @@ __all__ = [
     "wgan_gp_losses",
 ]
 
+GAN_CHUNK_SIZE = 20
+"""Generator steps per compiled call of :func:`train_gan` (progress and interruption
+act in between)."""
+
 
 def critic_score(out):
     """The realness score of a critic output (its first output if it has several)."""
@@ -90,6 +94,11 @@ def train_gan(
     desc: str = "GAN",
 ) -> dict:
     """Train ``generator`` and ``critic`` in place on the images ``X``.
+
+    The steps run in chunks of :data:`GAN_CHUNK_SIZE` generator steps inside one
+    compiled loop (each generator step after ``n_critic`` critic steps); batches,
+    latent codes and interpolation weights are drawn from ``rng`` a chunk at a time,
+    in the order of a step-by-step loop.
 
     Parameters
     ----------
@@ -177,39 +186,109 @@ def train_gan(
         g_tv, g_ov = adam(g_ov, grads, g_tv)
         return g_tv, new_ntv, g_ov, value
 
-    d_step_c, g_step_c = backend.jit(d_step), backend.jit(g_step)
+    n_crit = int(n_critic)
+
+    def chunk(state, X_t, extra_t, draws, n_steps):
+        """Up to ``n_steps`` generator steps (each after ``n_critic`` critic steps)."""
+        idx_all, z_all, eps_all = draws  # (width, n_critic + 1, batch[, ...])
+        width = ops.shape(idx_all)[0]
+        positions = ops.arange(width)
+
+        def body(i, state, d_curve, g_curve):
+            g_tv, g_ntv, g_ov, d_tv, d_ov = state
+            idx, z, eps = (ops.take(a, i, axis=0) for a in (idx_all, z_all, eps_all))
+
+            def critic_step(j, carry):
+                d_tv, d_ov, _ = carry
+                rows = ops.take(idx, j, axis=0)
+                return d_step(
+                    d_tv,
+                    d_ntv,
+                    d_ov,
+                    g_tv,
+                    g_ntv,
+                    ops.take(X_t, rows, axis=0),
+                    ops.take(extra_t, rows, axis=0),
+                    ops.take(z, j, axis=0),
+                    ops.take(eps, j, axis=0),
+                )
+
+            start = (d_tv, d_ov, ops.zeros(()))
+            d_tv, d_ov, d_value = ops.fori_loop(0, n_crit, critic_step, start)
+            rows = idx[n_crit]
+            g_tv, g_ntv, g_ov, g_value = g_step(
+                g_tv,
+                g_ntv,
+                g_ov,
+                d_tv,
+                d_ntv,
+                ops.take(X_t, rows, axis=0),
+                ops.take(extra_t, rows, axis=0),
+                z[n_crit],
+            )
+            d_curve = ops.where(positions == i, d_value, d_curve)
+            g_curve = ops.where(positions == i, g_value, g_curve)
+            return i + 1, (g_tv, g_ntv, g_ov, d_tv, d_ov), d_curve, g_curve
+
+        curve = ops.zeros((width,))
+        return ops.while_loop(
+            lambda i, *_: i < n_steps, body, (ops.zeros((), "int32"), state, curve, curve)
+        )
+
+    chunk_c = backend.jit(chunk)
     g_tv, g_ntv = values(generator.trainable_variables), values(generator.non_trainable_variables)
     d_tv, d_ntv = values(critic.trainable_variables), values(critic.non_trainable_variables)
     g_ov, d_ov = adam_state(g_tv), adam_state(d_tv)
+    state = (g_tv, g_ntv, g_ov, d_tv, d_ov)
+    X_t, extra_t = ops.convert_to_tensor(X), ops.convert_to_tensor(extra)
+    width = max(1, min(int(GAN_CHUNK_SIZE), int(steps)))
 
-    def batch():
-        idx = rng.integers(0, len(X), batch_size)
-        z = rng.standard_normal((batch_size, latent_dim)).astype("float32")
-        return X[idx], extra[idx], z
+    def draws(k):
+        """Batches, latent codes and interpolation weights of ``k`` generator steps,
+        drawn in the order of a step-by-step loop, padded to ``width`` steps."""
+        idx = np.zeros((width, n_crit + 1, batch_size), "int32")
+        z = np.zeros((width, n_crit + 1, batch_size, latent_dim), "float32")
+        eps = np.zeros((width, max(n_crit, 1), batch_size, 1, 1, 1), "float32")
+        for i in range(k):
+            for j in range(n_crit):
+                idx[i, j] = rng.integers(0, len(X), batch_size)
+                z[i, j] = rng.standard_normal((batch_size, latent_dim))
+                eps[i, j] = rng.uniform(size=(batch_size, 1, 1, 1))
+            idx[i, n_crit] = rng.integers(0, len(X), batch_size)
+            z[i, n_crit] = rng.standard_normal((batch_size, latent_dim))
+        return tuple(ops.convert_to_tensor(a) for a in (idx, z, eps))
 
     history = {"d_loss": [], "g_loss": [], "steps": 0, "interrupted": False}
     bar = keras.utils.Progbar(steps, unit_name="step") if verbose and steps else None
     if verbose:
         print(desc, flush=True)
+    done = 0
     try:
-        for step in range(int(steps)):
-            for _ in range(int(n_critic)):
-                real, ext, z = batch()
-                eps = rng.uniform(size=(batch_size, 1, 1, 1)).astype("float32")
-                d_tv, d_ov, d_value = d_step_c(d_tv, d_ntv, d_ov, g_tv, g_ntv, real, ext, z, eps)
-            real, ext, z = batch()
+        while done < int(steps):
+            k = min(width, int(steps) - done)
+            if queries is not None and queries.query_budget is not None:
+                allowed = (queries.query_budget - queries.n_queries_) // batch_size
+                if allowed < 1:
+                    queries.record_queries(batch_size)  # raises the budget's own error
+                k = min(k, int(allowed))
+            n_run, state, d_curve, g_curve = chunk_c(
+                state, X_t, extra_t, draws(k), ops.convert_to_tensor(k, "int32")
+            )
+            n_run = int(ops.convert_to_numpy(n_run))
             if queries is not None:
-                queries.record_queries(batch_size)
-            g_tv, g_ntv, g_ov, g_value = g_step_c(g_tv, g_ntv, g_ov, d_tv, d_ntv, real, ext, z)
-            history["steps"] = step + 1
-            if step % 10 == 0 or step == steps - 1:
-                history["d_loss"].append(float(ops.convert_to_numpy(d_value)))
-                history["g_loss"].append(float(ops.convert_to_numpy(g_value)))
-                if bar is not None:
-                    bar.update(
-                        step + 1,
-                        [("d_loss", history["d_loss"][-1]), ("g_loss", history["g_loss"][-1])],
-                    )
+                queries.record_queries(n_run * batch_size)
+            d_curve, g_curve = ops.convert_to_numpy(d_curve), ops.convert_to_numpy(g_curve)
+            for i in range(n_run):  # the losses every 10 generator steps, and the last
+                step = done + i
+                if step % 10 == 0 or step == steps - 1:
+                    history["d_loss"].append(float(d_curve[i]))
+                    history["g_loss"].append(float(g_curve[i]))
+            done += n_run
+            history["steps"] = done
+            if bar is not None and history["d_loss"]:
+                bar.update(
+                    done, [("d_loss", history["d_loss"][-1]), ("g_loss", history["g_loss"][-1])]
+                )
     except KeyboardInterrupt:
         history["interrupted"] = True
         warnings.warn(
@@ -218,6 +297,7 @@ def train_gan(
             RuntimeWarning,
             stacklevel=2,
         )
+    g_tv, g_ntv, g_ov, d_tv, d_ov = state
     for variables, vals in (
         (generator.trainable_variables, g_tv),
         (generator.non_trainable_variables, g_ntv),
