@@ -153,14 +153,17 @@ BENCHMARKS = {
         [
             "attack_speed_tensorflow.json",
             "attack_speed_jax.json",
+            "attack_speed_jax_iterations.json",
             "attack_speed_tensorflow_before.json",
             "attack_speed_jax_before.json",
         ],
         "attack loops against a minimal compiled loop and IBM ART (MIFace on AT&T), K = 1 "
         "against K = 40, per-iteration time of GMI, DeepInversion, TokenOptimization, "
-        "GraphMI chunked and step by step (this script on the TensorFlow backend; the JAX "
-        "file: KERAS_BACKEND=jax; the _before files: the same script run on commit 8b4b48a, "
-        "before the compiled loop, --tag _before)",
+        "GraphMI chunked and step by step (this script on the TensorFlow backend, with "
+        "PYTHONPATH=/tmp/artpkgs for ART; the JAX files: KERAS_BACKEND=jax, stopped after "
+        "the faces rows, then --skip-faces --iters 50 --repeats 1 --tag _iterations; the "
+        "_before files: the same script on a checkout of commit 8b4b48a, before the "
+        "compiled loop, --tag _before, JAX with --iters 50 --repeats 1)",
         "10 min",
     ),
     "dp_sgd_utility": (

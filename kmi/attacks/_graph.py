@@ -322,6 +322,50 @@ def budget_projection(edge_budget: float):
     return project
 
 
+def optimise_relaxed_adjacency(
+    model,
+    target,
+    data: dict,
+    *,
+    max_iter: int,
+    learning_rate: float,
+    sparsity: float,
+    smoothness: tuple[float, int],
+    edge_budget: float | None,
+    verbose: int = 0,
+):
+    """GraphMI's projected gradient descent on the relaxed adjacency, through
+    :func:`kmi.attacks._optim.minimize` (one compiled loop; every step reads the
+    ``n`` nodes of the target, counted on ``target``). ``smoothness`` is the weight
+    of the feature-smoothness term and the step from which it applies."""
+    from kmi.attacks._optim import minimize
+
+    n = data["X"].shape[0]
+    weight, after = smoothness
+
+    def smoothness_weight(step, rng):
+        return {"smooth_w": np.float32(weight if step >= after else 0.0)}
+
+    return minimize(
+        relaxed_adjacency_loss(model, sparsity=sparsity),
+        np.zeros((1, n, n), dtype="float32"),
+        max_iter=max_iter,
+        learning_rate=learning_rate,
+        clip=(0.0, 1.0),
+        project=None if edge_budget is None else budget_projection(edge_budget),
+        keep_best=False,
+        score_last=False,
+        aux_fn=smoothness_weight,
+        data=data,
+        models=[model],
+        program=("GraphMI", float(sparsity), edge_budget),
+        queries=target,
+        queries_per_row=n,  # a forward and backward pass over the n nodes
+        verbose=verbose,
+        desc="GraphMI",
+    )
+
+
 def decode_edges(conv, X: np.ndarray, A: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     """Graph auto-encoder decoding: clipped cosine similarity of ``conv([X, A])`` rows."""
     H = ops.convert_to_numpy(conv([X, A]))[nodes].astype(np.float64)

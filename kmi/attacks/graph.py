@@ -35,22 +35,20 @@ from kmi.attacks._graph import (
     DISTANCES,
     GRAPH_DOC,
     GraphAttack,
-    budget_projection,
     decode_edges,
     edges_and_non_edges,
     first_graph_layer,
     keras_graph_model,
     link_classifier,
     node_label_onehot,
+    optimise_relaxed_adjacency,
     pair_features,
     pair_matrix,
     pairwise_distance_scores,
     query_all,
     relaxed_adjacency_data,
-    relaxed_adjacency_loss,
     unit_rows,
 )
-from kmi.attacks._optim import minimize
 from kmi.targets import QueryBudgetExceededError
 from kmi.utils.validation import check_adjacency, check_features
 
@@ -321,30 +319,17 @@ class GraphMI(GraphAttack):
         X, nodes = self._check_invert_input(X, nodes)
         n = X.shape[0]
         onehot = node_label_onehot(self.target_, self.model_, y, len(nodes))
-        after, weight = int(self.smoothness_after), float(self.smoothness)
-
-        def smoothness(step, rng):  # the feature-smoothness term joins after a while
-            return {"smooth_w": np.float32(weight if step >= after else 0.0)}
-
-        budget = self.edge_budget
         try:
-            result = minimize(
-                relaxed_adjacency_loss(self.model_, sparsity=float(self.sparsity)),
-                np.zeros((1, n, n), dtype="float32"),
+            result = optimise_relaxed_adjacency(
+                self.model_,
+                self.target_,
+                relaxed_adjacency_data(X, onehot, nodes),
                 max_iter=int(self.max_iter),
                 learning_rate=float(self.learning_rate),
-                clip=(0.0, 1.0),
-                project=None if budget is None else budget_projection(budget),
-                keep_best=False,
-                score_last=False,
-                aux_fn=smoothness,
-                data=relaxed_adjacency_data(X, onehot, nodes),
-                models=[self.model_],
-                program=("GraphMI", float(self.sparsity), budget),
-                queries=self.target_,
-                queries_per_row=n,  # a forward and backward pass over the n nodes
+                sparsity=float(self.sparsity),
+                smoothness=(float(self.smoothness), int(self.smoothness_after)),
+                edge_budget=self.edge_budget,
                 verbose=self.verbose,
-                desc="GraphMI",
             )
         except QueryBudgetExceededError as exc:
             partial = getattr(exc, "partial_result", None)
