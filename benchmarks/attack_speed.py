@@ -311,6 +311,7 @@ def main(argv=None):
     parser.add_argument("--mlp-iters", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-faces", action="store_true")
+    parser.add_argument("--skip-iterations", action="store_true")
     parser.add_argument("--tag", default="", help="suffix of the output file name")
     args = parser.parse_args(argv)
     try:
@@ -331,7 +332,8 @@ def main(argv=None):
     }
     if not args.skip_faces:
         bench_faces(args, out)
-    bench_iterations(args, out)
+    if not args.skip_iterations:
+        bench_iterations(args, out)
     return out
 
 

@@ -112,7 +112,7 @@ def _variables(models) -> list:
 
 def _programs(loss_fn, project, variables, flags):
     """The compiled ``chunk`` and ``final`` functions of one loss."""
-    use_adam, use_momentum, use_clip = flags
+    use_adam, use_momentum, use_clip, stops, keep_best = flags
 
     def step(state, aux, hp):
         x, m, v, t, best_x, best_loss, since, active, stop, last = state
@@ -126,12 +126,14 @@ def _programs(loss_fn, project, variables, flags):
         _, rows, g = backend.value_and_grad_with_aux(total, x)
         rows = ops.where(ops.isnan(rows), math.inf, rows)
         lower = ops.logical_and(rows < best_loss, active)
-        best_x = ops.where(lower[expand], x, best_x)
-        since = ops.where(rows < best_loss - tol, 0.0, since + 1.0)
-        best_loss = ops.where(lower, rows, best_loss)
+        if keep_best:  # a pass over every row's iterate: only when it is asked for
+            best_x = ops.where(lower[expand], x, best_x)
         t = t + 1.0
-        done = ops.logical_and(active, ops.logical_or(rows <= gamma, since >= patience))
-        stop = ops.where(done, ops.cast(t, "int32"), stop)
+        if stops:
+            since = ops.where(rows < best_loss - tol, 0.0, since + 1.0)
+            done = ops.logical_and(active, ops.logical_or(rows <= gamma, since >= patience))
+            stop = ops.where(done, ops.cast(t, "int32"), stop)
+        best_loss = ops.where(lower, rows, best_loss)
         if use_adam:
             m = b1 * m + (1.0 - b1) * g
             v = b2 * v + (1.0 - b2) * g * g
@@ -141,12 +143,15 @@ def _programs(loss_fn, project, variables, flags):
         else:
             m = mom * m + g if use_momentum else g
             update = lr * m
-        x = x - ops.cast(active, x.dtype)[expand] * update
+        if stops:  # stopped rows stay where they are
+            x = x - ops.cast(active, x.dtype)[expand] * update
+            active = ops.logical_and(active, ops.logical_not(done))
+        else:  # without a stopping rule every row runs to the end
+            x = x - update
         if use_clip:
             x = ops.clip(x, lo, hi)
         if project is not None:
             x = project(x, aux)
-        active = ops.logical_and(active, ops.logical_not(done))
         return (x, m, v, t, best_x, best_loss, since, active, stop, rows)
 
     def chunk(state, aux_steps, data, hp, n_steps, values, curve):
@@ -359,7 +364,8 @@ def minimize(
             hi,
         ]
     )
-    flags = (optimizer == "adam", bool(momentum), clip is not None)
+    stops = gamma is not None or patience is not None
+    flags = (optimizer == "adam", bool(momentum), clip is not None, stops, bool(keep_best))
     variables, (chunk_c, final_c) = _compiled(loss_fn, project, models, program, flags)
 
     def values():

@@ -246,31 +246,31 @@ def test_train_gan_is_deterministic_and_records_losses(gan_setting):
     assert all(np.isfinite(history["d_loss"]))
 
 
-def test_train_gan_chunks_equal_the_step_by_step_loop(gan_setting, monkeypatch):
+def test_train_gan_chunks_equal_the_step_by_step_loop(digits, monkeypatch):
     from kmi.attacks.image import _gan_prior
 
     def trained(chunk_size):
         monkeypatch.setattr(_gan_prior, "GAN_CHUNK_SIZE", chunk_size)
         keras.utils.set_random_seed(5)
-        generator = dcgan_generator(8, (8, 8, 1), width=8)
-        critic = dcgan_critic((8, 8, 1), width=8)
+        generator = dcgan_generator(4, (8, 8, 1), width=4)
+        critic = dcgan_critic((8, 8, 1), width=4)
         d_loss, g_loss = wgan_gp_losses()
         history = train_gan(
             generator,
             critic,
-            gan_setting["Xpub"],
+            digits[0][1::2],
             d_loss=d_loss,
             g_loss=g_loss,
-            steps=25,
+            steps=11,
             batch_size=16,
             rng=0,
         )
         return history, generator.get_weights() + critic.get_weights()
 
-    (h1, w1), (h20, w20) = trained(1), trained(20)  # 25 steps: chunks of 20 and 5
-    assert h20["steps"] == h1["steps"] == 25 and len(h20["d_loss"]) == 4  # steps 0, 10, 20, 24
-    np.testing.assert_allclose(h20["d_loss"], h1["d_loss"], rtol=1e-3, atol=1e-4)
-    for a, b in zip(w20, w1):
+    (h1, w1), (h8, w8) = trained(1), trained(8)  # 11 steps: chunks of 8 and 3
+    assert h8["steps"] == h1["steps"] == 11 and len(h8["d_loss"]) == 2  # steps 0 and 10
+    np.testing.assert_allclose(h8["d_loss"], h1["d_loss"], rtol=1e-3, atol=1e-4)
+    for a, b in zip(w8, w1):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
@@ -569,32 +569,29 @@ def test_sklearn_checks_that_apply(cls, check_name):
 
 
 # ----------------------------------------------------------------------------- compiled loop
-def _optimising_attacks(request):
+def _optimising_attack(name, request):
+    """A fitted attack of ``name`` on its tiny target, 6 steps."""
+    steps = dict(max_iter=6, random_state=0)
+    if name == "MIFace":
+        return MIFace(request.getfixturevalue("softmax_target"), max_iter=6).fit()
+    if name == "DeepInversion":
+        return DeepInversion(request.getfixturevalue("cnn_target"), **steps).fit()
     g = request.getfixturevalue("gan_setting")
-    prior_free = dict(max_iter=60, random_state=0)
-    prior = dict(generator=g["generator"], critic=g["critic"], **prior_free)
-    return {
-        "MIFace": (MIFace(request.getfixturevalue("softmax_target"), max_iter=60), None),
-        "DeepInversion": (
-            DeepInversion(request.getfixturevalue("cnn_target"), max_iter=60, random_state=0),
-            None,
-        ),
-        "GMI": (GMI(g["target"], latent_noise=0.1, **prior), g["Xpub"]),
-        "KEDMI": (
-            KEDMI(g["target"], gan_steps=2, gan_width=8, latent_dim=8, **prior_free),
-            g["Xpub"][:64],
-        ),
-    }
+    if name == "GMI":
+        prior = dict(generator=g["generator"], critic=g["critic"], **steps)
+        return GMI(g["target"], latent_noise=0.1, **prior).fit(g["Xpub"])
+    kedmi = KEDMI(g["target"], gan_steps=1, gan_width=4, latent_dim=4, **steps)
+    return kedmi.fit(g["Xpub"][:32])
 
 
 @pytest.mark.parametrize("name", ["MIFace", "DeepInversion", "GMI", "KEDMI"])
 def test_chunked_loop_equals_the_step_by_step_loop(name, request, monkeypatch):
     from kmi.attacks import _optim
 
-    attack, X = _optimising_attacks(request)[name]
-    attack.fit(X)
-    chunked = attack.invert([0, 1, 2])  # 60 steps: a chunk of 50, then one of 10
-    assert attack.n_iter_ == 60
+    attack = _optimising_attack(name, request)
+    monkeypatch.setattr(_optim, "CHUNK_SIZE", 4)
+    chunked = attack.invert([0, 1, 2])  # 6 steps: a chunk of 4, then one of 2
+    assert attack.n_iter_ == 6
     monkeypatch.setattr(_optim, "CHUNK_SIZE", 1)  # one compiled call per step
     stepwise = attack.invert([0, 1, 2])
     np.testing.assert_allclose(chunked, stepwise, atol=1e-4)

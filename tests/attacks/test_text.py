@@ -190,8 +190,9 @@ def test_token_optimization_chunked_loop_equals_the_step_by_step_loop(lm, monkey
 
     model, tok = lm
     attack = TokenOptimization(
-        model, tokenizer=tok, n_tokens=4, n_restarts=2, max_iter=60, random_state=0
+        model, tokenizer=tok, n_tokens=4, n_restarts=2, max_iter=6, random_state=0
     ).fit()
+    monkeypatch.setattr(_optim, "CHUNK_SIZE", 4)  # 6 steps: a chunk of 4, then one of 2
     chunked = attack.invert([CANARY[:-4]])
     chunked_scores = [score for _, score in attack.candidates_[0]]
     monkeypatch.setattr(_optim, "CHUNK_SIZE", 1)
