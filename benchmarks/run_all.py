@@ -152,6 +152,7 @@ BENCHMARKS = {
         ["attack_speed.py"],
         [
             "attack_speed_tensorflow.json",
+            "attack_speed_tensorflow_flags.json",
             "attack_speed_jax.json",
             "attack_speed_jax_iterations.json",
             "attack_speed_tensorflow_before.json",
@@ -160,8 +161,10 @@ BENCHMARKS = {
         "attack loops against a minimal compiled loop and IBM ART (MIFace on AT&T), K = 1 "
         "against K = 40, per-iteration time of GMI, DeepInversion, TokenOptimization, "
         "GraphMI chunked and step by step (this script on the TensorFlow backend, with "
-        "PYTHONPATH=/tmp/artpkgs for ART; the JAX files: KERAS_BACKEND=jax, stopped after "
-        "the faces rows, then --skip-faces --iters 50 --repeats 1 --tag _iterations; the "
+        "PYTHONPATH=/tmp/artpkgs for ART; _flags: the faces rows again, without ART, after "
+        "the loop skipped unused bookkeeping, --skip-iterations --tag _flags; the JAX "
+        "files: KERAS_BACKEND=jax --skip-iterations, and --skip-faces --iters 50 --repeats 1 "
+        "--tag _iterations (measured before that change); the "
         "_before files: the same script on a checkout of commit 8b4b48a, before the "
         "compiled loop, --tag _before, JAX with --iters 50 --repeats 1)",
         "10 min",
