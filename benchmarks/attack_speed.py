@@ -43,6 +43,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from image_att_faces import art_miface  # noqa: E402  (this folder is on sys.path)
 
 import kmi  # noqa: E402
 from kmi.attacks import (  # noqa: E402
@@ -143,34 +144,6 @@ def minimal_miface(model, labels, iters, lr, shape):
         return tf.while_loop(lambda i, x: i < iters, body, (tf.constant(0), x))[1]
 
     return lambda: run(tf.constant(x0)).numpy()
-
-
-def art_miface(model, n_classes, shape, iters, lr):
-    """IBM ART's MIFace on the same Keras model (TensorFlow only); None without ART."""
-    if keras.backend.backend() != "tensorflow":
-        return None
-    try:
-        from art.attacks.inference.model_inversion import MIFace as ArtMIFace
-        from art.estimators.classification import TensorFlowV2Classifier
-    except ImportError:
-        return None
-    clf = TensorFlowV2Classifier(
-        model=model,
-        nb_classes=n_classes,
-        input_shape=shape,
-        loss_object=keras.losses.SparseCategoricalCrossentropy(),
-        clip_values=(0.0, 1.0),
-    )
-    art = ArtMIFace(
-        clf,
-        max_iter=iters,
-        window_length=100,
-        threshold=1.0,
-        learning_rate=lr,
-        batch_size=n_classes,
-    )
-    x0 = np.zeros((n_classes, *shape), dtype="float32")
-    return lambda: art.infer(x0, np.arange(n_classes)).astype("float32")
 
 
 def bench_faces(args, out):

@@ -147,13 +147,20 @@ def pca_svm(X, y, n_components=100):
     return svm, scores
 
 
-def run_art(model, n_classes, input_shape, max_iter, learning_rate):
-    """IBM ART's MIFace on the same Keras model; None when ART is not importable."""
+def art_miface(model, n_classes, input_shape, max_iter, learning_rate):
+    """IBM ART's MIFace on the same Keras model, as a callable returning the images.
+
+    None when ART is not importable or the backend is not TensorFlow (ART's
+    ``TensorFlowV2Classifier`` wraps a Keras 3 model on the TensorFlow backend only).
+    ``benchmarks/attack_speed.py`` times the same callable.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return None
     try:
         from art.attacks.inference.model_inversion import MIFace as ArtMIFace
         from art.estimators.classification import TensorFlowV2Classifier
     except ImportError:
-        return None, None
+        return None
     clf = TensorFlowV2Classifier(
         model=model,
         nb_classes=n_classes,
@@ -170,9 +177,17 @@ def run_art(model, n_classes, input_shape, max_iter, learning_rate):
         batch_size=n_classes,
     )
     x0 = np.zeros((n_classes, *input_shape), dtype="float32")
+    return lambda: art.infer(x0, np.arange(n_classes)).astype("float32")
+
+
+def run_art(model, n_classes, input_shape, max_iter, learning_rate):
+    """ART's images and seconds; (None, None) without ART."""
+    infer = art_miface(model, n_classes, input_shape, max_iter, learning_rate)
+    if infer is None:
+        return None, None
     start = time.perf_counter()
-    images = art.infer(x0, np.arange(n_classes))
-    return images.astype("float32"), time.perf_counter() - start
+    images = infer()
+    return images, time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------- setting (a)

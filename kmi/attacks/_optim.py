@@ -456,7 +456,8 @@ def minimize(
     except KeyboardInterrupt:
         interrupted = True
         warnings.warn(
-            f"Interrupted after {it} of {max_iter} steps; returning the best iterates so far.",
+            f"Interrupted after {it} of {max_iter} steps; returning the "
+            f"{'best' if keep_best else 'last'} iterates so far.",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -249,13 +249,16 @@ def train_gan(
         idx = np.zeros((width, n_crit + 1, batch_size), "int32")
         z = np.zeros((width, n_crit + 1, batch_size, latent_dim), "float32")
         eps = np.zeros((width, max(n_crit, 1), batch_size, 1, 1, 1), "float32")
+
+        def batch_and_codes(i, j):  # a critic step's (j < n_crit) or the generator's
+            idx[i, j] = rng.integers(0, len(X), batch_size)
+            z[i, j] = rng.standard_normal((batch_size, latent_dim))
+
         for i in range(k):
             for j in range(n_crit):
-                idx[i, j] = rng.integers(0, len(X), batch_size)
-                z[i, j] = rng.standard_normal((batch_size, latent_dim))
+                batch_and_codes(i, j)
                 eps[i, j] = rng.uniform(size=(batch_size, 1, 1, 1))
-            idx[i, n_crit] = rng.integers(0, len(X), batch_size)
-            z[i, n_crit] = rng.standard_normal((batch_size, latent_dim))
+            batch_and_codes(i, n_crit)
         return tuple(ops.convert_to_tensor(a) for a in (idx, z, eps))
 
     history = {"d_loss": [], "g_loss": [], "steps": 0, "interrupted": False}

@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from kmi._docstring import fill_doc
 from kmi.attacks.text import _common as _text
 from kmi.attacks.text._common import PARAMS_DOC
+from kmi.attacks.text._refine import refine, soft_token_pipeline
 from kmi.base import BaseAttack
 from kmi.metrics.text import cosine_similarity, word_f1
 from kmi.models.text import SPECIAL_TOKENS, word_tokenizer
@@ -52,6 +53,15 @@ class EmbeddingInversion(BaseAttack):
     closer. This is vec2text's hypothesise, re-embed, correct loop, with a search
     in place of a trained corrector.
 
+    With ``refine_steps > 0`` and white-box access to an encoder that runs from
+    token embeddings, each text is then refined against the encoder's gradients, in
+    the encoder's own sub-word tokens: the gradient ranks the ``refine_top_k`` best
+    substitutions at every position (HotFlip), ``refine_candidates`` of them are
+    scored exactly and the closest is kept, one token per step (the greedy
+    coordinate gradient search of Zou et al. 2023). It can write words the
+    inverter's vocabulary lacks. Every gradient and every scored text is a counted
+    query.
+
     Parameters
     ----------
     target : Target or callable
@@ -82,6 +92,16 @@ class EmbeddingInversion(BaseAttack):
         Edits re-embedded per kept hypothesis and step (each one a counted query).
     n_candidates : int, default=20
         Words the edits insert or substitute: the likeliest of the bag-of-words head.
+    refine_steps : int, default=0
+        Steps of white-box refinement (0: none). Needs
+        ``Target(TextPipeline(tokenizer, encoder), access="white-box",
+        task="embedding")`` with an encoder that has ``embed`` and ``call_embedded``
+        (:class:`kmi.models.SentenceEncoder`, or
+        :func:`kmi.models.load_sentence_encoder`'s).
+    refine_top_k : int, default=32
+        Substitutions the gradient proposes per position.
+    refine_candidates : int, default=64
+        Substitutions scored per text and step (each a counted query).
     {random_state}
     {verbose}
 
@@ -104,12 +124,17 @@ class EmbeddingInversion(BaseAttack):
     cosine_ : ndarray or None
         After :meth:`invert`: the cosine between each given embedding and that of
         the text returned (the target's own measure of success), when the texts
-        were re-embedded (several hypotheses, or correction steps); else None.
+        were re-embedded (several hypotheses, correction or refinement steps); else
+        None.
 
     Raises
     ------
     AccessError
-        In ``fit``, for a label-only target.
+        In ``fit``, for a label-only target, or with ``refine_steps > 0`` for a
+        target that is not white-box.
+    TypeError
+        In ``fit``, with ``refine_steps > 0`` for an encoder without a path from
+        token embeddings.
     ValueError
         On empty texts, or embeddings of another width than the target's.
 
@@ -122,6 +147,10 @@ class EmbeddingInversion(BaseAttack):
     C. Song and A. Raghunathan. Information Leakage in Embedding Models. CCS 2020.
     J. X. Morris, V. Kuleshov, V. Shmatikov and A. M. Rush. Text Embeddings Reveal
     (Almost) As Much As Text. EMNLP 2023.
+    J. Ebrahimi, A. Rao, D. Lowd and D. Dou. HotFlip: White-Box Adversarial Examples
+    for Text Classification. ACL 2018.
+    A. Zou, Z. Wang, J. Z. Kolter and M. Fredrikson. Universal and Transferable
+    Adversarial Attacks on Aligned Language Models. arXiv:2307.15043, 2023.
 
     Examples
     --------
@@ -158,6 +187,9 @@ class EmbeddingInversion(BaseAttack):
         "beam_width": [Interval(Integral, 1, None, closed="left")],
         "n_edits": [Interval(Integral, 1, None, closed="left")],
         "n_candidates": [Interval(Integral, 1, None, closed="left")],
+        "refine_steps": [Interval(Integral, 0, None, closed="left")],
+        "refine_top_k": [Interval(Integral, 1, None, closed="left")],
+        "refine_candidates": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -181,6 +213,9 @@ class EmbeddingInversion(BaseAttack):
         beam_width=4,
         n_edits=32,
         n_candidates=20,
+        refine_steps=0,
+        refine_top_k=32,
+        refine_candidates=64,
         random_state=None,
         verbose=0,
     ):
@@ -200,6 +235,9 @@ class EmbeddingInversion(BaseAttack):
         self.beam_width = beam_width
         self.n_edits = n_edits
         self.n_candidates = n_candidates
+        self.refine_steps = refine_steps
+        self.refine_top_k = refine_top_k
+        self.refine_candidates = refine_candidates
         self.random_state = random_state
         self.verbose = verbose
 
@@ -236,6 +274,9 @@ class EmbeddingInversion(BaseAttack):
         """
         target = self.target_
         texts = check_texts(X, "X")
+        if int(self.refine_steps):  # refused before any query is spent
+            target.require("white-box", attack="EmbeddingInversion with refine_steps > 0")
+            soft_token_pipeline(target, "EmbeddingInversion")
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(2**30))
         before = target.n_queries_
@@ -410,7 +451,9 @@ class EmbeddingInversion(BaseAttack):
                     keep = np.array([int(np.argmax(row))])
                 keep = keep[np.argsort(-row[keep], kind="stable")]
                 out.append(" ".join(vocab[i] for i in keep))
-            return self._correct(emb, [out]) if int(self.correction_steps) else out
+            if int(self.correction_steps):
+                out = self._correct(emb, [out])
+            return self._refine(emb, out)
         rng = check_random_state(self.random_state)
         self._forward = None
         hyps = [self._decode(emb, None, rng)]
@@ -425,8 +468,26 @@ class EmbeddingInversion(BaseAttack):
                 stacklevel=2,
             )
         if len(hyps) == 1 and not int(self.correction_steps):
-            return hyps[0]
-        return self._correct(emb, hyps)
+            return self._refine(emb, hyps[0])
+        return self._refine(emb, self._correct(emb, hyps))
+
+    def _refine(self, emb, texts):
+        """White-box refinement of ``texts`` (``refine_steps``), else ``texts``."""
+        if not int(self.refine_steps):
+            return texts
+        rng = np.random.default_rng(check_random_state(self.random_state).randint(2**31))
+        texts, self.cosine_ = refine(
+            self.target_,
+            texts,
+            emb,
+            steps=int(self.refine_steps),
+            top_k=int(self.refine_top_k),
+            n_candidates=int(self.refine_candidates),
+            rng=rng,
+            attack="EmbeddingInversion",
+            verbose=self.verbose,
+        )
+        return texts
 
     def _proposals(self, words, candidates, prob, limit):
         """Up to ``limit`` edits of a hypothesis, likeliest first by the word head.

@@ -1,0 +1,180 @@
+"""White-box refinement of inverted texts against the target encoder's gradients.
+
+A text (a hypothesis of :class:`~kmi.attacks.EmbeddingInversion`) is tokenized with
+the target encoder's own tokenizer and improved one token at a time:
+
+1. the gradient of the cosine between the encoder's vector of the text and the
+   target embedding, with respect to the token embeddings, ranks at every position
+   the ``top_k`` substitutions of largest first-order gain (HotFlip, Ebrahimi et
+   al. 2018: the gain of token ``v`` at position ``p`` is ``g_p . E_v``);
+2. ``n_candidates`` single-token substitutions are drawn from those and scored
+   exactly by a forward pass; the best is kept when it is closer than the text
+   (the greedy coordinate gradient search of Zou et al. 2023).
+
+A text stops when no candidate of a step is closer. The refined text may hold
+sub-word tokens outside the inverter's own vocabulary (names, hashtags), which is
+what the black-box inverter cannot write. Every text the encoder reads, for a
+gradient or a score, is a counted query of the target.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+
+import keras
+import numpy as np
+from keras import ops
+
+from kmi import backend
+from kmi.attacks._optim import _variables
+from kmi.attacks.text import _common as _text
+
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_BLOCK = 16  # texts per gradient call: (16, length, vocabulary) gains at most
+_SCORE_BLOCK = 256  # texts per scoring call
+
+
+def soft_token_pipeline(target, attack: str):
+    """The (tokenizer, encoder) of a white-box text target whose encoder runs from
+    token embeddings; TypeError otherwise."""
+    pipe = target.model
+    tok, enc = getattr(pipe, "tokenizer", None), getattr(pipe, "model", None)
+    needed = ("embed", "call_embedded", "token_embedding_matrix", "vocabulary_size")
+    if tok is None or enc is None or not all(hasattr(enc, a) for a in needed):
+        raise TypeError(
+            f"{attack}'s white-box refinement needs a target that is a "
+            "kmi.models.TextPipeline of a tokenizer and an encoder with embed and "
+            "call_embedded (kmi.models.SentenceEncoder, or the encoder of "
+            "kmi.models.load_sentence_encoder). Received: target model of type "
+            f"{type(pipe).__name__}; pass refine_steps=0 to invert black-box."
+        )
+    return tok, enc
+
+
+def _allowed_tokens(tok, vocabulary_size: int, special: set[int]) -> np.ndarray:
+    """Token ids a substitution may bring in: not special, and not a bracketed
+    placeholder of a word-piece vocabulary (``[UNK]``, ``[MASK]``, ``[unused7]``)."""
+    allowed = np.ones(vocabulary_size, dtype=bool)
+    allowed[[i for i in special if 0 <= i < vocabulary_size]] = False
+    inner = getattr(tok, "tokenizer", tok)
+    get_vocabulary = getattr(inner, "get_vocabulary", None)
+    if get_vocabulary is not None:
+        try:
+            vocab = get_vocabulary()
+        except (AttributeError, ValueError, TypeError):  # pragma: no cover - no vocabulary
+            vocab = None
+        if vocab is not None and len(vocab) == vocabulary_size:
+            placeholder = re.compile(r"^\[.*\]$")
+            allowed &= np.array([not placeholder.match(str(t)) for t in vocab])
+    return allowed
+
+
+def _programs(encoder, k: int):
+    """Compiled (top-k gains, cosines) of an encoder, its weights passed in per call."""
+    cache = _PROGRAMS.setdefault(encoder, {})
+    if k in cache:
+        return cache[k]
+    variables = _variables([encoder])
+
+    def cosine(x, mask, target):
+        v = encoder.call_embedded(x, mask, training=False)
+        v = v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), 1e-12)
+        return ops.sum(v * target, axis=-1)
+
+    def gains(values, ids, mask, target, free, bias):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            x = encoder.embed(ids)
+            _, g = backend.value_and_grad(lambda e: ops.sum(cosine(e, mask, target)), x)
+            matrix = ops.cast(encoder.token_embedding_matrix, g.dtype)
+            gain = ops.einsum("bld,vd->blv", g, matrix) + bias
+            return ops.top_k(gain, k)[1]
+
+    def cosines(values, ids, mask, target):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return cosine(encoder.embed(ids), mask, target)
+
+    cache[k] = (backend.jit(gains), backend.jit(cosines), variables)
+    return cache[k]
+
+
+def refine(target, texts, embeddings, *, steps, top_k, n_candidates, rng, attack, verbose=0):
+    """Refine ``texts`` towards ``embeddings`` through a white-box text ``target``.
+
+    Returns
+    -------
+    texts : list of str
+        The refined texts (the given one where nothing closer was found).
+    cosine : ndarray of shape (n,)
+        The encoder's cosine between each returned text and its embedding.
+    """
+    tok, enc = soft_token_pipeline(target, attack)
+    n = len(texts)
+    pad = int(getattr(tok, "pad_id", 0) or 0)
+    special = set(getattr(tok, "special_ids", ())) | {pad}
+    V = int(enc.vocabulary_size)
+    k = max(1, min(int(top_k), V))
+    gains_c, cosines_c, variables = _programs(enc, k)
+    bias = np.where(_allowed_tokens(tok, V, special), 0.0, -1e9).astype("float32")
+    placeholder = [t if t.strip() else "a" for t in texts]  # an empty hypothesis: one word
+    ids = np.asarray(tok(placeholder), dtype="int32")
+    mask = ids != pad
+    free = mask & ~np.isin(ids, list(special))
+    goal = np.asarray(embeddings, dtype="float32")
+    goal = goal / np.maximum(np.linalg.norm(goal, axis=1, keepdims=True), 1e-12)
+
+    def values():
+        return [v.value for v in variables]
+
+    def score(rows_ids, rows):
+        target.record_queries(len(rows))  # raises on an exhausted budget, before reading
+        out = []
+        for s in range(0, len(rows), _SCORE_BLOCK):
+            r, b = rows[s : s + _SCORE_BLOCK], rows_ids[s : s + _SCORE_BLOCK]
+            c = cosines_c(values(), b, mask[r], goal[r])
+            out.append(ops.convert_to_numpy(c))
+        return np.concatenate(out).astype("float64")
+
+    def top_tokens(rows):
+        target.record_queries(len(rows))
+        out = []
+        for s in range(0, len(rows), _BLOCK):
+            r = rows[s : s + _BLOCK]
+            t = gains_c(values(), ids[r], mask[r], goal[r], free[r], bias)
+            out.append(ops.convert_to_numpy(t))
+        return np.concatenate(out)
+
+    best = score(ids, np.arange(n))
+    live = free.any(axis=1)
+    changed = np.zeros(n, dtype=bool)
+    bar = keras.utils.Progbar(int(steps), unit_name="step") if verbose and steps else None
+    for step in range(int(steps)):
+        rows = np.nonzero(live)[0]
+        if rows.size == 0:
+            break
+        top = top_tokens(rows)  # (rows, length, k)
+        cand_ids, owner = [], []
+        for j, i in enumerate(rows):
+            positions = np.nonzero(free[i])[0]
+            pos = rng.choice(positions, size=int(n_candidates))
+            new = top[j, pos, rng.integers(0, k, size=int(n_candidates))]
+            c = np.repeat(ids[i][None], int(n_candidates), axis=0)
+            c[np.arange(int(n_candidates)), pos] = new
+            cand_ids.append(c)
+            owner.append(np.full(int(n_candidates), i))
+        cand_ids, owner = np.concatenate(cand_ids), np.concatenate(owner)
+        cos = score(cand_ids, owner)
+        for j, i in enumerate(rows):
+            part = slice(j * int(n_candidates), (j + 1) * int(n_candidates))
+            b = int(np.argmax(cos[part]))
+            if cos[part][b] > best[i]:
+                best[i], ids[i], changed[i] = cos[part][b], cand_ids[part][b], True
+            else:
+                live[i] = False
+        if bar is not None:
+            bar.update(step + 1, [("cosine", float(best.mean()))])
+    if hasattr(tok, "special_ids"):  # a PresetTokenizer drops its special tokens
+        decoded = list(tok.detokenize(ids))
+    else:
+        decoded = [_text.decode(tok, row) for row in ids]
+    return [d if c else t for d, c, t in zip(decoded, changed, texts)], best
