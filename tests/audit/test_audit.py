@@ -371,7 +371,7 @@ def test_cli_user_model_errors(tmp_path, digits, capsys):
     assert "Missing: x_private, y_private" in capsys.readouterr().err
     # --model without --data
     assert main(["audit", "--model", path, *out]) == 2
-    assert "--demo, or --model, --data and --modality" in capsys.readouterr().err
+    assert "--model with --data and --modality" in capsys.readouterr().err
 
 
 def test_cli_refuses_an_unsafe_model(tmp_path, digits, capsys):
@@ -622,7 +622,12 @@ def test_cli_user_tabular_and_graph_models(tmp_path, capsys):
 def test_cli_user_text_model(tmp_path, canary_lm):
     model, _ = canary_lm
     model.save(tmp_path / "lm.keras")
-    np.savez(tmp_path / "t.npz", secrets=np.array([CANARY]), prompts=np.array([PREFIX]))
+    np.savez(
+        tmp_path / "t.npz",
+        secrets=np.array([CANARY]),
+        prompts=np.array([PREFIX]),
+        references=np.array(REFERENCES),  # optional: the canary's exposure among them
+    )
     assert (
         main(
             [
@@ -644,6 +649,7 @@ def test_cli_user_text_model(tmp_path, canary_lm):
     assert rows["LMExtraction"]["exact_top_1"] == 1.0
     # the white-box attack runs too (every byte allowed, so it is harder)
     assert rows["TokenOptimization"]["character_accuracy"] > 0.25
+    assert rows["Exposure"]["exposure"] == pytest.approx(5.0)  # first of 32
 
 
 def test_image_audit_stops_where_the_model_is_at_chance_on_its_private_data(digits):

@@ -101,7 +101,7 @@ def test_tensorflow_logging_hidden_unless_verbose_or_set(monkeypatch, capsys):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")  # the user's choice is kept
     assert main(["audit"]) == 2
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
-    assert "--demo, or --model, --data and --modality" in capsys.readouterr().err
+    assert "--model with --data and --modality" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ input files

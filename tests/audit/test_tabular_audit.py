@@ -123,7 +123,8 @@ def test_cli_demo(tmp_path, capsys, monkeypatch):
 
 def test_cli_without_demo_explains(capsys):
     assert main(["audit"]) == 2
-    assert "needs --demo, or --model, --data and --modality" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "needs --demo, --model with --data and --modality, or --encoder" in err
     with pytest.raises(SystemExit):
         main(["audit", "--demo", "nope"])
 

@@ -96,6 +96,53 @@ def test_soft_tokens_give_the_same_vectors_and_gradients_flow(tiny_preset):
     assert np.abs(keras.ops.convert_to_numpy(grad)).sum() > 0
 
 
+def test_cli_audits_a_preset_encoder_and_refines_white_box(tiny_preset, tmp_path):
+    """kmi audit --encoder: the inverters' rows, and each refined against the
+    encoder's gradients (white-box), never further from the embeddings."""
+    from kmi.audit.cli import main
+
+    folder, _ = tiny_preset
+    rng = np.random.default_rng(0)
+    words = VOCAB[5:]
+    public = [" ".join(rng.choice(words, size=rng.integers(2, 5))) for _ in range(24)]
+    private = ["my pin is a secret", "a secret pin", "is my pin", "secret ."]
+    np.savez(tmp_path / "e.npz", texts=np.array(private), public=np.array(public))
+    args = ["audit", "--encoder", str(folder), "--data", str(tmp_path / "e.npz")]
+    assert main([*args, "--output", str(tmp_path / "r"), "-q"]) == 0
+    rows = {r["attack"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    for name in ("EmbeddingInversion-bow", "EmbeddingInversion-decoder"):
+        plain, refined = rows[name], rows[f"{name}+refine"]
+        assert plain["access"] == "black-box" and refined["access"] == "white-box"
+        assert refined["cosine"] >= plain["cosine"] - 1e-4
+        assert refined["queries"] > plain["queries"]  # the fit, and every read counted
+    # a black-box encoder, or one without a path from token embeddings: no refinement
+    from kmi.audit.text import _refinable
+
+    encoder = load_sentence_encoder(str(folder), sequence_length=8)
+    assert _refinable(Target(encoder, access="white-box", task="embedding"))
+    assert not _refinable(Target(encoder, access="black-box", task="embedding"))
+    plain = Target(lambda t: np.ones((len(t), 3)), access="white-box", task="embedding")
+    assert not _refinable(plain)
+
+
+def test_cli_encoder_errors(tiny_preset, tmp_path, capsys):
+    from kmi.audit.cli import main
+
+    folder, _ = tiny_preset
+    np.savez(tmp_path / "e.npz", texts=np.array(["a secret"]))
+    base = ["audit", "--encoder", str(folder), "--output", str(tmp_path / "r")]
+    assert main([*base, "--data", str(tmp_path / "e.npz")]) == 2
+    assert "must hold the arrays texts, public. Missing: public" in capsys.readouterr().err
+    assert main(base) == 2
+    assert "--encoder needs --data" in capsys.readouterr().err
+    assert main([*base, "--data", str(tmp_path / "e.npz"), "--modality", "image"]) == 2
+    assert "leave out --model" in capsys.readouterr().err
+    np.savez(tmp_path / "f.npz", texts=np.array(["a secret"]), public=np.array(["a pin"]))
+    missing = str(tmp_path / "no_such_folder")
+    assert main([*base[:2], missing, *base[3:], "--data", str(tmp_path / "f.npz")]) == 2
+    assert "--encoder could not be loaded" in capsys.readouterr().err
+
+
 def test_pooled_encoder_save_load_round_trip(tiny_preset, tmp_path):
     folder, _ = tiny_preset
     encoder = load_sentence_encoder(str(folder), sequence_length=8)

@@ -118,6 +118,10 @@ def refine(target, texts, embeddings, *, steps, top_k, n_candidates, rng, attack
     bias = np.where(_allowed_tokens(tok, V, special), 0.0, -1e9).astype("float32")
     placeholder = [t if t.strip() else "a" for t in texts]  # an empty hypothesis: one word
     ids = np.asarray(tok(placeholder), dtype="int32")
+    # the trailing padding every row shares is cut: masked, it changes no vector, and
+    # a sentence in a 128-token encoder then costs its own length, not 128
+    width = int(max(np.nonzero((ids != pad).any(axis=0))[0], default=0)) + 1
+    ids = ids[:, :width].copy()
     mask = ids != pad
     free = mask & ~np.isin(ids, list(special))
     goal = np.asarray(embeddings, dtype="float32")
