@@ -113,9 +113,11 @@ def refine(target, texts, embeddings, *, steps, top_k, n_candidates, rng, attack
     pad = int(getattr(tok, "pad_id", 0) or 0)
     special = set(getattr(tok, "special_ids", ())) | {pad}
     V = int(enc.vocabulary_size)
-    k = max(1, min(int(top_k), V))
+    allowed = _allowed_tokens(tok, V, special)
+    # at most as many as are allowed, so a refused token (gain -1e9) is never proposed
+    k = max(1, min(int(top_k), int(allowed.sum())))
     gains_c, cosines_c, variables = _programs(enc, k)
-    bias = np.where(_allowed_tokens(tok, V, special), 0.0, -1e9).astype("float32")
+    bias = np.where(allowed, 0.0, -1e9).astype("float32")
     placeholder = [t if t.strip() else "a" for t in texts]  # an empty hypothesis: one word
     ids = np.asarray(tok(placeholder), dtype="int32")
     # the trailing padding every row shares is cut: masked, it changes no vector, and
@@ -149,7 +151,7 @@ def refine(target, texts, embeddings, *, steps, top_k, n_candidates, rng, attack
         return np.concatenate(out)
 
     best = score(ids, np.arange(n))
-    live = free.any(axis=1)
+    live = free.any(axis=1) & allowed.any()
     changed = np.zeros(n, dtype=bool)
     bar = keras.utils.Progbar(int(steps), unit_name="step") if verbose and steps else None
     for step in range(int(steps)):
