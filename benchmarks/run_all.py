@@ -138,8 +138,11 @@ BENCHMARKS = {
     ),
     "text_embedding_minilm": (
         ["text_embedding.py"],
-        ["text_embedding_minilm.json"],
-        "sentence-embedding inversion against all-MiniLM-L6-v2, tweets and fortunes",
+        ["text_embedding_minilm.json", "text_embedding_minilm_refine.json"],
+        "sentence-embedding inversion against all-MiniLM-L6-v2, tweets and fortunes "
+        "(text_embedding_minilm_refine.json: the white-box refinement rows, a shorter "
+        "run: python benchmarks/text_embedding.py --n-aux 8000 --epochs 10 3 --n-private "
+        "40 --refine 8 32 --tag _refine)",
         "60 min",
     ),
     "text_embedding": (
@@ -296,6 +299,15 @@ def render(data) -> list[str]:
                     "",
                     f"**{key}**: " + "; ".join(f"{k} {_fmt(v)}" for k, v in value.items()),
                 ]
+            elif all(isinstance(v, dict) and v for v in value.values()) and all(
+                isinstance(vv, dict) for v in value.values() for vv in v.values()
+            ):  # two levels, e.g. domain -> method -> figures: one row per pair
+                rows = [
+                    {"name": k, "method": kk, **{c: x for c, x in vv.items() if _scalar(x)}}
+                    for k, v in value.items()
+                    for kk, vv in v.items()
+                ]
+                lines += ["", f"**{key}**", ""] + _table(rows)
             elif all(isinstance(v, dict) for v in value.values()):
                 rows = [
                     {"name": k, **{kk: vv for kk, vv in v.items() if _scalar(vv)}}

@@ -346,6 +346,17 @@ def test_white_box_refinement_brings_the_texts_closer(encoder_data):
     assert word_f1(private, refined) >= word_f1(private, plain) - 0.05
     # the same seed gives the same texts
     assert attack.invert(emb) == refined
+    # a budget that runs out in the second step: the texts refined so far come back
+    from kmi.targets import QueryBudgetExceededError
+
+    budget = len(aux) + len(private) * (1 + 1 + 10) + 5
+    small = Target(pipeline, access="white-box", task="embedding", query_budget=budget)
+    attack = EmbeddingInversion(small, **kwargs).fit(aux)
+    attack.set_params(refine_steps=4, refine_top_k=6, refine_candidates=10)
+    with pytest.raises(QueryBudgetExceededError) as info:
+        attack.invert(emb)
+    texts, cos = info.value.partial_result
+    assert len(texts) == len(private) and np.all(cos >= plain_cos - 1e-5)
 
 
 def test_white_box_refinement_needs_a_white_box_soft_token_encoder(encoder_data):

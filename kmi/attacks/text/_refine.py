@@ -20,6 +20,7 @@ gradient or a score, is a counted query of the target.
 from __future__ import annotations
 
 import re
+import warnings
 import weakref
 
 import keras
@@ -29,10 +30,25 @@ from keras import ops
 from kmi import backend
 from kmi.attacks._optim import _variables
 from kmi.attacks.text import _common as _text
+from kmi.targets import QueryBudgetExceededError
 
 _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _BLOCK = 16  # texts per gradient call: (16, length, vocabulary) gains at most
 _SCORE_BLOCK = 256  # texts per scoring call
+
+
+def _blocks(fn, rows, size, *arrays):
+    """``fn`` over blocks of at most ``size`` rows of ``arrays``, each block padded
+    with zero rows to a power of two (at least 8), so that a compiled ``fn`` sees a
+    few shapes however many texts are still refined; the padding is dropped."""
+    out = []
+    for s in range(0, len(rows), size):
+        block = [a[s : s + size] for a in arrays]
+        n = len(block[0])
+        width = min(size, max(8, 1 << (n - 1).bit_length()))
+        block = [np.concatenate([a, np.zeros((width - n, *a.shape[1:]), a.dtype)]) for a in block]
+        out.append(ops.convert_to_numpy(fn(*block))[:n])
+    return np.concatenate(out)
 
 
 def soft_token_pipeline(target, attack: str):
@@ -107,6 +123,12 @@ def refine(target, texts, embeddings, *, steps, top_k, n_candidates, rng, attack
         The refined texts (the given one where nothing closer was found).
     cosine : ndarray of shape (n,)
         The encoder's cosine between each returned text and its embedding.
+
+    Raises
+    ------
+    QueryBudgetExceededError
+        When the target's budget runs out; its ``partial_result`` holds the
+        (texts, cosine) refined so far.
     """
     tok, enc = soft_token_pipeline(target, attack)
     n = len(texts)
@@ -134,53 +156,68 @@ def refine(target, texts, embeddings, *, steps, top_k, n_candidates, rng, attack
 
     def score(rows_ids, rows):
         target.record_queries(len(rows))  # raises on an exhausted budget, before reading
-        out = []
-        for s in range(0, len(rows), _SCORE_BLOCK):
-            r, b = rows[s : s + _SCORE_BLOCK], rows_ids[s : s + _SCORE_BLOCK]
-            c = cosines_c(values(), b, mask[r], goal[r])
-            out.append(ops.convert_to_numpy(c))
-        return np.concatenate(out).astype("float64")
+        w = values()
+        c = _blocks(
+            lambda b, m, g: cosines_c(w, b, m, g),
+            rows,
+            _SCORE_BLOCK,
+            rows_ids,
+            mask[rows],
+            goal[rows],
+        )
+        return c.astype("float64")
 
     def top_tokens(rows):
         target.record_queries(len(rows))
-        out = []
-        for s in range(0, len(rows), _BLOCK):
-            r = rows[s : s + _BLOCK]
-            t = gains_c(values(), ids[r], mask[r], goal[r], free[r], bias)
-            out.append(ops.convert_to_numpy(t))
-        return np.concatenate(out)
+        w = values()
+        return _blocks(
+            lambda b, m, g, f: gains_c(w, b, m, g, f, bias),
+            rows,
+            _BLOCK,
+            ids[rows],
+            mask[rows],
+            goal[rows],
+            free[rows],
+        )
 
+    def texts_now():
+        if hasattr(tok, "special_ids"):  # a PresetTokenizer drops its special tokens
+            decoded = list(tok.detokenize(ids))
+        else:
+            decoded = [_text.decode(tok, row) for row in ids]
+        return [d if c else t for d, c, t in zip(decoded, changed, texts)]
+
+    changed = np.zeros(n, dtype=bool)
     best = score(ids, np.arange(n))
     live = free.any(axis=1) & allowed.any()
-    changed = np.zeros(n, dtype=bool)
+    m = int(n_candidates)
     bar = keras.utils.Progbar(int(steps), unit_name="step") if verbose and steps else None
-    for step in range(int(steps)):
-        rows = np.nonzero(live)[0]
-        if rows.size == 0:
-            break
-        top = top_tokens(rows)  # (rows, length, k)
-        cand_ids, owner = [], []
-        for j, i in enumerate(rows):
-            positions = np.nonzero(free[i])[0]
-            pos = rng.choice(positions, size=int(n_candidates))
-            new = top[j, pos, rng.integers(0, k, size=int(n_candidates))]
-            c = np.repeat(ids[i][None], int(n_candidates), axis=0)
-            c[np.arange(int(n_candidates)), pos] = new
-            cand_ids.append(c)
-            owner.append(np.full(int(n_candidates), i))
-        cand_ids, owner = np.concatenate(cand_ids), np.concatenate(owner)
-        cos = score(cand_ids, owner)
-        for j, i in enumerate(rows):
-            part = slice(j * int(n_candidates), (j + 1) * int(n_candidates))
-            b = int(np.argmax(cos[part]))
-            if cos[part][b] > best[i]:
-                best[i], ids[i], changed[i] = cos[part][b], cand_ids[part][b], True
-            else:
-                live[i] = False
-        if bar is not None:
-            bar.update(step + 1, [("cosine", float(best.mean()))])
-    if hasattr(tok, "special_ids"):  # a PresetTokenizer drops its special tokens
-        decoded = list(tok.detokenize(ids))
-    else:
-        decoded = [_text.decode(tok, row) for row in ids]
-    return [d if c else t for d, c, t in zip(decoded, changed, texts)], best
+    try:
+        for step in range(int(steps)):
+            rows = np.nonzero(live)[0]
+            if rows.size == 0:
+                break
+            top = top_tokens(rows)  # (rows, length, k)
+            cand_ids = np.repeat(ids[rows], m, axis=0)
+            for j, i in enumerate(rows):
+                pos = rng.choice(np.nonzero(free[i])[0], size=m)
+                cand_ids[j * m + np.arange(m), pos] = top[j, pos, rng.integers(0, k, size=m)]
+            cos = score(cand_ids, np.repeat(rows, m)).reshape(len(rows), m)
+            for j, i in enumerate(rows):
+                b = int(np.argmax(cos[j]))
+                if cos[j, b] > best[i]:
+                    best[i], ids[i], changed[i] = cos[j, b], cand_ids[j * m + b], True
+                else:
+                    live[i] = False
+            if bar is not None:
+                bar.update(step + 1, [("cosine", float(best.mean()))])
+    except QueryBudgetExceededError as exc:
+        exc.partial_result = (texts_now(), best.copy())  # the texts refined so far
+        raise
+    except KeyboardInterrupt:
+        warnings.warn(
+            "Interrupted during the white-box refinement; returning the closest texts so far.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return texts_now(), best
