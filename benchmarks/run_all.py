@@ -142,7 +142,7 @@ BENCHMARKS = {
         "sentence-embedding inversion against all-MiniLM-L6-v2, tweets and fortunes "
         "(text_embedding_minilm_refine.json: the white-box refinement rows, a shorter "
         "run: python benchmarks/text_embedding.py --n-aux 8000 --epochs 10 3 --n-private "
-        "40 --refine 8 32 --tag _refine)",
+        "20 --refine 8 32 --tag _refine)",
         "60 min",
     ),
     "text_embedding": (
@@ -171,6 +171,14 @@ BENCHMARKS = {
         "_before files: the same script on a checkout of commit 8b4b48a, before the "
         "compiled loop, --tag _before, JAX with --iters 50 --repeats 1)",
         "10 min",
+    ),
+    "gan_speed": (
+        ["gan_speed.py"],
+        ["gan_speed_tensorflow.json", "gan_speed_tensorflow_before.json"],
+        "one generator step of GMI's GAN prior with the audit's settings, the README "
+        "demo's largest cost (TensorFlow; _before: PYTHONPATH=<checkout of 8b4b48a> "
+        "python benchmarks/gan_speed.py --tag _before, the loop before it was compiled)",
+        "6 min",
     ),
     "dp_sgd_utility": (
         ["dp_sgd.py", "utility"],
