@@ -98,7 +98,7 @@ def _programs(encoder, k: int):
         v = v / ops.maximum(ops.norm(v, axis=-1, keepdims=True), 1e-12)
         return ops.sum(v * target, axis=-1)
 
-    def gains(values, ids, mask, target, free, bias):
+    def gains(values, ids, mask, target, bias):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             x = encoder.embed(ids)
             _, g = backend.value_and_grad(lambda e: ops.sum(cosine(e, mask, target)), x)
@@ -171,13 +171,12 @@ def refine(target, texts, embeddings, *, steps, top_k, n_candidates, rng, attack
         target.record_queries(len(rows))
         w = values()
         return _blocks(
-            lambda b, m, g, f: gains_c(w, b, m, g, f, bias),
+            lambda b, m, g: gains_c(w, b, m, g, bias),
             rows,
             _BLOCK,
             ids[rows],
             mask[rows],
             goal[rows],
-            free[rows],
         )
 
     def texts_now():
