@@ -174,10 +174,15 @@ BENCHMARKS = {
     ),
     "gan_speed": (
         ["gan_speed.py"],
-        ["gan_speed_tensorflow.json", "gan_speed_tensorflow_before.json"],
+        [
+            "gan_speed_tensorflow.json",
+            "gan_speed_tensorflow_repeat.json",
+            "gan_speed_tensorflow_before.json",
+        ],
         "one generator step of GMI's GAN prior with the audit's settings, the README "
-        "demo's largest cost (TensorFlow; _before: PYTHONPATH=<checkout of 8b4b48a> "
-        "python benchmarks/gan_speed.py --tag _before, the loop before it was compiled)",
+        "demo's largest cost (TensorFlow; _repeat: the same run again, --tag _repeat; "
+        "_before: PYTHONPATH=<checkout of 8b4b48a> python benchmarks/gan_speed.py --tag "
+        "_before, the loop before it was compiled)",
         "6 min",
     ),
     "dp_sgd_utility": (
