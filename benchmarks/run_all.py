@@ -77,6 +77,12 @@ BENCHMARKS = {
             "image_att_faces_b_32_cpu.json",
             "image_att_faces_b_32_cpu_seeds.json",
         ],
+        "The accepted AT&T result is 0.59 +- 0.09 top-1 by the evaluator (GMI over "
+        "a 40-component PCA prior with latent noise, 5 seeds: the _cpu_seeds file). The "
+        "retired goal of 0.8 is out of reach with the ~300 public faces that install "
+        "offline, against the tens of thousands behind the published 0.8-level results, "
+        "so image inversion is measured on the GMI and KED-MI papers' protocol "
+        "instead (image_gan). "
         "GAN-prior attacks on AT&T faces: target on subjects 1-20, public "
         "data subjects 21-40 + the 100 faces of scikit-image's LFW subset "
         "(32x32); the first file measured with JAX on one H100 (these "

@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--quick",
         action="store_true",
-        help="mnist demo: a smoke run on 1,024 images with short attacks",
+        help="mnist demo: a smoke run on a few hundred images with short attacks",
     )
     audit.add_argument(
         "--sweep",

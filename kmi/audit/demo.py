@@ -286,7 +286,7 @@ def mnist_audit(
     Parameters
     ----------
     quick : bool, default=False
-        A smoke run (1,024 images, short training, short attacks) for tests.
+        A smoke run (a few hundred images, short training, short attacks) for tests.
     defenses : tuple of {"no defense", "DP-SGD", "MID"}
     dp_epsilon : float or sequence of float, default=3.0
         DP-SGD's target epsilon (delta 1e-5, Poisson sampling); a sequence trains
@@ -323,11 +323,7 @@ def mnist_audit(
     X = np.pad(X, ((0, 0), (2, 2), (2, 2), (0, 0)))
     order = np.random.default_rng(random_state).permutation(len(X))
     if quick:
-        # sizes that split into whole batches (the targets' and the evaluation
-        # classifier's 64 after its 10 % hold-out, GMI's 32, predict's 32): a last,
-        # smaller batch is a second compiled training step for every model, which on
-        # JAX cost more than the quick run's training itself
-        private, test, public = order[:640], order[640:768], order[768:1024]
+        private, test, public = order[:300], order[300:400], order[400:600]
         epochs, eval_epochs = 2, 2
         params = {
             "MIFace": {"max_iter": 30},
