@@ -68,6 +68,20 @@ def pytest_report_header(config):
     return f"keras backend: {keras.backend.backend()}"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's -m selection reads the marks
+def pytest_collection_modifyitems(config, items):
+    """On JAX, a test marked ``jax_slow`` is ``slow`` (left out unless ``-m slow``).
+
+    Those are end-to-end runs (the examples, whole audits) that the TensorFlow run
+    keeps: on JAX they mostly compile XLA programs, and every kmi line they reach is
+    reached on JAX by faster tests too.
+    """
+    if keras.backend.backend() == "jax":
+        for item in items:
+            if item.get_closest_marker("jax_slow"):
+                item.add_marker(pytest.mark.slow)
+
+
 # --------------------------------------------------------------- tabular records
 def make_records(n, seed):
     """Records whose label is (mostly) sex XOR (colour == "red")."""

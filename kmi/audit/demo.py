@@ -389,7 +389,8 @@ def mnist_audit(
             model_dir=model_dir,
             verbose=verbose,
         )
-        pred = np.asarray(model.predict(X[test], verbose=0)).argmax(1)
+        # one batch: on JAX a partial last batch would compile the model a second time
+        pred = np.asarray(model.predict(X[test], batch_size=len(test), verbose=0)).argmax(1)
         accuracy = float(np.mean(pred == y[test]))
         strength = None
         if defense == "DP-SGD":

@@ -34,7 +34,8 @@ def digits():
     keras.utils.set_random_seed(0)
     model = softmax_regression((8, 8, 1), 10)
     model.compile(keras.optimizers.Adam(3e-2), "sparse_categorical_crossentropy")
-    model.fit(X[private], y[private], epochs=20, batch_size=64, verbose=0)
+    # batches of 60: 10 whole ones (on JAX a partial last batch compiles the step again)
+    model.fit(X[private], y[private], epochs=20, batch_size=60, verbose=0)
     return model, X[private], y[private], X[public]
 
 
@@ -401,6 +402,7 @@ def test_cli_refuses_an_unsafe_model(tmp_path, digits, capsys):
     assert not (tmp_path / "rep.html").exists()
 
 
+@pytest.mark.slow  # 70-145 s; test_mnist_audit_trains_each_model_once covers its kmi lines
 def test_cli_mnist_demo_quick_resumes_after_interruption(tmp_path, capsys, monkeypatch):
     from kmi.attacks import GMI
 
@@ -453,19 +455,98 @@ def test_cli_mnist_demo_quick_resumes_after_interruption(tmp_path, capsys, monke
     assert not journal.exists() and not (tmp_path / "rep.partial").exists()
 
 
+def test_mnist_audit_trains_each_model_once(tmp_path, monkeypatch):
+    # The demo's own part, without its attacks (the audit is faked here; the image
+    # audit's tests run the attacks, the journal and the report): the evaluation
+    # classifier and one target per defense are trained, saved, handed to the audit
+    # with the demo's attacks and settings, and loaded, not trained, a second time.
+    import kmi.audit.api as api
+    import kmi.audit.demo as demo
+
+    calls = []
+
+    def fake_audit(models, **kwargs):
+        calls.append((models, kwargs))
+        return kwargs["report"]
+
+    monkeypatch.setattr(api, "audit", fake_audit)
+    split = demo.mnist_demo_split
+
+    def whole_batches(**kwargs):
+        # 640 private images (576 train the evaluation classifier), 64 test, 64 public:
+        # whole batches of 64, as on JAX a partial last one compiles each step again
+        X, y, private, test, public = split(**{**kwargs, "quick": False})
+        order = np.concatenate([private, test, public])
+        return X, y, order[:640], order[640:704], order[704:768]
+
+    monkeypatch.setattr(demo, "mnist_demo_split", whole_batches)
+    models_dir = tmp_path / "models"
+    report = demo.mnist_audit(quick=True, model_dir=models_dir, verbose=0)
+    (models, kwargs) = calls[0]
+    assert [m.defense for m in models] == ["no defense", "DP-SGD", "MID"]
+    assert models[1].strength.startswith("epsilon ") and models[2].strength == "beta 0.01"
+    assert all(0.0 <= m.utility <= 1.0 for m in models)
+    assert [name for name, *_ in kwargs["attacks"]] == [
+        "PublicMeanBaseline",
+        "MIFace",
+        "InversionModel",
+        "GMI",
+    ]
+    assert kwargs["attack_params"]["GMI"]["gan_steps"] == 10
+    X_private, y_private = kwargs["private_data"]
+    assert X_private.shape == (640, 32, 32, 1) and kwargs["public_data"].shape[0] == 64
+    dp_label = models[1].label  # "DP-SGD (epsilon <as reached>)"
+    assert 0 < report.settings[f"{dp_label}: epsilon"] <= 3.0 + 1e-6
+    assert 0.0 <= report.settings["evaluation classifier held-out accuracy"] <= 1.0
+    stems = ("evaluation_classifier", "no_defense", "DP-SGD_3", "MID_0.01")
+    for stem in stems:
+        assert (models_dir / f"{stem}.keras").exists()
+        assert (models_dir / f"{stem}.json").exists()
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("a saved model was trained again")
+
+    monkeypatch.setattr(demo, "_train_mnist_target", not_again)
+    monkeypatch.setattr("kmi.audit.image.train_evaluation_model", not_again)
+    again = demo.mnist_audit(quick=True, model_dir=models_dir, verbose=0)
+    # the same models: the reloaded ones score the test images as the trained ones did
+    assert [m.label for m in calls[1][0]] == [m.label for m in models]
+    assert [m.utility for m in calls[1][0]] == [m.utility for m in models]
+    del again.settings["wall time (s)"], report.settings["wall time (s)"]
+    assert again.settings == report.settings
+    with pytest.raises(ValueError, match="defenses must be among"):
+        demo.mnist_audit(quick=True, defenses=("no defense", "label smoothing"))
+
+
 def test_cli_sweep_trains_each_strength(tmp_path, capsys, monkeypatch):
     import kmi.audit.demo as demo
 
     seen = {}
+    verdict = {
+        "target": "DP-SGD (epsilon 1)",
+        "defense": "DP-SGD",
+        "strength": "epsilon 1",
+        "utility": 0.9,
+        "attack": "MIFace",
+        "success": 0.3,
+        "baseline": 0.1,
+        "advantage": 0.2,
+        "interval": (0.1, 0.3),
+        "risk": "medium",
+        "why": "MIFace beats the baseline",
+    }
 
     def fake(**kwargs):
         seen.update(kwargs)
-        return Report(title="t")
+        return Report(title="t", verdicts=[verdict])
 
     monkeypatch.setattr(demo, "mnist_audit", fake)
     out = str(tmp_path / "rep")
     assert main(["audit", "--demo", "--sweep", "--output", out, "-q"]) == 0
     assert seen["dp_epsilon"] == (1.0, 3.0, 8.0) and seen["mid_beta"] == (0.01, 0.1, 1.0)
+    printed = capsys.readouterr().out
+    assert "- DP-SGD (epsilon 1): medium risk. MIFace beats the baseline." in printed
+    assert "| Model | Defense | Strength |" in printed  # the sweep's table
     assert main(["audit", "--demo", "adult", "--sweep", "--output", out, "-q"]) == 2
     assert "--sweep applies to the mnist demo" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"mid_beta must be a positive number"):
@@ -715,6 +796,7 @@ def _mini_xception(n_classes):
     return keras.Model(inp, out, name="mini_xception")
 
 
+@pytest.mark.jax_slow  # 31 s on JAX; every kmi line it reaches, faster tests reach
 def test_image_audit_runs_every_attack_on_a_reloaded_h5_model_behind_a_wrapper(digits, tmp_path):
     _, X, y, X_pub = digits
     keras.utils.set_random_seed(0)

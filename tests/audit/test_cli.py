@@ -266,7 +266,6 @@ def test_a_file_error_exits_2_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
 def test_no_tensorflow_log_lines_unless_verbose(tmp_path, files):
     # the model loads (so Keras, the attacks and TensorFlow are imported), then the
     # audit stops: a Dense model is not a text model

@@ -31,7 +31,6 @@ def _run(clipping, model):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution runs on JAX")
 @pytest.mark.parametrize("clipping, model", [("ghost", "conv"), ("vectorized", "mlp")])
 def test_dpsgd_under_data_parallel_matches_one_device(clipping, model):
@@ -48,7 +47,6 @@ def test_dpsgd_under_data_parallel_matches_one_device(clipping, model):
     )
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution runs on JAX")
 def test_vectorized_clipping_of_a_sharded_convolution_is_refused():
     # jax.vmap'd convolution gradients come out wrong on a sharded batch (kernel
