@@ -26,6 +26,7 @@ from kmi.attacks.image._inversion_model import InversionModel
 from kmi.attacks.image._kedmi import KEDMI
 from kmi.attacks.image._miface import MIFace
 from kmi.attacks.image._pixels import in_unit_range, pixel_range_of
+from kmi.attacks.image._selection import select_candidates
 
 __all__ = [
     "BREPMI",
@@ -36,4 +37,5 @@ __all__ = [
     "MIFace",
     "in_unit_range",
     "pixel_range_of",
+    "select_candidates",
 ]

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from kmi.attacks.image._pixels import PIXEL_RANGE_DOC
+from kmi.attacks.image._selection import SELECTION_DOC, SELECTIONS
 from kmi.metrics.image import attack_accuracy, nearest_neighbor_accuracy
 from kmi.utils.validation import check_images, check_labels
 
@@ -28,6 +29,7 @@ random_state : int, RandomState instance or None, default=None
 verbose : int, default=0
     Show a progress bar for long loops.""",
     "pixel_range": PIXEL_RANGE_DOC,
+    "selection": SELECTION_DOC,
     "gan_params": """\
 generator : keras.Model, default=None
     A trained generator (latent vector to images the target takes, in its
@@ -70,6 +72,9 @@ GAN_CONSTRAINTS = {
 }
 
 OPTIMIZERS = StrOptions({"sgd", "adam"})
+
+#: The ``selection`` parameter of the attacks that keep several candidates per label.
+SELECTION_CONSTRAINT = [StrOptions(set(SELECTIONS))]
 
 
 def keras_model(target, attack):

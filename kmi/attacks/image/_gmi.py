@@ -21,6 +21,7 @@ from kmi.attacks.image._common import (
     GAN_CONSTRAINTS,
     OPTIMIZERS,
     PARAMS_DOC,
+    SELECTION_CONSTRAINT,
     ClassInversionMixin,
     keras_model,
     log_probs,
@@ -29,6 +30,7 @@ from kmi.attacks.image._common import (
 )
 from kmi.attacks.image._gan_prior import GANPriorMixin, critic_score, generate
 from kmi.attacks.image._pixels import PixelRangeMixin
+from kmi.attacks.image._selection import best_candidates
 from kmi.base import BaseAttack
 from kmi.utils.validation import check_images
 
@@ -42,7 +44,8 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
     label and each of ``n_restarts`` random starts at once, it minimises
     ``-D(G(z)) + identity_weight * L_id(G(z), y)`` by SGD with momentum (or Adam),
     clipping ``z`` to ``[-latent_clip, latent_clip]``, and returns the restart with
-    the lowest identity loss of the target.
+    the lowest identity loss of the target (or, with ``selection="robust"``, the
+    one the target is surest of under random crops).
 
     The prior need not be a GAN: :func:`kmi.models.pca_prior` gives a linear
     (PCA) generator and a Gaussian critic, fitted in closed form, for public sets
@@ -78,6 +81,7 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
     optimizer : {"sgd", "adam"}, default="sgd"
         The paper's SGD with momentum, or Adam.
     latent_clip : float, default=1.0
+    {selection}
     latent_noise : float, default=0.0
         Standard deviation of Gaussian noise added to every latent code at every
         step (fresh each step): the loss is then minimised in expectation over a
@@ -110,7 +114,11 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         were picked from, to inspect or to select by another rule.
     restart_losses_ : ndarray of shape (n_labels, n_restarts)
         The target's identity loss (cross-entropy of the label) of each restart's
-        image; ``invert`` returns the restart with the lowest.
+        image; ``invert`` returns the restart with the lowest, with
+        ``selection="loss"``.
+    selection_scores_ : ndarray of shape (n_labels, n_restarts)
+        Each restart's score by ``selection`` (higher is better); ``invert``
+        returns the restart with the highest.
     n_iter_ : int
     interrupted_ : bool
 
@@ -158,6 +166,7 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         "optimizer": [OPTIMIZERS],
         "latent_clip": [Interval(Real, 0, None, closed="neither")],
         "latent_noise": [Interval(Real, 0, None, closed="left")],
+        "selection": SELECTION_CONSTRAINT,
     }
 
     def __init__(
@@ -183,6 +192,7 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         optimizer="sgd",
         latent_clip=1.0,
         latent_noise=0.0,
+        selection="loss",
         eval_model=None,
         random_state=None,
         verbose=0,
@@ -208,6 +218,7 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.optimizer = optimizer
         self.latent_clip = latent_clip
         self.latent_noise = latent_noise
+        self.selection = selection
         self.eval_model = eval_model
         self.random_state = random_state
         self.verbose = verbose
@@ -368,14 +379,19 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
             desc=f"{type(self).__name__}: {len(idx)} classes x {r} restarts",
         )
         images = generate(generator, result.x)
-        target_logp = np.log(np.clip(self.target_.scores(images), 1e-12, 1.0))
-        ident = -target_logp[np.arange(len(rows_idx)), rows_idx].reshape(len(idx), r)
-        best = ident.argmin(axis=1)
+        best, ident, score = best_candidates(
+            self.target_,
+            images.reshape(len(idx), r, *images.shape[1:]),
+            idx,
+            self.selection,
+            random_state=rs.randint(2**31) if self.selection != "loss" else None,
+        )
         pick = np.arange(len(idx)) * r + best
         self.latents_ = result.x[pick]
         self.loss_ = ident[np.arange(len(idx)), best]
         self.restart_latents_ = result.x.reshape(len(idx), r, -1)
         self.restart_losses_ = ident
+        self.selection_scores_ = score
         self.n_iter_ = result.n_iter
         self.interrupted_ = result.interrupted
         return self._to_data_range(images[pick])

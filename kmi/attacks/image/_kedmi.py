@@ -18,6 +18,7 @@ from kmi.attacks.image._common import (
     COMMON_CONSTRAINTS,
     GAN_CONSTRAINTS,
     PARAMS_DOC,
+    SELECTION_CONSTRAINT,
     ClassInversionMixin,
     keras_model,
     log_probs,
@@ -30,6 +31,7 @@ from kmi.attacks.image._gan_prior import (
     gradient_penalty,
 )
 from kmi.attacks.image._pixels import PixelRangeMixin
+from kmi.attacks.image._selection import best_candidates
 from kmi.base import BaseAttack
 from kmi.utils.validation import check_images
 
@@ -86,6 +88,7 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         Draws per label and step in the distributional search.
     n_draws : int, default=20
         Draws per label from the learned distribution to pick the returned image.
+    {selection}
     max_iter : int, default=1000
     learning_rate : float, default=0.02
         Adam's, on the distribution parameters.
@@ -102,6 +105,9 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
     mu_, log_sigma_ : ndarray of shape (n_labels, latent_dim)
         The learned distribution of each label of the last :meth:`invert`.
     loss_ : ndarray of shape (n_labels,)
+    selection_scores_ : ndarray of shape (n_labels, n_draws)
+        Each draw's score by ``selection`` (higher is better); ``invert`` returns
+        the draw with the highest.
     n_iter_ : int
     interrupted_ : bool
 
@@ -136,6 +142,7 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         "n_draws": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "selection": SELECTION_CONSTRAINT,
     }
 
     def __init__(
@@ -156,6 +163,7 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         n_draws=20,
         max_iter=1000,
         learning_rate=0.02,
+        selection="loss",
         eval_model=None,
         random_state=None,
         verbose=0,
@@ -176,6 +184,7 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         self.n_draws = n_draws
         self.max_iter = max_iter
         self.learning_rate = learning_rate
+        self.selection = selection
         self.eval_model = eval_model
         self.random_state = random_state
         self.verbose = verbose
@@ -257,10 +266,13 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         )
         self.mu_, self.log_sigma_ = result.x[:, :d], result.x[:, d:]
         images = self._sample(y, int(self.n_draws), random_state=rng)
-        k = int(self.n_draws)
-        logp = np.log(np.clip(target.scores(images.reshape(n * k, *self.input_shape_)), 1e-12, 1))
-        ident = -logp[np.arange(n * k), np.repeat(idx, k)].reshape(n, k)
-        best = ident.argmin(axis=1)
+        best, ident, self.selection_scores_ = best_candidates(
+            target,
+            images,
+            idx,
+            self.selection,
+            random_state=int(rng.integers(2**31)) if self.selection != "loss" else None,
+        )
         self.loss_ = ident[np.arange(n), best]
         self.n_iter_ = result.n_iter
         self.interrupted_ = result.interrupted
