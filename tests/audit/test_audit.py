@@ -455,7 +455,7 @@ def test_cli_mnist_demo_quick_resumes_after_interruption(tmp_path, capsys, monke
     assert not journal.exists() and not (tmp_path / "rep.partial").exists()
 
 
-def test_mnist_audit_trains_each_model_once(tmp_path, monkeypatch):
+def test_mnist_audit_trains_each_model_once(tmp_path, monkeypatch, capsys):
     # The demo's own part, without its attacks (the audit is faked here; the image
     # audit's tests run the attacks, the journal and the report): the evaluation
     # classifier and one target per defense are trained, saved, handed to the audit
@@ -481,7 +481,8 @@ def test_mnist_audit_trains_each_model_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo, "mnist_demo_split", whole_batches)
     models_dir = tmp_path / "models"
-    report = demo.mnist_audit(quick=True, model_dir=models_dir, verbose=0)
+    report = demo.mnist_audit(quick=True, model_dir=models_dir, verbose=1)
+    assert "Training the target with DP-SGD (epsilon 3)..." in capsys.readouterr().out
     (models, kwargs) = calls[0]
     assert [m.defense for m in models] == ["no defense", "DP-SGD", "MID"]
     assert models[1].strength.startswith("epsilon ") and models[2].strength == "beta 0.01"
