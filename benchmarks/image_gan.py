@@ -433,8 +433,8 @@ def table(result):
     lines = [
         "| attack | top-1 | top-5 | KNN dist | seconds (fit+invert) "
         "| top-1, evaluator copy | evaluator-copy agreement | top-1, standardised evaluator "
-        "| top-1, PCA+SVM | top-1, all restarts | any restart right |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| top-1, PCA+SVM | top-1, all restarts | any restart right | top-1, PPA pick |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(row, key):
@@ -447,7 +447,8 @@ def table(result):
             f"{row['seconds_fit_and_invert']:.1f} | {cell(row, 'evaluator_copy_top_1')} | "
             f"{cell(row, 'evaluator_copy_agreement')} | {cell(row, 'evaluator_std_top_1')} | "
             f"{cell(row, 'pca_svm_top_1')} | "
-            f"{cell(row, 'restart_top_1')} | {cell(row, 'restart_any_top_1')} |"
+            f"{cell(row, 'restart_top_1')} | {cell(row, 'restart_any_top_1')} | "
+            f"{cell(row, 'ppa_top_1')} |"
         )
     return "\n".join(lines)
 
