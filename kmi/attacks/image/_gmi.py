@@ -81,7 +81,6 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
     optimizer : {"sgd", "adam"}, default="sgd"
         The paper's SGD with momentum, or Adam.
     latent_clip : float, default=1.0
-    {selection}
     latent_noise : float, default=0.0
         Standard deviation of Gaussian noise added to every latent code at every
         step (fresh each step): the loss is then minimised in expectation over a
@@ -91,6 +90,7 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         0.20 to 0.54 and, with another training of the target and evaluator, from
         0.21 to 0.47 (means of 5 seeds); with the GAN prior no level from 0.1 to
         1.0 did better than seed noise.
+    {selection}
     {eval_model}
     {random_state}
     {verbose}

@@ -88,10 +88,10 @@ class KEDMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         Draws per label and step in the distributional search.
     n_draws : int, default=20
         Draws per label from the learned distribution to pick the returned image.
-    {selection}
     max_iter : int, default=1000
     learning_rate : float, default=0.02
         Adam's, on the distribution parameters.
+    {selection}
     {eval_model}
     {random_state}
     {verbose}
