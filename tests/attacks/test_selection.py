@@ -27,7 +27,7 @@ def test_same_seed_same_ranking_and_never_fewer_than_asked(model):
     flipped = select_candidates(
         Target(model), candidates, labels, n_keep=4, flip=True, random_state=0
     )
-    assert not np.allclose(first[1], flipped[1])  # faces' mirror images change the scores
+    assert not np.allclose(first[1], flipped[1])  # mirrored crops: other scores
     index, score = first
     assert index.shape == (3, 4) and score.shape == (3, 6)
     for row, kept in enumerate(index):  # distinct, best first, the best ones
