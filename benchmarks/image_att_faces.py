@@ -324,6 +324,11 @@ def lfw_faces(side):
     try:
         from skimage.data import lfw_subset
     except ImportError:
+        print(
+            "setting b: scikit-image is not installed, so the public data leave out its "
+            "100 LFW faces (pip install scikit-image; --no-lfw says so on purpose)",
+            flush=True,
+        )
         return None
     faces = np.asarray(lfw_subset()[:100], dtype="float32")[..., None]
     faces = (faces - faces.min()) / max(float(faces.max() - faces.min()), 1e-12)
