@@ -95,7 +95,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         public = np.concatenate([Xpub, Xpub[:, :, ::-1]]) if args.pca_mirror else Xpub
         pca_gen, pca_critic = pca_prior(public, args.pca_components)
 
-    def gmi_pca(seed, noise, selection="loss"):
+    def gmi_pca(seed, noise):
         return gmi(
             seed,
             generator=pca_gen,
@@ -104,23 +104,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             learning_rate=args.pca_lr,
             latent_clip=3.0,
             latent_noise=noise,
-            selection=selection,
         ).fit()
-
-    def kedmi(seed, selection="loss"):
-        return KEDMI(
-            target,
-            latent_dim=args.latent_dim,
-            gan_steps=args.gan_steps,
-            gan_width=args.gan_width,
-            gan_learning_rate=args.gan_lr,
-            max_iter=args.max_iter,
-            learning_rate=args.kedmi_lr,
-            entropy_weight=args.kedmi_entropy,
-            selection=selection,
-            random_state=seed,
-            verbose=args.verbose,
-        ).fit(Xpub)
 
     attacks = {
         "GMI": lambda seed: gmi(seed).fit(),
@@ -129,7 +113,18 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         "GMI+LOMMA(logit+aug)": lambda seed: gmi(
             seed, identity_loss="logit", augmentation_models=args.lomma_aug
         ).fit(Xpub),
-        "KEDMI": kedmi,
+        "KEDMI": lambda seed: KEDMI(
+            target,
+            latent_dim=args.latent_dim,
+            gan_steps=args.gan_steps,
+            gan_width=args.gan_width,
+            gan_learning_rate=args.gan_lr,
+            max_iter=args.max_iter,
+            learning_rate=args.kedmi_lr,
+            entropy_weight=args.kedmi_entropy,
+            random_state=seed,
+            verbose=args.verbose,
+        ).fit(Xpub),
         "BREPMI (label-only)": lambda seed: BREPMI(
             Target(target, access="label-only"),
             generator=generator,

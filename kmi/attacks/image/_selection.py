@@ -166,10 +166,10 @@ def best_candidates(target, images, labels, selection, random_state=None):
     is better; for ``"loss"``, minus the identity loss). The images are scored
     once on their own, and once per crop for ``"robust"``.
     """
-    _, log_p = select_candidates(target, images, labels, selection="loss")
-    if selection == "loss":
-        return np.argmax(np.where(np.isnan(log_p), -np.inf, log_p), axis=1), -log_p, log_p
-    index, score = select_candidates(
-        target, images, labels, selection=selection, random_state=random_state
-    )
+    index, log_p = select_candidates(target, images, labels, selection="loss")
+    score = log_p
+    if selection != "loss":
+        index, score = select_candidates(
+            target, images, labels, selection=selection, random_state=random_state
+        )
     return index[:, 0], -log_p, score
