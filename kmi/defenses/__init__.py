@@ -11,6 +11,7 @@
 - :mod:`kmi.defenses.output`: output hardening of a served model.
 - :mod:`kmi.defenses.graph`: edge-level DP of a graph (EdgeRand, LapGraph).
 - :mod:`kmi.defenses.transfer`: fine-tune only the last layers (TL-DMI).
+- :mod:`kmi.defenses.trapdoor`: trapdoor triggers that decoy inversion (Trap-MID).
 """
 
 from kmi.defenses.accounting import calibrate_noise, compute_epsilon
@@ -39,6 +40,7 @@ from kmi.defenses.output import (
 )
 from kmi.defenses.regularizers import BiDO, coco, hsic
 from kmi.defenses.transfer import freeze_until
+from kmi.defenses.trapdoor import TrapMID
 
 __all__ = [
     "BiDO",
@@ -55,6 +57,7 @@ __all__ = [
     "ReverseSigmoid",
     "RoundConfidence",
     "TopK",
+    "TrapMID",
     "calibrate_noise",
     "check_dp_compatible",
     "coco",
