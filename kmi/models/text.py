@@ -544,7 +544,6 @@ class TextPipeline:
         self.tokenizer = tokenizer
         self.model = model
         self.batch_size = batch_size
-        self._forward = None
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids of ``texts``, shape (n, sequence_length), int32.
@@ -566,18 +565,11 @@ class TextPipeline:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """The model's outputs for ``texts``, one row per text (NumPy)."""
-        ids = self.tokenize(texts)
-        if getattr(self, "_forward", None) is None:
-            from kmi.backend import jit
+        from kmi.backend import predict
 
-            if not self.model.built:  # variables must exist before tracing
-                self.model(ids[:1], training=False)
-            self._forward = jit(lambda x: self.model(x, training=False))
-        out = [
-            keras.ops.convert_to_numpy(self._forward(ids[i : i + self.batch_size]))
-            for i in range(0, len(ids), self.batch_size)
-        ]
-        return np.concatenate(out, axis=0)
+        # compiled once per padded number of rows, the weights passed in (not
+        # captured as constants: a later fit is seen, and compiling stays cheap)
+        return predict(self.model, self.tokenize(texts), batch_size=self.batch_size)
 
     def __repr__(self) -> str:
         return f"TextPipeline({type(self.tokenizer).__name__}, {type(self.model).__name__})"
