@@ -10,6 +10,8 @@ Swap in Cora with ``kmi.datasets.load_planetoid("cora")``; see
 benchmarks/graph_cora.py for the full-size run.
 """
 
+import os
+
 import keras
 import numpy as np
 
@@ -19,6 +21,7 @@ from kmi.metrics.graph import edge_metrics
 from kmi.models import GraphPredictor, gcn
 from kmi.targets import Target
 
+QUICK = bool(os.environ.get("KMI_QUICK"))  # CI's tiny run
 rng = np.random.default_rng(0)
 n = 120
 labels = np.repeat([0, 1], n // 2)
@@ -41,7 +44,7 @@ def train_gcn(adjacency):
         labels,
         sample_weight=train / train.mean(),
         batch_size=n,
-        epochs=100,
+        epochs=30 if QUICK else 100,
         shuffle=False,
         verbose=0,
     )
@@ -53,7 +56,7 @@ def audit(model, served):
     api = Target(GraphPredictor(model, served), batch_size=None)  # black-box
     attacks = {
         "FeatureSimilarity": FeatureSimilarity().fit(),
-        "GraphMI": GraphMI(model, max_iter=50).fit(),
+        "GraphMI": GraphMI(model, max_iter=20 if QUICK else 50).fit(),
         "LinkStealing": LinkStealing(api, metric="correlation").fit(),
         "LinkTeller": LinkTeller(api).fit(),
     }

@@ -8,6 +8,8 @@ architecture says how many reconstructions show the right digit.
 Run:  python examples/image_model_inversion.py   (about a minute on a CPU)
 """
 
+import os
+
 import keras
 import numpy as np
 
@@ -16,6 +18,7 @@ from kmi.datasets import load_digits
 from kmi.metrics.image import attack_accuracy, knn_distance
 from kmi.models import evaluation_classifier, feature_extractor, softmax_regression
 
+QUICK = bool(os.environ.get("KMI_QUICK"))  # CI's tiny run
 X, y = load_digits(return_X_y=True)
 private_X, private_y, public_X = X[::2], y[::2], X[1::2]
 keras.utils.set_random_seed(0)
@@ -28,19 +31,21 @@ def train(model, epochs, from_logits):
     return model
 
 
-target = train(softmax_regression((8, 8, 1), 10), 30, from_logits=False)
-evaluator = train(evaluation_classifier((8, 8, 1), 10, width=8, augment=False), 25, True)
+target = train(softmax_regression((8, 8, 1), 10), 10 if QUICK else 30, from_logits=False)
+evaluator = train(
+    evaluation_classifier((8, 8, 1), 10, width=8, augment=False), 10 if QUICK else 25, True
+)
 labels = np.arange(10)
 
 for attack in (
-    MIFace(target, max_iter=300, learning_rate=1.0, contrast="stretch"),
+    MIFace(target, max_iter=100 if QUICK else 300, learning_rate=1.0, contrast="stretch"),
     GMI(
         target,
         latent_dim=16,
-        gan_steps=150,
+        gan_steps=50 if QUICK else 150,
         gan_width=16,
         gan_learning_rate=1e-3,
-        max_iter=200,
+        max_iter=50 if QUICK else 200,
         random_state=0,
     ),
 ):
