@@ -48,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_att_faces import RESULTS, train  # noqa: E402
+from image_gan import MIFACE_SETTINGS  # noqa: E402
 
 from kmi.attacks import GMI, KEDMI, MIFace  # noqa: E402
 from kmi.datasets import load_mnist_5k  # noqa: E402
@@ -148,14 +149,7 @@ def trapdoor_success(model, X, y):
 def make_attacks(target, Xpub, args):
     pca_gen, pca_critic = pca_prior(Xpub, 40)
     attacks = {
-        "MIFace": lambda seed: MIFace(
-            target,
-            max_iter=args.max_iter,
-            optimizer="adam",
-            learning_rate=0.05,
-            tv_weight=0.05,
-            contrast="stretch",
-        ).fit(),
+        "MIFace": lambda seed: MIFace(target, max_iter=args.max_iter, **MIFACE_SETTINGS).fit(),
         "GMI-PCA+noise": lambda seed: GMI(
             target,
             generator=pca_gen,

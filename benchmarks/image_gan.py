@@ -69,6 +69,14 @@ from kmi.models import (  # noqa: E402
 )
 from kmi.targets import Target  # noqa: E402
 
+#: MIFace's settings in the MNIST-sized image benchmarks (this one, image_defenses.py).
+MIFACE_SETTINGS = {
+    "optimizer": "adam",
+    "learning_rate": 0.05,
+    "tv_weight": 0.05,
+    "contrast": "stretch",
+}
+
 
 def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     """Train target, evaluator and priors, run every attack, return the result dict.
@@ -134,13 +142,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             verbose=args.verbose,
         ).fit(),
         "MIFace": lambda seed: MIFace(
-            target,
-            max_iter=args.max_iter,
-            optimizer="adam",
-            learning_rate=0.05,
-            tv_weight=0.05,
-            contrast="stretch",
-            verbose=args.verbose,
+            target, max_iter=args.max_iter, verbose=args.verbose, **MIFACE_SETTINGS
         ).fit(),
         "InversionModel (one-hot)": lambda seed: InversionModel(
             Target(target, access="black-box"),
