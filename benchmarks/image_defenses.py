@@ -48,7 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_att_faces import RESULTS, train  # noqa: E402
-from image_gan import MIFACE_SETTINGS  # noqa: E402
+from image_gan import MIFACE_SETTINGS, train_evaluator  # noqa: E402
 
 from kmi.attacks import GMI, KEDMI, MIFace  # noqa: E402
 from kmi.datasets import load_mnist_5k  # noqa: E402
@@ -64,7 +64,6 @@ from kmi.defenses import (  # noqa: E402
 from kmi.metrics.image import attack_accuracy, knn_distance  # noqa: E402
 from kmi.models import (  # noqa: E402
     cnn_classifier,
-    evaluation_classifier,
     feature_extractor,
     pca_prior,
 )
@@ -244,16 +243,7 @@ def main(argv=None):
     Xp, yp, Xt, yt, Xpub, ypub = x[priv], y[priv], x[test], y[test], x[pub], y[pub]
 
     t = time.perf_counter()
-    evaluator = train(
-        evaluation_classifier(SHAPE, N_CLASSES, width=16, augment=False, seed=2),
-        Xp,
-        yp,
-        args.eval_epochs,
-        lr=2e-3,
-        batch_size=64,
-        from_logits=True,
-        seed=2,
-    )
+    evaluator = train_evaluator(Xp, yp, N_CLASSES, args.eval_epochs, seed=2)
     feats = feature_extractor(evaluator)
     labels = np.arange(N_CLASSES)
     name = f"image_defenses{args.tag}"

@@ -78,6 +78,14 @@ MIFACE_SETTINGS = {
 }
 
 
+def train_evaluator(X, y, n_classes, epochs, *, seed, standardize=False):
+    """The evaluation classifier of the MNIST-sized image benchmarks, trained on (X, y)."""
+    model = evaluation_classifier(
+        X.shape[1:], n_classes, width=16, augment=False, standardize=standardize, seed=seed
+    )
+    return train(model, X, y, epochs, lr=2e-3, batch_size=64, from_logits=True, seed=seed)
+
+
 def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     """Train target, evaluator and priors, run every attack, return the result dict.
 
@@ -173,22 +181,8 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     )
     timings["target_train_s"] = time.perf_counter() - t
 
-    def train_evaluator(seed, standardize=False):
-        return train(
-            evaluation_classifier(
-                shape, n_classes, width=16, augment=False, standardize=standardize, seed=seed
-            ),
-            Xp,
-            yp,
-            args.eval_epochs,
-            lr=2e-3,
-            batch_size=64,
-            from_logits=True,
-            seed=seed,
-        )
-
     t = time.perf_counter()
-    evaluator = train_evaluator(2)
+    evaluator = train_evaluator(Xp, yp, n_classes, args.eval_epochs, seed=2)
     timings["eval_train_s"] = time.perf_counter() - t
     feats = feature_extractor(evaluator)
     # Three more judges, to tell the attack's success from the evaluator's whims: a copy
@@ -196,8 +190,8 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     # agree on the reconstructions), the evaluator's recipe with each image standardised
     # first (blind to global brightness and contrast, which the evaluator is not: see
     # judge_checks), and setting (a)'s PCA + SVM on pixels.
-    evaluator_copy = train_evaluator(3)
-    evaluator_std = train_evaluator(2, standardize=True)
+    evaluator_copy = train_evaluator(Xp, yp, n_classes, args.eval_epochs, seed=3)
+    evaluator_std = train_evaluator(Xp, yp, n_classes, args.eval_epochs, seed=2, standardize=True)
     _, svm_scores = pca_svm(Xp, yp)
     pred = np.asarray(evaluator.predict(Xp, verbose=0)).argmax(1)
     result = {
