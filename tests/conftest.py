@@ -67,6 +67,15 @@ if (
 ):
     os.environ["XLA_FLAGS"] += f" {_NO_FUSION_EMITTERS}"
 
+# Python's cyclic garbage collector less often (first generation every 50,000
+# allocations, not 700): tracing a model (tf.function, jax.jit, vectorized_map) makes
+# many short-lived objects, and each full collection walks every object the earlier
+# tests left alive. One TensorFlow test took 40-46 s in three runs of the whole suite
+# against 2.5 s in its own file; with this it did not reach the 30 slowest (one run).
+import gc  # noqa: E402
+
+gc.set_threshold(50_000, 50, 1_000)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
