@@ -145,8 +145,8 @@ def trapdoor_success(model, X, y):
     return float((pred.argmax(1) == t).mean())
 
 
-def make_attacks(target, Xpub, args):
-    pca_gen, pca_critic = pca_prior(Xpub, 40)
+def make_attacks(target, Xpub, prior, args):
+    pca_gen, pca_critic = prior
     attacks = {
         "MIFace": lambda seed: MIFace(target, max_iter=args.max_iter, **MIFACE_SETTINGS).fit(),
         "GMI-PCA+noise": lambda seed: GMI(
@@ -245,6 +245,7 @@ def main(argv=None):
     t = time.perf_counter()
     evaluator = train_evaluator(Xp, yp, N_CLASSES, args.eval_epochs, seed=2)
     feats = feature_extractor(evaluator)
+    prior = pca_prior(Xpub, 40)  # GMI-PCA's prior, the same for every defense
     labels = np.arange(N_CLASSES)
     name = f"image_defenses{args.tag}"
     path = RESULTS / f"{name}.json"
@@ -273,7 +274,7 @@ def main(argv=None):
         if defense == "Trap-MID":
             row["trapdoor_success"] = trapdoor_success(target, Xt, yt)
         row["attacks"] = {}
-        for attack_name, make in make_attacks(target, Xpub, args).items():
+        for attack_name, make in make_attacks(target, Xpub, prior, args).items():
             runs = []
             for seed in range(args.repeats):
                 start = time.perf_counter()
