@@ -440,7 +440,20 @@ class Target:
         Probabilities for a classifier (logits are turned into probabilities), the
         prediction for a regressor. Attacks should call :meth:`query`, which applies
         ``output``; this method is for white-box attacks and defenses.
+
+        Raises
+        ------
+        AccessError
+            If the target is not white-box: the full scores bypass what ``output``
+            and ``access`` let an attacker see (labels only, rounding, top-k), so a
+            black-box or label-only target answers through :meth:`query` and
+            :meth:`predict` alone.
         """
+        self.require("white-box", "Reading the full scores (Target.scores)")
+        return self._scores(X)
+
+    def _scores(self, X: Any) -> np.ndarray:
+        """:meth:`scores` without the access check: what :meth:`query` applies ``output`` to."""
         n = _n_rows(X)
         self._check_budget(n)
         parts = []
@@ -510,7 +523,7 @@ class Target:
         """
         from kmi.defenses import output as out_fn
 
-        scores = self.scores(X)
+        scores = self._scores(X)
         if self.task in ("regression", "embedding"):
             if self.output == "rounded":
                 return np.round(scores, self.decimals)
@@ -528,7 +541,7 @@ class Target:
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted label (or regression value) of each row; counted as queries."""
-        scores = self.scores(X)
+        scores = self._scores(X)
         if self.task in ("regression", "embedding"):
             return scores
         idx = np.argmax(scores, axis=-1)

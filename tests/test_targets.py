@@ -49,6 +49,19 @@ def test_label_only_target_answers_labels(iris):
         Target(model, access="label-only", output="probabilities")
 
 
+def test_full_scores_are_refused_below_white_box(iris):
+    """A label-only or black-box target answers through query (and predict) alone:
+    Target.scores, the scores before the output rules, needs white-box access."""
+    X, _, model = iris
+    for access, output in [("label-only", "label"), ("black-box", "rounded")]:
+        target = Target(model, access=access, output=output)
+        with pytest.raises(AccessError, match=f"target is {access}"):
+            target.scores(X[:3])
+        assert target.n_queries_ == 0  # refused before anything is asked
+        np.testing.assert_array_equal(target.predict(X[:3]), model.predict(X[:3]))
+    np.testing.assert_allclose(Target(model).scores(X[:3]), model.predict_proba(X[:3]))
+
+
 def test_keras_target_with_logits_and_softmax():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 4)).astype("float32")

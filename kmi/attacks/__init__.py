@@ -18,6 +18,7 @@ _ATTACKS = {
     "GMI": "kmi.attacks.image",
     "InversionModel": "kmi.attacks.image",
     "KEDMI": "kmi.attacks.image",
+    "LOKT": "kmi.attacks.image",
     "MIFace": "kmi.attacks.image",
     "AttributeInferenceModel": "kmi.attacks.tabular",
     "CSMIA": "kmi.attacks.tabular",

@@ -34,7 +34,7 @@ ATTACKS = [getattr(A, name) for name in A.__all__]
 
 
 def test_every_attack_is_listed_and_declares_its_contract():
-    assert len(ATTACKS) == 19
+    assert len(ATTACKS) == 20
     for cls in ATTACKS:
         assert issubclass(cls, BaseAttack)
         params = set(inspect.signature(cls.__init__).parameters) - {"self"}
@@ -166,6 +166,16 @@ def _embed_texts(texts):
     return np.array([[len(t), len(t.split())] for t in texts], dtype="float32")
 
 
+#: LOKT at its smallest: one surrogate, one epoch, a GMI of one step.
+_LOKT_TINY = {
+    "n_surrogates": 1,
+    "surrogate_epochs": 1,
+    "n_synthetic": 2,
+    "attack": A.GMI(max_iter=1, n_restarts=1),
+    "random_state": 0,
+}
+
+
 def _configured():
     """One instance of every attack with a tiny target of its modality configured."""
     img = softmax_regression((4, 4, 1), 3, seed=0)
@@ -187,6 +197,7 @@ def _configured():
         A.GMI(img8, **gan, max_iter=1, n_restarts=1, random_state=0),
         A.KEDMI(img8, **gan, max_iter=1, n_samples=2, n_draws=1, random_state=0),
         A.BREPMI(img8, **gan, max_iter=1, n_directions=2, init_batches=1, init_batch_size=2),
+        A.LOKT(img8, **gan, **_LOKT_TINY),
         A.InversionModel(img, hidden_units=(4,), epochs=1, random_state=0),
         A.LMExtraction(lm, tokenizer=tok, prompts=["a "], max_new_tokens=1, n_samples=2, top_n=1),
         A.TokenOptimization(lm, tokenizer=tok, n_tokens=1, n_restarts=1, max_iter=1),
@@ -285,7 +296,7 @@ _LABELS = (
 
 
 def _expected_failures(estimator):
-    if isinstance(estimator, (A.MIFace, A.GMI, A.KEDMI, A.BREPMI, A.InversionModel)):
+    if isinstance(estimator, (A.MIFace, A.GMI, A.KEDMI, A.BREPMI, A.LOKT, A.InversionModel)):
         return dict.fromkeys(_FIT_ON_ARRAYS, _IMAGE)
     if isinstance(estimator, A.EmbeddingInversion):
         return dict.fromkeys((*_FIT_ON_ARRAYS, "check_fit1d"), _TEXT)

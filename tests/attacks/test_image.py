@@ -6,7 +6,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from kmi.attacks import BREPMI, GMI, KEDMI, DeepInversion, InversionModel, MIFace
+from kmi.attacks import BREPMI, GMI, KEDMI, LOKT, DeepInversion, InversionModel, MIFace
 from kmi.attacks.image._gan_prior import train_gan, wgan_gp_losses
 from kmi.datasets import load_digits
 from kmi.metrics.image import attack_accuracy
@@ -436,6 +436,62 @@ def test_brepmi_errors_and_budget(gan_setting):
         BREPMI(budget, generator=g["generator"]).fit().invert([0, 1])
 
 
+def _public_mean_top1(g):
+    """The no-query baseline: the mean public image, offered for every label."""
+    mean = np.repeat(g["Xpub"].mean(axis=0, keepdims=True), 5, axis=0)
+    return attack_accuracy(g["eval"], mean, np.arange(5), top_k=1)
+
+
+def test_lokt_label_only_beats_the_no_query_baseline(gan_setting):
+    g = gan_setting
+    target = Target(g["target"], access="label-only")
+    attack = LOKT(
+        target,
+        generator=g["generator"],
+        critic=g["critic"],
+        n_surrogates=2,
+        surrogate_epochs=10,
+        n_synthetic=256,
+        attack=GMI(max_iter=100, n_restarts=3),
+        random_state=0,
+        eval_model=g["eval"],
+    ).fit(g["Xpub"])
+    # fit asks one label per public and synthetic image; invert asks nothing
+    assert target.n_queries_ == attack.n_fit_queries_ == len(g["Xpub"]) + 256
+    assert len(attack.surrogates_) == 2 and attack.surrogate_agreement_ > 0.8
+    images = attack.invert(np.arange(5))
+    assert images.shape == (5, 8, 8, 1) and target.n_queries_ == attack.n_fit_queries_
+    score = attack.score(g["Xp"], g["yp"])
+    assert score > _public_mean_top1(g) and score >= 0.6
+    assert attack.attack_.target_.access == "white-box"  # the surrogates, not the target
+    with pytest.raises(AccessError, match="label-only"):
+        target.scores(g["Xpub"][:2])  # what LOKT never asks for, the target refuses
+
+
+def test_lokt_errors_budget_and_determinism(gan_setting):
+    g = gan_setting
+    small = dict(n_surrogates=1, surrogate_epochs=1, n_synthetic=8, random_state=0)
+    prior = dict(generator=g["generator"], critic=g["critic"])
+    tiny = GMI(max_iter=2, n_restarts=1)
+    with pytest.raises(ValueError, match="Received: X=None"):
+        LOKT(g["target"], **prior).fit()
+    with pytest.raises(ValueError, match="Received: n_surrogates"):
+        LOKT(g["target"], n_surrogates=0).fit(g["Xpub"])
+    from kmi.targets import QueryBudgetExceededError
+
+    budget = Target(g["target"], access="label-only", query_budget=100)
+    with pytest.raises(QueryBudgetExceededError):
+        LOKT(budget, **prior, **small, attack=tiny).fit(g["Xpub"])
+    runs = [
+        LOKT(g["target"], **prior, **small, attack=tiny).fit(g["Xpub"][:64]).invert([0, 3])
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(*runs)
+    # any white-box image attack runs on the surrogates, MIFace included
+    mi = LOKT(g["target"], **prior, **small, attack=MIFace(max_iter=3)).fit(g["Xpub"][:64])
+    assert mi.invert([1]).shape == (1, 8, 8, 1)
+
+
 # ----------------------------------------------------------------------------- InversionModel
 def test_inversion_model_reconstructs(gan_setting):
     g = gan_setting
@@ -542,7 +598,7 @@ def test_pixel_range_errors_and_scores(digits, softmax_target, eval_model):
     assert inv[1] == pytest.approx(inv[0], abs=0.01)  # PSNR with the data's range
 
 
-@pytest.mark.parametrize("cls", [MIFace, DeepInversion, GMI, KEDMI, BREPMI, InversionModel])
+@pytest.mark.parametrize("cls", [MIFace, DeepInversion, GMI, KEDMI, BREPMI, LOKT, InversionModel])
 def test_estimator_params_round_trip(cls):
     attack = cls(None, random_state=3)
     params = attack.get_params()

@@ -24,6 +24,7 @@ from kmi.attacks.image._deep_inversion import DeepInversion
 from kmi.attacks.image._gmi import GMI
 from kmi.attacks.image._inversion_model import InversionModel
 from kmi.attacks.image._kedmi import KEDMI
+from kmi.attacks.image._lokt import LOKT
 from kmi.attacks.image._miface import MIFace
 from kmi.attacks.image._pixels import in_unit_range, pixel_range_of
 from kmi.attacks.image._selection import select_candidates
@@ -32,6 +33,7 @@ __all__ = [
     "BREPMI",
     "GMI",
     "KEDMI",
+    "LOKT",
     "DeepInversion",
     "InversionModel",
     "MIFace",

@@ -6,7 +6,6 @@ import numbers
 from numbers import Integral, Real
 from typing import Self
 
-import keras
 import numpy as np
 from keras import ops
 from numpy.typing import ArrayLike
@@ -26,11 +25,11 @@ from kmi.attacks.image._common import (
     keras_model,
     log_probs,
     model_input_shape,
-    seeds,
 )
 from kmi.attacks.image._gan_prior import GANPriorMixin, critic_score, generate
 from kmi.attacks.image._pixels import PixelRangeMixin
 from kmi.attacks.image._selection import best_candidates
+from kmi.attacks.image._surrogates import default_surrogates, train_surrogates
 from kmi.base import BaseAttack
 from kmi.utils.validation import check_images
 
@@ -246,8 +245,6 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         return self
 
     def _distill(self, X, rng):
-        from kmi.models.image import cnn_classifier
-
         aug = self.augmentation_models
         if isinstance(aug, numbers.Integral) and aug == 0:
             return []
@@ -258,25 +255,9 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
             )
         X = check_images(X, self.input_shape_)
         soft = self.target_.scores(X).astype("float32")
-        k = soft.shape[1]
         if isinstance(aug, numbers.Integral):
-            widths = [(16, 32), (32, 64), (24, 48), (8, 16)]
-            aug = [
-                cnn_classifier(
-                    self.input_shape_, k, filters=widths[i % 4], batch_norm=False, seed=seed
-                )
-                for i, seed in enumerate(seeds(rng, aug))
-            ]
-        surrogates = []
-        for model in aug:
-            model.compile(
-                keras.optimizers.Adam(1e-3), keras.losses.CategoricalCrossentropy(from_logits=True)
-            )
-            for _ in range(int(self.distill_epochs)):  # shuffled from random_state
-                order = rng.permutation(len(X))
-                model.fit(X[order], soft[order], batch_size=64, shuffle=False, verbose=0)
-            surrogates.append(model)
-        return surrogates
+            aug = default_surrogates(self.input_shape_, soft.shape[1], aug, rng)
+        return train_surrogates(aug, X, soft, epochs=int(self.distill_epochs), rng=rng)
 
     def _class_feature_means(self, X):
         from kmi.models.image import feature_extractor
