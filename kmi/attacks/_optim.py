@@ -49,7 +49,7 @@ from keras import ops
 from kmi import backend
 from kmi.targets import QueryBudgetExceededError
 
-__all__ = ["CHUNK_SIZE", "OptimResult", "minimize"]
+__all__ = ["CHUNK_SIZE", "OptimResult", "adam_apply", "adam_init", "minimize"]
 
 CHUNK_SIZE = 50
 """Steps per compiled call (progress, interruption and the budget act in between)."""
@@ -60,6 +60,28 @@ _CACHE: OrderedDict = OrderedDict()
 _TRACES = {"chunk": 0, "final": 0}  # times a program was traced (tests count them)
 
 _HP = ("learning_rate", "momentum", "beta_1", "beta_2", "gamma", "patience", "tol", "lo", "hi")
+
+
+def adam_init(params: Sequence[Any]) -> tuple:
+    """The state of :func:`adam_apply` for a list of parameter tensors."""
+    zeros = [ops.zeros_like(p) for p in params]
+    return (zeros, [ops.zeros_like(p) for p in params], ops.convert_to_tensor(0.0))
+
+
+def adam_apply(state, grads, params, *, learning_rate, beta_1=0.9, beta_2=0.999):
+    """One functional Adam step on lists of tensors: ``(new_params, new_state)``.
+
+    For the networks the attacks train inside a compiled function (GAN priors, RLB-MI's
+    agent), where ``Optimizer.stateless_apply`` is not available on every backend.
+    """
+    m, v, t = state
+    b1, b2 = beta_1, beta_2
+    t = t + 1.0
+    m = [b1 * mi + (1.0 - b1) * g for mi, g in zip(m, grads)]
+    v = [b2 * vi + (1.0 - b2) * g * g for vi, g in zip(v, grads)]
+    scale = learning_rate * ops.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+    params = [p - scale * mi / (ops.sqrt(vi) + 1e-7) for p, mi, vi in zip(params, m, v)]
+    return params, (m, v, t)
 
 
 @dataclass

@@ -6,7 +6,16 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from kmi.attacks import BREPMI, GMI, KEDMI, LOKT, DeepInversion, InversionModel, MIFace
+from kmi.attacks import (
+    BREPMI,
+    GMI,
+    KEDMI,
+    LOKT,
+    RLBMI,
+    DeepInversion,
+    InversionModel,
+    MIFace,
+)
 from kmi.attacks.image._gan_prior import train_gan, wgan_gp_losses
 from kmi.datasets import load_digits
 from kmi.metrics.image import attack_accuracy
@@ -490,6 +499,48 @@ def test_lokt_errors_budget_and_determinism(gan_setting):
     # any white-box image attack runs on the surrogates, MIFace included
     mi = LOKT(g["target"], **prior, **small, attack=MIFace(max_iter=3)).fit(g["Xpub"][:64])
     assert mi.invert([1]).shape == (1, 8, 8, 1)
+
+
+def test_rlbmi_black_box_beats_the_no_query_baseline_and_learns(gan_setting):
+    g = gan_setting
+    target = Target(g["target"], access="black-box")
+    rl = dict(generator=g["generator"], n_episodes=300, batch_size=128, hidden_units=128)
+    rl.update(updates_per_episode=2, learning_rate=1e-3)  # a faster learner for 300 episodes
+    attack = RLBMI(target, **rl, random_state=0, eval_model=g["eval"]).fit()
+    images = attack.invert(np.arange(5))
+    # every episode asks the target the scores of 2 images per label, nothing else
+    assert target.n_queries_ == 300 * 2 * 5 and attack.n_iter_ == 300
+    assert images.shape == (5, 8, 8, 1) and attack.latents_.shape == (5, 16)
+    # above the baseline's 0.2 (on this 150-step prior, 0.4 to 1.0 by backend and seed)
+    assert attack.score(g["Xp"], g["yp"]) > _public_mean_top1(g)
+    # the agent's learning, not the draws alone: without updates the policy stays as
+    # initialised, and its most confident images are less confident
+    frozen = RLBMI(target, **{**rl, "updates_per_episode": 0}, random_state=0).fit()
+    frozen.invert(np.arange(5))
+    assert attack.confidence_.mean() > frozen.confidence_.mean()
+    again = RLBMI(target, **rl, random_state=0).fit().invert(np.arange(5))
+    np.testing.assert_array_equal(images, again)
+
+
+def test_rlbmi_uses_only_scores_and_keeps_its_best_when_the_budget_ends(gan_setting):
+    g = gan_setting
+    tiny = dict(generator=g["generator"], n_episodes=20, warmup_episodes=5, batch_size=8)
+    with pytest.raises(AccessError, match="needs black-box access"):
+        RLBMI(Target(g["target"], access="label-only"), **tiny).fit()
+    with pytest.raises(ValueError, match="answers labels only"):
+        RLBMI(Target(g["target"], access="black-box", output="label"), **tiny).fit()
+    with pytest.raises(ValueError, match="Received: reward_weights"):
+        RLBMI(g["target"], **tiny, reward_weights=(1.0, 2.0)).fit()
+    top1 = Target(g["target"], access="black-box", output="top-k", top_k=1)
+    assert RLBMI(top1, **tiny, random_state=0).fit().invert([0, 1]).shape == (2, 8, 8, 1)
+    from kmi.targets import QueryBudgetExceededError
+
+    budget = Target(g["target"], access="black-box", query_budget=50)
+    attack = RLBMI(budget, **tiny, random_state=0).fit()
+    with pytest.raises(QueryBudgetExceededError):
+        attack.invert(np.arange(5))  # 10 queries an episode: 5 episodes, then the sixth
+    assert budget.n_queries_ == 50 and attack.n_iter_ == 5
+    assert (attack.confidence_ > 0).all()  # the best of the 5 episodes is kept
 
 
 # ----------------------------------------------------------------------------- InversionModel

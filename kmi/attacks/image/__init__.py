@@ -27,6 +27,7 @@ from kmi.attacks.image._kedmi import KEDMI
 from kmi.attacks.image._lokt import LOKT
 from kmi.attacks.image._miface import MIFace
 from kmi.attacks.image._pixels import in_unit_range, pixel_range_of
+from kmi.attacks.image._rlbmi import RLBMI
 from kmi.attacks.image._selection import select_candidates
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "DeepInversion",
     "InversionModel",
     "MIFace",
+    "RLBMI",
     "in_unit_range",
     "pixel_range_of",
     "select_candidates",

@@ -18,6 +18,7 @@ import numpy as np
 from keras import ops
 
 from kmi import backend
+from kmi.attacks._optim import adam_apply, adam_init
 from kmi.attacks.image._common import seeds
 from kmi.attacks.image._pixels import UNIT, unit_input, unit_output
 from kmi.utils.validation import check_images
@@ -143,18 +144,7 @@ def train_gan(
     lr, b1, b2 = float(learning_rate), float(beta_1), float(beta_2)
 
     def adam(state, grads, params):
-        # A functional Adam: Optimizer.stateless_apply is not available on TensorFlow.
-        m, v, t = state
-        t = t + 1.0
-        m = [b1 * mi + (1.0 - b1) * g for mi, g in zip(m, grads)]
-        v = [b2 * vi + (1.0 - b2) * g * g for vi, g in zip(v, grads)]
-        scale = lr * ops.sqrt(1.0 - b2**t) / (1.0 - b1**t)
-        params = [p - scale * mi / (ops.sqrt(vi) + 1e-7) for p, mi, vi in zip(params, m, v)]
-        return params, (m, v, t)
-
-    def adam_state(params):
-        zeros = [ops.zeros_like(p) for p in params]
-        return (zeros, [ops.zeros_like(p) for p in params], ops.convert_to_tensor(0.0))
+        return adam_apply(state, grads, params, learning_rate=lr, beta_1=b1, beta_2=b2)
 
     def values(variables):
         return [ops.convert_to_tensor(v.value) for v in variables]
@@ -238,7 +228,7 @@ def train_gan(
     chunk_c = backend.jit(chunk)
     g_tv, g_ntv = values(generator.trainable_variables), values(generator.non_trainable_variables)
     d_tv, d_ntv = values(critic.trainable_variables), values(critic.non_trainable_variables)
-    g_ov, d_ov = adam_state(g_tv), adam_state(d_tv)
+    g_ov, d_ov = adam_init(g_tv), adam_init(d_tv)
     state = (g_tv, g_ntv, g_ov, d_tv, d_ov)
     X_t, extra_t = ops.convert_to_tensor(X), ops.convert_to_tensor(extra)
     width = max(1, min(int(GAN_CHUNK_SIZE), int(steps)))
