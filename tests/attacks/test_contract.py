@@ -34,7 +34,7 @@ ATTACKS = [getattr(A, name) for name in A.__all__]
 
 
 def test_every_attack_is_listed_and_declares_its_contract():
-    assert len(ATTACKS) == 21
+    assert len(ATTACKS) == 22
     for cls in ATTACKS:
         assert issubclass(cls, BaseAttack)
         params = set(inspect.signature(cls.__init__).parameters) - {"self"}
@@ -48,7 +48,7 @@ def test_every_attack_is_listed_and_declares_its_contract():
 
 def test_capabilities_drive_the_audit():
     assert A.DeepInversion.needs_batchnorm and not A.MIFace.needs_batchnorm
-    assert all(c.uses_gan_prior for c in (A.GMI, A.KEDMI, A.BREPMI, A.LOKT, A.RLBMI))
+    assert all(c.uses_gan_prior for c in (A.GMI, A.KEDMI, A.BREPMI, A.LOKT, A.PLGMI, A.RLBMI))
     assert A.InversionModel.needs_public_data and A.InversionModel.level == "instance"
     assert A.MIFace.level == "class"
     assert not A.ImputationBaseline.uses_target
@@ -198,6 +198,7 @@ def _configured():
         A.KEDMI(img8, **gan, max_iter=1, n_samples=2, n_draws=1, random_state=0),
         A.BREPMI(img8, **gan, max_iter=1, n_directions=2, init_batches=1, init_batch_size=2),
         A.LOKT(img8, **gan, **_LOKT_TINY),
+        A.PLGMI(img8, **gan, top_n=2, max_iter=1, n_restarts=1, random_state=0),
         A.RLBMI(img8, **gan, n_episodes=2, warmup_episodes=1, batch_size=2, hidden_units=2),
         A.InversionModel(img, hidden_units=(4,), epochs=1, random_state=0),
         A.LMExtraction(lm, tokenizer=tok, prompts=["a "], max_new_tokens=1, n_samples=2, top_n=1),
@@ -298,7 +299,7 @@ _LABELS = (
 
 def _expected_failures(estimator):
     if isinstance(
-        estimator, (A.MIFace, A.GMI, A.KEDMI, A.BREPMI, A.LOKT, A.RLBMI, A.InversionModel)
+        estimator, (A.MIFace, A.GMI, A.KEDMI, A.BREPMI, A.LOKT, A.PLGMI, A.RLBMI, A.InversionModel)
     ):
         return dict.fromkeys(_FIT_ON_ARRAYS, _IMAGE)
     if isinstance(estimator, A.EmbeddingInversion):

@@ -11,6 +11,7 @@ from kmi.attacks import (
     GMI,
     KEDMI,
     LOKT,
+    PLGMI,
     RLBMI,
     DeepInversion,
     InversionModel,
@@ -541,6 +542,57 @@ def test_rlbmi_uses_only_scores_and_keeps_its_best_when_the_budget_ends(gan_sett
         attack.invert(np.arange(5))  # 10 queries an episode: 5 episodes, then the sixth
     assert budget.n_queries_ == 50 and attack.n_iter_ == 5
     assert (attack.confidence_ > 0).all()  # the best of the 5 episodes is kept
+
+
+def test_plgmi_conditional_gan_beats_the_no_query_baseline(gan_setting):
+    g = gan_setting
+    target = Target(g["target"])
+    gan = dict(gan_steps=150, gan_width=16, latent_dim=16, gan_learning_rate=1e-3, top_n=100)
+    attack = PLGMI(target, **gan, max_iter=100, n_restarts=3, random_state=0)
+    attack.set_params(eval_model=g["eval"]).fit(g["Xpub"])
+    # top-n selection: 100 public images per class, by the target's confidence
+    np.testing.assert_array_equal(attack.pseudo_labels_, np.repeat(np.arange(5), 100))
+    assert attack.generator_.inputs[0].shape[-1] == 16 + 5 and attack.latent_dim_ == 16
+    # the scores of the public images, then batch_size a generator step (its loss reads
+    # the target)
+    assert target.n_queries_ == len(g["Xpub"]) + 150 * 64
+    assert attack.score(g["Xp"], g["yp"]) > _public_mean_top1(g)
+    assert attack.restart_losses_.shape == (5, 3)
+    # the generator is conditioned on the class: random codes, no search, already
+    # give images the evaluator reads as their class more often than chance
+    no_search = attack.set_params(max_iter=0).invert(np.arange(5))
+    assert attack_accuracy(g["eval"], no_search, np.arange(5), top_k=1) > 0.2
+
+
+def test_conditional_train_gan_checks_its_classes(digits):
+    generator = dcgan_generator(4 + 3, (8, 8, 1), width=4, seed=0)
+    critic = dcgan_critic((8, 8, 1), width=4, n_classes=3, seed=0)
+    d_loss, g_loss = wgan_gp_losses()
+    X = digits[0][:32]
+    with pytest.raises(ValueError, match="one-hot class of every image"):
+        train_gan(
+            generator, critic, X, d_loss=d_loss, g_loss=g_loss, steps=1, conditional_classes=3
+        )
+    seen = []
+
+    def g_loss_spy(critic_fn, real, fake, classes):
+        seen.append(classes)
+        return g_loss(critic_fn, real, fake, classes)
+
+    onehot = np.eye(3, dtype="float32")[np.arange(32) % 3]
+    history = train_gan(
+        generator,
+        critic,
+        X,
+        d_loss=d_loss,
+        g_loss=g_loss_spy,
+        extra=onehot,
+        steps=2,
+        batch_size=8,
+        conditional_classes=3,
+        rng=0,
+    )
+    assert history["steps"] == 2 and seen[0].shape[-1] == 6  # the real, then the fake classes
 
 
 # ----------------------------------------------------------------------------- InversionModel

@@ -27,6 +27,7 @@ from kmi.attacks.image._kedmi import KEDMI
 from kmi.attacks.image._lokt import LOKT
 from kmi.attacks.image._miface import MIFace
 from kmi.attacks.image._pixels import in_unit_range, pixel_range_of
+from kmi.attacks.image._plgmi import PLGMI
 from kmi.attacks.image._rlbmi import RLBMI
 from kmi.attacks.image._selection import select_candidates
 
@@ -38,6 +39,7 @@ __all__ = [
     "DeepInversion",
     "InversionModel",
     "MIFace",
+    "PLGMI",
     "RLBMI",
     "in_unit_range",
     "pixel_range_of",

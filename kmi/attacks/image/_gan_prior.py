@@ -91,6 +91,7 @@ def train_gan(
     beta_2: float = 0.9,
     rng=None,
     queries=None,
+    conditional_classes: int | None = None,
     verbose: int = 0,
     desc: str = "GAN",
 ) -> dict:
@@ -126,6 +127,13 @@ def train_gan(
     queries : kmi.targets.Target, default=None
         The target ``g_loss`` reads, if it does (KED-MI's entropy term): each
         generator step is recorded on it as ``batch_size`` queries.
+    conditional_classes : int, default=None
+        A class-conditional GAN (PLG-MI's): the generator's last
+        ``conditional_classes`` inputs are a one-hot class, drawn uniformly for each
+        fake image (the other inputs are the Gaussian code), and ``extra`` holds the
+        one-hot classes of ``X``. The losses then receive, as ``extra``, the real
+        images' classes followed by the fake ones' (``conditional_classes`` columns
+        each).
     verbose : int, default=0
     desc : str
 
@@ -140,6 +148,12 @@ def train_gan(
     X = np.asarray(X, dtype="float32")
     extra = np.zeros((len(X), 1), "float32") if extra is None else np.asarray(extra, "float32")
     latent_dim = int(generator.inputs[0].shape[-1])
+    n_cond = int(conditional_classes or 0)
+    if n_cond and (extra is None or np.shape(extra) != (len(X), n_cond)):
+        raise ValueError(
+            f"A conditional GAN needs the one-hot class of every image of X as extra, "
+            f"shape ({len(X)}, {n_cond}). Received: extra shape={np.shape(extra)}"
+        )
     batch_size = int(min(batch_size, len(X)))
     lr, b1, b2 = float(learning_rate), float(beta_1), float(beta_2)
 
@@ -156,7 +170,12 @@ def train_gan(
 
         return critic_fn
 
+    def with_fake_classes(ext, z):
+        # a conditional GAN's losses see the fake images' classes after the real ones'
+        return ops.concatenate([ext, z[:, latent_dim - n_cond :]], axis=-1) if n_cond else ext
+
     def d_step(d_tv, d_ntv, d_ov, g_tv, g_ntv, real, ext, z, eps):
+        ext = with_fake_classes(ext, z)
         fake, _ = generator.stateless_call(g_tv, g_ntv, z, training=True)
         fake = ops.stop_gradient(fake)
 
@@ -168,6 +187,8 @@ def train_gan(
         return d_tv, d_ov, value
 
     def g_step(g_tv, g_ntv, g_ov, d_tv, d_ntv, real, ext, z):
+        ext = with_fake_classes(ext, z)
+
         def loss(params):
             fake, new_ntv = generator.stateless_call(params, g_ntv, z, training=True)
             return g_loss(make_critic_fn(d_tv, d_ntv), real, fake, ext), new_ntv
@@ -243,6 +264,9 @@ def train_gan(
         def batch_and_codes(i, j):  # a critic step's (j < n_crit) or the generator's
             idx[i, j] = rng.integers(0, len(X), batch_size)
             z[i, j] = rng.standard_normal((batch_size, latent_dim))
+            if n_cond:  # the fake images' classes, one-hot in the last inputs
+                classes = rng.integers(0, n_cond, batch_size)
+                z[i, j, :, latent_dim - n_cond :] = np.eye(n_cond, dtype="float32")[classes]
 
         for i in range(k):
             for j in range(n_crit):
@@ -328,8 +352,14 @@ class GANPriorMixin:
         losses=None,
         extra=None,
         queries=None,
+        conditional=False,
     ):
-        """Train (or take) the generator and critic; set ``generator_``, ``critic_``."""
+        """Train (or take) the generator and critic; set ``generator_``, ``critic_``.
+
+        ``conditional``: a class-conditional GAN over ``n_classes`` classes (the
+        generator's last ``n_classes`` inputs are a one-hot class, ``extra`` holds
+        the classes of ``X``); ``latent_dim_`` is then the length of the code alone.
+        """
         from kmi.models.image import dcgan_critic, dcgan_generator
 
         if self.generator is not None:
@@ -354,9 +384,8 @@ class GANPriorMixin:
                 )
             X = check_images(X, input_shape)
             g_seed, d_seed = seeds(rng, 2)
-            generator = dcgan_generator(
-                int(self.latent_dim), input_shape, width=self.gan_width, seed=g_seed
-            )
+            inputs = int(self.latent_dim) + (int(n_classes) if conditional else 0)
+            generator = dcgan_generator(inputs, input_shape, width=self.gan_width, seed=g_seed)
             critic = dcgan_critic(
                 input_shape, width=self.gan_width, n_classes=n_classes, seed=d_seed
             )
@@ -373,6 +402,7 @@ class GANPriorMixin:
                 learning_rate=float(self.gan_learning_rate),
                 rng=rng,
                 queries=queries,
+                conditional_classes=n_classes if conditional else None,
                 verbose=self.verbose,
                 desc=f"{type(self).__name__}: training the GAN prior",
             )
@@ -384,4 +414,12 @@ class GANPriorMixin:
             )
         generator._kmi_unit_range = True  # it makes images in [0, 1]
         self.generator_, self.critic_ = generator, critic
-        self.latent_dim_ = int(generator.inputs[0].shape[-1])
+        self.latent_dim_ = int(generator.inputs[0].shape[-1]) - (
+            int(n_classes) if conditional else 0
+        )
+        if self.latent_dim_ < 1:
+            raise ValueError(
+                f"A conditional generator takes a code and a one-hot class of "
+                f"{n_classes}: it needs more than {n_classes} inputs. Received: generator "
+                f"inputs={int(generator.inputs[0].shape[-1])}"
+            )
