@@ -14,7 +14,9 @@ The GMI-PCA rows run GMI's search over a linear prior instead
 (``kmi.models.pca_prior``: ``--pca-components`` principal components of the public
 images, Adam), without and with ``latent_noise``.
 Reported per attack: top-1 / top-5 accuracy of the evaluator on one reconstruction per
-class (x ``--repeats`` seeds), KNN distance in the evaluator's feature space, and wall
+class (x ``--repeats`` seeds), KNN distance in the evaluator's feature space, the
+Frechet distance between each class's reconstructions (one per seed) and its private
+images in the same space (``feature_fid``: FID's formula, not Inception-FID), and wall
 time on this machine. Three more judges read the same images: a copy of the evaluator
 trained from another seed (its top-1, and how often it agrees with the evaluator: a
 measure of how much of a top-1 figure is the evaluator's own noise), the evaluator's
@@ -71,7 +73,11 @@ from kmi.attacks import (  # noqa: E402
 )
 from kmi.attacks.image import select_candidates  # noqa: E402
 from kmi.attacks.image._gan_prior import train_gan, wgan_gp_losses  # noqa: E402
-from kmi.metrics.image import attack_accuracy, knn_distance  # noqa: E402
+from kmi.metrics.image import (  # noqa: E402
+    attack_accuracy,
+    feature_frechet_distance,
+    knn_distance,
+)
 from kmi.models import (  # noqa: E402
     cnn_classifier,
     dcgan_critic,
@@ -308,7 +314,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
 
     grid_rows = [[Xp[yp == c].mean(axis=0) for c in labels]]
     for attack_name, make in attacks.items():
-        rows = []
+        rows, seed_images = [], []
         for seed in range(args.repeats):
             print(f"{name}: running {attack_name} (seed {seed})", flush=True)
             start = time.perf_counter()
@@ -319,6 +325,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             row["seconds_fit_and_invert"] = seconds
             row.update(restart_columns(attack, evaluator, labels))
             rows.append(row)
+            seed_images.append(images)
             if seed == 0:
                 grid_rows.append(list(images))
         summary = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -326,6 +333,8 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         if len(rows) > 1:  # the spread over seeds, and each seed's top-1
             summary.update({f"{k}_std": float(np.std([r[k] for r in rows])) for k in rows[0]})
             summary["top_1_per_seed"] = [r["top_1"] for r in rows]
+        if len(seed_images) > 1:  # a Frechet distance needs 2 images of a class or more
+            summary["feature_fid"] = class_fid(np.stack(seed_images, 1), Xp, yp, feats)
         result["runs"][attack_name] = summary
         print(f"{name}: {attack_name:26s} {summary}", flush=True)
         summary["params"] = dict(vars(args))
@@ -335,6 +344,25 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     slug = "".join(c if c.isalnum() else "-" for c in args.attacks.lower()).strip("-")
     write_png(RESULTS / (f"{name}.{slug}.png" if slug else f"{name}.png"), grid(grid_rows))
     return result
+
+
+def class_fid(images, X, y, feature_model):
+    """Mean over classes of the Frechet distance, in the evaluator's feature space,
+    between a class's reconstructions (one per seed) and its private images.
+
+    ``images`` has shape (n_classes, n_seeds, ...). This is FID's formula, not FID:
+    the features are the evaluator's, not Inception's, and a class has as many
+    reconstructions as seeds (so the covariance of the reconstructions has rank
+    ``n_seeds - 1`` and the distance is mostly that of the means).
+    """
+    return float(
+        np.mean(
+            [
+                feature_frechet_distance(images[c], X[y == c], feature_model=feature_model)
+                for c in range(len(images))
+            ]
+        )
+    )
 
 
 def judge_checks(judges, X, y, reference, project=None):
@@ -472,19 +500,25 @@ def save(result, name):
 
 def table(result):
     lines = [
-        "| attack | top-1 | top-5 | KNN dist | seconds (fit+invert) "
+        "| attack | top-1 | top-5 | KNN dist | feature FID | seconds (fit+invert) "
         "| top-1, evaluator copy | evaluator-copy agreement | top-1, standardised evaluator "
         "| top-1, PCA+SVM | top-1, all restarts | any restart right | top-1, PPA pick |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(row, key):
         return f"{row[key]:.3f}" if key in row else "-"
 
     for name, row in result["runs"].items():
-        top5 = [v for k, v in row.items() if k.startswith("top_") and k != "top_1"]
+        top5 = [
+            v for k, v in row.items() if k.startswith("top_") and k[4:].isdigit() and k != "top_1"
+        ]
+        top1 = f"{row['top_1']:.3f}"
+        if "top_1_std" in row:
+            top1 += f" +- {row['top_1_std']:.3f}"
         lines.append(
-            f"| {name} | {row['top_1']:.3f} | {top5[0]:.3f} | {row['knn_distance']:.2f} | "
+            f"| {name} | {top1} | {top5[0]:.3f} | {row['knn_distance']:.2f} | "
+            f"{cell(row, 'feature_fid')} | "
             f"{row['seconds_fit_and_invert']:.1f} | {cell(row, 'evaluator_copy_top_1')} | "
             f"{cell(row, 'evaluator_copy_agreement')} | {cell(row, 'evaluator_std_top_1')} | "
             f"{cell(row, 'pca_svm_top_1')} | "
