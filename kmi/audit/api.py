@@ -130,6 +130,7 @@ def audit(
     checkpoint=None,
     shared_prior: dict | None = None,
     pixel_range: tuple[float, float] | None = None,
+    n_jobs: int | None = None,
 ) -> Report:
     """Run the attacks that apply to a model and measure what each recovers.
 
@@ -205,6 +206,16 @@ def audit(
         the private images is checked: near chance, the data and the model disagree
         (a pixel range of 0..255 against a model of [0, 1], say) and the audit stops
         with an error rather than report "no leakage".
+    n_jobs : int, default=None
+        Several models: how many are audited at once, through ``joblib.Parallel``
+        (:mod:`kmi.audit._parallel`). ``None`` audits them one after another in this
+        process, unless a joblib backend context says otherwise; ``-1`` uses every
+        core in local processes; inside ``with joblib.parallel_backend("ray"):`` (or
+        ``"dask"``) the models are audited on that cluster. The report is the same
+        whichever way they ran (rows, verdicts, figures; the timings differ). Keras
+        models travel to the workers as ``.keras`` files, the journal is written
+        here, and an image audit trains its evaluation classifier and GAN prior once,
+        with the first model, before the others start.
 
     Returns
     -------
@@ -282,6 +293,7 @@ def audit(
             random_state=random_state,
             verbose=verbose,
             checkpoint=checkpoint,
+            n_jobs=n_jobs,
         )
     target = _target(model, access)
     started = time.perf_counter()
@@ -302,8 +314,9 @@ def audit(
     return report
 
 
-def _audit_several(models, report, given, *, modality, **common) -> Report:
+def _audit_several(models, report, given, *, modality, checkpoint, n_jobs, **common) -> Report:
     """Audit each of ``models`` into ``report``, then add the sweep's table and plot."""
+    from kmi.audit._parallel import merge_report, run_units
     from kmi.audit.verdict import add_sweep
 
     if not models:
@@ -318,12 +331,20 @@ def _audit_several(models, report, given, *, modality, **common) -> Report:
     if modality == "image" and given["shared_prior"] is None:
         given = {**given, "shared_prior": {}}  # one evaluation classifier, one GAN prior
     options = {k: v for k, v in given.items() if v is not None}
-    for m in models:
-        if common["verbose"]:
-            print(f"\nAuditing {m.label}...", flush=True)
-        audit(m.model, modality=modality, name=m.label, report=report, **common, **options)
-        for verdict in report.verdicts:
-            if verdict["target"] == m.label:
-                verdict.update(defense=m.defense, strength=m.strength, utility=m.utility)
+    by_label = {m.label: m for m in models}
+    parts = run_units(
+        [(m.label, m.model) for m in models],
+        modality=modality,
+        options=options,
+        common={"modality": modality, **common},
+        checkpoint=checkpoint,
+        title=report.title,
+        n_jobs=n_jobs,
+    )
+    for label, part in parts:
+        m = by_label[label]
+        for verdict in part.verdicts:
+            verdict.update(defense=m.defense, strength=m.strength, utility=m.utility)
+        merge_report(report, part)
     add_sweep(report)
     return report

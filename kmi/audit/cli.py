@@ -157,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an interrupted audit: attacks already recorded in "
         "<output>.partial.jsonl are not run again",
     )
+    audit.add_argument(
+        "--n-jobs",
+        type=int,
+        default=None,
+        help="models audited at once, in local processes (-1: one per core; default: "
+        "one after another); several models are audited by --demo mnist",
+    )
     audit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     audit.add_argument("--data-home", default=None, help="data folder (default $KMI_DATA)")
     audit.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
@@ -515,11 +522,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(model_dir, ignore_errors=True)
     verbose = 0 if args.quiet else 1
     try:
-        for flag in ("quick", "sweep"):
-            if getattr(args, flag) and args.demo != "mnist":
+        for flag in ("quick", "sweep", "n_jobs"):  # given (False and None: not given)
+            if getattr(args, flag) not in (None, False) and args.demo != "mnist":
+                option = flag.replace("_", "-")
                 raise UsageError(
-                    f"--{flag} applies to the mnist demo (kmi audit --demo --{flag}). "
-                    f"Received: --demo={args.demo}"
+                    f"--{option} applies to the mnist demo, which audits several models "
+                    f"(kmi audit --demo --{option} ...). Received: --demo={args.demo}"
                 )
         if args.demo:
             _import_backend()
@@ -546,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                 verbose=verbose,
                 checkpoint=checkpoint,
                 model_dir=model_dir,
+                n_jobs=args.n_jobs,
             )
         else:
             report = _audit_user_model(args, checkpoint, verbose)

@@ -293,6 +293,7 @@ def mnist_audit(
     verbose: int = 1,
     checkpoint=None,
     model_dir=None,
+    n_jobs=None,
 ) -> Report:
     """Train a digit classifier without a defense, with DP-SGD and with MID; audit each.
 
@@ -324,6 +325,9 @@ def mnist_audit(
         The audit's journal (see :func:`kmi.audit.audit`).
     model_dir : path, default=None
         Trained models are saved here and loaded by a resumed run.
+    n_jobs : int, default=None
+        Models audited at once (see :func:`kmi.audit.audit`); the models are
+        trained first, here, one after another.
 
     Returns
     -------
@@ -416,6 +420,7 @@ def mnist_audit(
         random_state=random_state,
         verbose=verbose,
         checkpoint=checkpoint,
+        n_jobs=n_jobs,
     )
     report.settings["wall time (s)"] = round(time.perf_counter() - started, 1)
     return report
