@@ -12,9 +12,9 @@ verdicts and figures are the same whichever way the units ran.
 - Keras models travel as ``.keras`` bytes (:func:`pack`), never as pickled Keras
   objects: the weights a worker attacks are the saved ones, on any backend. A
   :class:`~kmi.targets.Target` travels as its model and its settings.
-- An image audit's first unit runs here first when the evaluation classifier and
-  the GAN prior are not trained yet: it trains them, and every other unit receives
-  them (as ``.keras`` bytes) rather than training its own.
+- An image audit's evaluation classifier and GAN prior are trained here first, as
+  the first model's audit would train them (:func:`_train_shared_prior`), and every
+  unit receives them (as ``.keras`` bytes) rather than training its own.
 - The journal (``checkpoint``) is written by the driver alone, each unit's rows once
   the unit has finished; a worker reads the rows journaled for its model before it
   starts, so a resumed audit skips them there too.
@@ -167,6 +167,39 @@ def _audit_unit(model, name, title, options, common, journal):
     return part, new
 
 
+def _train_shared_prior(model, prior, options, common) -> None:
+    """Train an image audit's shared evaluation classifier and GAN prior here, first.
+
+    They are trained as the first model's audit trains them, by the same code: that
+    audit runs on a scratch report, with only the GAN-prior attacks its access
+    allows and no search steps (``max_iter=0``: the prior does not depend on the
+    search), and fills ``prior``. Every unit then receives them, so the units run
+    at once and their rows are those of a sequential audit, in which the first
+    model's audit trains them and the others reuse them.
+    """
+    from kmi.audit.api import _target, audit
+    from kmi.audit.image import IMAGE_ATTACKS
+
+    attacks = common.get("attacks", "auto")
+    specs = IMAGE_ATTACKS if attacks == "auto" else attacks
+    target = _target(model, common.get("access", "white-box"))
+    gan = [
+        (name, cls, {**params, **(common.get("attack_params") or {}).get(name, {})})
+        for name, cls, params in specs
+        if cls is not None and cls.uses_gan_prior and target.allows(cls.required_access)
+    ]
+    gan = [
+        (n, c, {**p, "max_iter": 0} if "max_iter" in c().get_params() else p) for n, c, p in gan
+    ]
+    scratch = {**common, "attacks": gan, "attack_params": None, "verbose": 0}
+    try:
+        audit(
+            model, report=Report(title="shared prior"), name="shared prior", **scratch, **options
+        )
+    except ValueError:  # a GAN attack this model cannot take: the units train their own
+        pass
+
+
 def run_units(units, *, modality, options, common, checkpoint, title, n_jobs=None):
     """Audit each ``(name, model)`` of ``units``; yield ``(name, report)`` in order.
 
@@ -195,10 +228,8 @@ def run_units(units, *, modality, options, common, checkpoint, title, n_jobs=Non
             yield name, here(name, model)
         return
     prior = options.get("shared_prior")
-    trained = {"evaluation classifier", "generator"}
-    if modality == "image" and prior is not None and not trained <= set(prior):
-        name, model = units.pop(0)  # trains the shared evaluation classifier and prior
-        yield name, here(name, model)
+    if modality == "image" and prior is not None:
+        _train_shared_prior(units[0][1], prior, options, common)
     import keras
 
     done = read_checkpoint(checkpoint)

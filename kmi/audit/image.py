@@ -527,6 +527,11 @@ def audit_image(
     n_classes = int(np.max(columns)) + 1
     if eval_model is None and shared_prior is not None:
         eval_model = shared_prior.get("evaluation classifier")  # one per audit of several
+        if "evaluation classifier accuracy" in shared_prior:
+            report.settings.setdefault(
+                "evaluation classifier held-out accuracy",
+                shared_prior["evaluation classifier accuracy"],
+            )
     if eval_model is None:
         if verbose:
             print("Training the evaluation classifier on the private images...", flush=True)
@@ -539,6 +544,7 @@ def audit_image(
         report.settings["evaluation classifier held-out accuracy"] = round(eval_acc, 3)
         if shared_prior is not None:
             shared_prior["evaluation classifier"] = eval_model
+            shared_prior["evaluation classifier accuracy"] = round(eval_acc, 3)
     try:
         features = feature_extractor(eval_model)
     except ValueError:
