@@ -215,7 +215,7 @@ def audit(
         whichever way they ran (rows, verdicts, figures; the timings differ). Keras
         models travel to the workers as ``.keras`` files, the journal is written
         here, and an image audit trains its evaluation classifier and GAN prior once,
-        with the first model, before the others start.
+        here, before the models start (as the first model's audit would).
 
     Returns
     -------

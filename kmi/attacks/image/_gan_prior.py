@@ -149,7 +149,7 @@ def train_gan(
     extra = np.zeros((len(X), 1), "float32") if extra is None else np.asarray(extra, "float32")
     latent_dim = int(generator.inputs[0].shape[-1])
     n_cond = int(conditional_classes or 0)
-    if n_cond and (extra is None or np.shape(extra) != (len(X), n_cond)):
+    if n_cond and extra.shape != (len(X), n_cond):  # (the zeros above when None)
         raise ValueError(
             f"A conditional GAN needs the one-hot class of every image of X as extra, "
             f"shape ({len(X)}, {n_cond}). Received: extra shape={np.shape(extra)}"
