@@ -1,4 +1,4 @@
-"""DPSGD under keras.distribution.DataParallel on JAX, with two virtual CPU devices."""
+"""DPSGD under keras.distribution.DataParallel on JAX, with eight virtual CPU devices."""
 
 import json
 import os
@@ -17,7 +17,7 @@ def _run(*cases):
     env = {
         **os.environ,
         "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
     }
     done = subprocess.run(
@@ -34,17 +34,19 @@ def _run(*cases):
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution runs on JAX")
 def test_dpsgd_under_data_parallel_matches_one_device():
-    # the three cases in one subprocess: each process imports TensorFlow, JAX and Keras
-    results = _run("ghost:conv", "vectorized:mlp", "vectorized:conv")
-    for case in ("ghost:conv", "vectorized:mlp"):
+    # the cases in one subprocess: each process imports TensorFlow, JAX and Keras
+    results = _run(
+        "ghost:conv", "vectorized:mlp", "ghost:transformer", "ghost:noise", "vectorized:conv"
+    )
+    for case in ("ghost:conv", "vectorized:mlp", "ghost:transformer"):
         result = results[case]
-        assert result["devices"] == 2, case
-        assert "'batch': 2" in result["sharding"]  # variables live on a two-device mesh
+        assert result["devices"] == 8, case
+        assert "'batch': 8" in result["sharding"]  # variables live on an eight-device mesh
         assert "epsilon" in result["history_multi"]
         assert result["history_multi"]["epsilon"] == pytest.approx(
             result["history_single"]["epsilon"]
         )
-        # same seed, same noise: the two-device run is the one-device run
+        # same seed, same noise: the eight-device run is the one-device run
         for a, b in zip(result["multi"], result["single"]):
             np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5, err_msg=case)
         assert result["history_multi"]["loss"] == pytest.approx(
@@ -55,3 +57,11 @@ def test_dpsgd_under_data_parallel_matches_one_device():
     # here), so DP-SGD would clip the wrong gradients
     error = results["vectorized:conv"]["error"]
     assert "sharded" in error and "clipping='ghost'" in error
+    # the noise is drawn once for the global batch, not once per device: one step on
+    # zero inputs moves a 256 x 8 kernel by the noise alone, of standard deviation
+    # lr * noise_multiplier * l2_norm_clip / batch on 8 devices as on one (per-device
+    # noise would make it sqrt(8) times larger, summed, or smaller, averaged), so the
+    # privacy accounting, which assumes one draw, holds
+    noise = results["ghost:noise"]
+    assert noise["std_multi"] == pytest.approx(noise["std_single"], rel=1e-5)
+    assert noise["std_multi"] == pytest.approx(noise["std_expected"], rel=0.1)
