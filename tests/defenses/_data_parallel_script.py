@@ -1,7 +1,9 @@
 """Run by test_data_parallel.py in a subprocess (XLA_FLAGS must be set before JAX starts).
 
 Arguments: cases "<clipping>:<model>", each a DPSGD clipping method and "conv",
-"mlp", "transformer" (a keras-hub TransformerEncoder on token embeddings) or "noise"
+"mlp", "transformer" (a keras-hub TransformerEncoder on token embeddings),
+"transformer-model" (the same under ModelParallel: its dense and attention kernels
+split across 4 devices, the batch across 2) or "noise"
 (one step of a wide dense layer on all-zero inputs, whose kernel gradient is 0: its
 change is the DP noise alone). Prints one JSON line per case, in one process (each
 process pays for importing TensorFlow, JAX and Keras).
@@ -57,17 +59,41 @@ def transformer():
     return keras.Model(tokens, keras.layers.Dense(3)(x))
 
 
-def run(distributed, clipping, kind):
-    keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=jax.devices()) if distributed else None
+def model_parallel():
+    """A (2, 4) mesh: the batch over 2 devices, the transformer's dense and attention
+    kernels over 4 (one axis of each split across devices)."""
+    mesh = keras.distribution.DeviceMesh(
+        (2, 4), axis_names=("batch", "model"), devices=jax.devices()
     )
+    layout = keras.distribution.LayoutMap(mesh)
+    layout[".*feedforward_intermediate_dense.*kernel"] = (None, "model")
+    layout[".*feedforward_output_dense.*kernel"] = ("model", None)
+    layout[".*(query|key|value).*kernel"] = (None, None, "model")
+    return keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="batch")
+
+
+def per_example_norms(model, x, y):
+    """Each example's gradient norm (all variables), from per_example_gradients."""
+    from kmi.defenses.dp import per_example_gradients
+
+    grads = per_example_gradients(model, x, y)
+    return np.sqrt(sum((g.reshape(len(x), -1) ** 2).sum(1) for g in grads)).tolist()
+
+
+def run(distributed, clipping, kind):
+    if kind == "transformer-model":
+        keras.distribution.set_distribution(model_parallel() if distributed else None)
+    else:
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=jax.devices()) if distributed else None
+        )
     keras.utils.set_random_seed(0)
     conv = [
         keras.layers.Reshape((6, 1)),
         keras.layers.Conv1D(2, 3, activation="tanh"),
         keras.layers.Flatten(),
     ]
-    if kind == "transformer":
+    if kind.startswith("transformer"):
         model = transformer()
     else:
         model = keras.Sequential(
@@ -82,7 +108,7 @@ def run(distributed, clipping, kind):
         keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
     rng = np.random.default_rng(0)
-    if kind == "transformer":
+    if kind.startswith("transformer"):
         x = rng.integers(0, 16, size=(64, 8)).astype("int32")
         y = (x[:, 0] > 7).astype("int32")
     else:
@@ -94,7 +120,15 @@ def run(distributed, clipping, kind):
         history = model.fit(
             x, y, batch_size=16, epochs=2, callbacks=[dp], verbose=0, shuffle=False
         )
-    sharding = str(model.trainable_variables[0].value.sharding)
+    if kind == "transformer-model":  # how each kernel is laid out, by variable
+        sharding = {
+            v.path: str(getattr(v.value.sharding, "spec", "one device"))
+            for v in model.trainable_variables
+            if v.path.endswith("kernel")
+        }
+        history.history["norms"] = per_example_norms(model, x[:16], y[:16])
+    else:
+        sharding = str(model.trainable_variables[0].value.sharding)
     assert dp.clipping_ == clipping
     return [w.tolist() for w in model.get_weights()], history.history, sharding
 

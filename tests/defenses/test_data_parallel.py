@@ -1,4 +1,4 @@
-"""DPSGD under keras.distribution.DataParallel on JAX, with eight virtual CPU devices."""
+"""DPSGD under keras.distribution on JAX, 8 virtual CPU devices: DataParallel, ModelParallel."""
 
 import json
 import os
@@ -36,7 +36,12 @@ def _run(*cases):
 def test_dpsgd_under_data_parallel_matches_one_device():
     # the cases in one subprocess: each process imports TensorFlow, JAX and Keras
     results = _run(
-        "ghost:conv", "vectorized:mlp", "ghost:transformer", "ghost:noise", "vectorized:conv"
+        "ghost:conv",
+        "vectorized:mlp",
+        "ghost:transformer",
+        "ghost:noise",
+        "ghost:transformer-model",
+        "vectorized:conv",
     )
     for case in ("ghost:conv", "vectorized:mlp", "ghost:transformer"):
         result = results[case]
@@ -65,3 +70,15 @@ def test_dpsgd_under_data_parallel_matches_one_device():
     noise = results["ghost:noise"]
     assert noise["std_multi"] == pytest.approx(noise["std_single"], rel=1e-5)
     assert noise["std_multi"] == pytest.approx(noise["std_expected"], rel=0.1)
+    # ModelParallel: the transformer's dense and attention kernels split across 4
+    # devices; the clipped, noised training and each example's gradient norm (summed
+    # across the shards) equal the one-device ones
+    model = results["ghost:transformer-model"]
+    output_dense = [k for k in model["sharding"] if k.endswith("output_dense/kernel")]
+    assert [model["sharding"][k] for k in output_dense] == ["P('model', None)"]
+    assert sum("'model'" in spec for spec in model["sharding"].values()) == 5
+    for a, b in zip(model["multi"], model["single"]):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)
+    np.testing.assert_allclose(
+        model["history_multi"]["norms"], model["history_single"]["norms"], rtol=1e-4
+    )
