@@ -87,20 +87,39 @@ def test_local_processes_give_the_sequential_report_and_one_journal(sweep, tmp_p
     assert len(journal.read_text().splitlines()) == 9
 
 
+def _grid_search(model, X, n_jobs):
+    from sklearn.model_selection import GridSearchCV
+
+    from kmi.attacks import InversionModel
+
+    attack = InversionModel(model, hidden_units=(8,), random_state=0)
+    return GridSearchCV(attack, {"epochs": [1, 2]}, cv=2, n_jobs=n_jobs).fit(X)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
-def test_the_ray_backend_gives_the_sequential_report(sweep):
+def test_the_ray_backend_gives_the_sequential_report_and_grid_search(sweep):
     import joblib
     import ray
     from ray.util.joblib import register_ray
 
+    models, data = sweep
+    X = data["public_data"][:40]
     register_ray()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with joblib.parallel_backend("ray"):
             on_ray = _audit(sweep, n_jobs=2)
+            search = _grid_search(models[0].model, X, n_jobs=2)
     finally:
         ray.shutdown()
     _same_report(_audit(sweep), on_ray)
+    # an attack's grid search on the Ray cluster scores its candidates as one process
+    # does, and the refitted best attack holds the caller's model, not a copy
+    here = _grid_search(models[0].model, X, n_jobs=1)
+    np.testing.assert_array_equal(
+        search.cv_results_["mean_test_score"], here.cv_results_["mean_test_score"]
+    )
+    assert search.best_estimator_.target is models[0].model
 
 
 def test_models_travel_as_keras_files_and_targets_keep_their_settings(sweep):
