@@ -30,7 +30,7 @@ from typing import Any
 
 from kmi.audit._checkpoint import append_checkpoint, read_checkpoint, row_key
 from kmi.audit.report import Report
-from kmi.targets import Target
+from kmi.targets import Target, _is_keras_model
 
 __all__ = ["merge_report", "pack", "run_units", "unpack"]
 
@@ -81,14 +81,6 @@ class PackedTarget:
 
     def load(self) -> Target:
         return Target(unpack(self.model), **self.settings, classes=self.classes)
-
-
-def _is_keras_model(obj) -> bool:
-    try:
-        import keras
-    except ImportError:  # pragma: no cover - keras is a dependency
-        return False
-    return isinstance(obj, keras.Model)
 
 
 def pack(obj):

@@ -19,12 +19,10 @@ from kmi.attacks.image._common import (
     GAN_CONSTRAINTS,
     PARAMS_DOC,
     ClassInversionMixin,
-    model_input_shape,
 )
 from kmi.attacks.image._gan_prior import GANPriorMixin, generate
 from kmi.attacks.image._pixels import PixelRangeMixin
 from kmi.base import BaseAttack
-from kmi.utils.validation import check_images
 
 
 @fill_doc(**PARAMS_DOC)
@@ -159,16 +157,7 @@ class BREPMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         The target is never queried here. Its input shape is that of ``X`` (or of
         the generator's output).
         """
-        target = self.target_
-        if target.kind == "keras":
-            shape = model_input_shape(target.model)
-        elif X is not None:
-            shape = check_images(X).shape[1:]
-        elif self.generator is not None:
-            shape = tuple(int(s) for s in self.generator.outputs[0].shape[1:])
-        else:
-            raise ValueError("BREPMI needs public images X or a generator. Received: X=None")
-        self.input_shape_ = shape
+        shape = self.input_shape_ = self._prior_input_shape(X)
         X = self._fit_pixel_range(X)
         rs = check_random_state(self.random_state)
         self._fit_prior(X, shape, np.random.default_rng(rs.randint(2**31)), need_critic=False)

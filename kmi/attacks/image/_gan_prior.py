@@ -341,6 +341,21 @@ class GANPriorMixin:
     uses_gan_prior = True
     needs_public_data = True
 
+    def _prior_input_shape(self, X):
+        """The images' shape: the Keras target's input, else ``X``'s, else the
+        generator's output (the attacks that take any target, even a callable)."""
+        from kmi.attacks.image._common import model_input_shape
+
+        if self.target_.kind == "keras":
+            return model_input_shape(self.target_.model)
+        if X is not None:
+            return check_images(X).shape[1:]
+        if self.generator is not None:
+            return tuple(int(s) for s in self.generator.outputs[0].shape[1:])
+        raise ValueError(
+            f"{type(self).__name__} needs public images X or a generator. Received: X=None"
+        )
+
     def _fit_prior(
         self,
         X,

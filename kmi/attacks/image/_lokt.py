@@ -18,7 +18,6 @@ from kmi.attacks.image._common import (
     GAN_CONSTRAINTS,
     PARAMS_DOC,
     ClassInversionMixin,
-    model_input_shape,
 )
 from kmi.attacks.image._gan_prior import GANPriorMixin, generate
 from kmi.attacks.image._pixels import UNIT, PixelRangeMixin
@@ -29,7 +28,6 @@ from kmi.attacks.image._surrogates import (
 )
 from kmi.base import BaseAttack
 from kmi.targets import Target
-from kmi.utils.validation import check_images
 
 
 @fill_doc(**PARAMS_DOC)
@@ -192,11 +190,7 @@ class LOKT(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
                 "LOKT trains its surrogates on public images labelled by the target: "
                 "call fit(X). Received: X=None"
             )
-        target = self.target_
-        if target.kind == "keras":
-            self.input_shape_ = model_input_shape(target.model)
-        else:
-            self.input_shape_ = check_images(X).shape[1:]
+        self.input_shape_ = self._prior_input_shape(X)
         X = self._fit_pixel_range(X)
         rs = check_random_state(self.random_state)
         rng = np.random.default_rng(rs.randint(2**31))

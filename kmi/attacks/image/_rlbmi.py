@@ -22,13 +22,11 @@ from kmi.attacks.image._common import (
     GAN_CONSTRAINTS,
     PARAMS_DOC,
     ClassInversionMixin,
-    model_input_shape,
 )
 from kmi.attacks.image._gan_prior import GANPriorMixin, generate
 from kmi.attacks.image._pixels import PixelRangeMixin
 from kmi.base import BaseAttack
 from kmi.targets import QueryBudgetExceededError
-from kmi.utils.validation import check_images
 
 _LOG_STD = (-20.0, 2.0)  # SAC's bounds on the policy's log standard deviation
 _EPS = 1e-7  # the floor of a confidence (or margin) before its logarithm, as in the paper
@@ -283,15 +281,7 @@ class RLBMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
                 "labels only; use BREPMI or LOKT for a label-only target. "
                 "Received: output='label'"
             )
-        if target.kind == "keras":
-            shape = model_input_shape(target.model)
-        elif X is not None:
-            shape = check_images(X).shape[1:]
-        elif self.generator is not None:
-            shape = tuple(int(s) for s in self.generator.outputs[0].shape[1:])
-        else:
-            raise ValueError("RLBMI needs public images X or a generator. Received: X=None")
-        self.input_shape_ = shape
+        shape = self.input_shape_ = self._prior_input_shape(X)
         X = self._fit_pixel_range(X)
         rs = check_random_state(self.random_state)
         self._fit_prior(X, shape, np.random.default_rng(rs.randint(2**31)), need_critic=False)
