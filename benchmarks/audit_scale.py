@@ -61,7 +61,9 @@ def train_sweep(X, y, strengths, seeds, epochs):
     for strength in strengths:
         for seed in seeds:
             keras.utils.set_random_seed(seed)
-            model = cnn_classifier((8, 8, 1), 10, filters=(16, 32), dense_units=64, seed=seed)
+            model = cnn_classifier(
+                (8, 8, 1), 10, filters=(16, 32), dense_units=64, batch_norm=False, seed=seed
+            )
             model.compile(
                 keras.optimizers.Adam(3e-3),
                 keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=strength),
@@ -90,7 +92,17 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--tag", default="")
+    parser.add_argument(
+        "--budget", type=float, default=1.0, help="scales the attacks' steps and epochs"
+    )
     args = parser.parse_args(argv)
+    params = {
+        name: {
+            k: max(1, round(v * args.budget)) if k in ("max_iter", "epochs") else v
+            for k, v in p.items()
+        }
+        for name, p in PARAMS.items()
+    }
 
     X, y = load_digits(return_X_y=True)
     private, public = np.arange(0, 1000), np.arange(1000, len(X))
@@ -103,7 +115,7 @@ def main(argv=None):
         private_data=(X[private][200:], y[private][200:]),
         public_data=X[public],
         attacks=specs,
-        attack_params=PARAMS,
+        attack_params=params,
         verbose=0,
     )
 
@@ -165,7 +177,7 @@ def main(argv=None):
         "device": f"cpu: {os.cpu_count()} cores",
         "models": len(models),
         "attacks": list(ATTACKS),
-        "attack_params": PARAMS,
+        "attack_params": params,
         "train_models_s": train_s,
         "ways": ways,
         "utility": {m.label: m.utility for m in models},
