@@ -28,14 +28,14 @@ from kmi.attacks.image._common import (
 )
 from kmi.attacks.image._gan_prior import GANPriorMixin, critic_score, generate
 from kmi.attacks.image._pixels import PixelRangeMixin
-from kmi.attacks.image._selection import best_candidates
+from kmi.attacks.image._selection import RestartsMixin
 from kmi.attacks.image._surrogates import default_surrogates, train_surrogates
 from kmi.base import BaseAttack
 from kmi.utils.validation import check_images
 
 
 @fill_doc(**PARAMS_DOC)
-class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
+class GMI(PixelRangeMixin, GANPriorMixin, RestartsMixin, ClassInversionMixin, BaseAttack):
     """The generative model-inversion attack (Zhang et al. 2020), with LOMMA options.
 
     ``fit(X_public)`` trains a WGAN-GP prior on public images (or takes a trained
@@ -360,19 +360,4 @@ class GMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
             desc=f"{type(self).__name__}: {len(idx)} classes x {r} restarts",
         )
         images = generate(generator, result.x)
-        best, ident, score = best_candidates(
-            self.target_,
-            images.reshape(len(idx), r, *images.shape[1:]),
-            idx,
-            self.selection,
-            random_state=rs.randint(2**31) if self.selection != "loss" else None,
-        )
-        pick = np.arange(len(idx)) * r + best
-        self.latents_ = result.x[pick]
-        self.loss_ = ident[np.arange(len(idx)), best]
-        self.restart_latents_ = result.x.reshape(len(idx), r, -1)
-        self.restart_losses_ = ident
-        self.selection_scores_ = score
-        self.n_iter_ = result.n_iter
-        self.interrupted_ = result.interrupted
-        return self._to_data_range(images[pick])
+        return self._to_data_range(self._pick_restarts(result, images, idx, rs))

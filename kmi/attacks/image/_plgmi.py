@@ -26,7 +26,7 @@ from kmi.attacks.image._common import (
 )
 from kmi.attacks.image._gan_prior import GANPriorMixin, critic_score, generate
 from kmi.attacks.image._pixels import PixelRangeMixin
-from kmi.attacks.image._selection import best_candidates
+from kmi.attacks.image._selection import RestartsMixin
 from kmi.base import BaseAttack
 from kmi.utils.validation import check_images
 
@@ -86,7 +86,7 @@ def _plgmi_losses(target, n_classes, inv_weight):
 
 
 @fill_doc(**PARAMS_DOC)
-class PLGMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
+class PLGMI(PixelRangeMixin, GANPriorMixin, RestartsMixin, ClassInversionMixin, BaseAttack):
     """Pseudo-label guided model inversion (Yuan et al. 2023).
 
     ``fit(X_public)``:
@@ -145,6 +145,8 @@ class PLGMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         The pseudo-label of each image of the selected public set.
     latent_dim_ : int
     latents_ : ndarray of shape (n_labels, latent_dim)
+    loss_ : ndarray of shape (n_labels,)
+        The target's cross-entropy of the label for each returned image.
     restart_latents_ : ndarray of shape (n_labels, n_restarts, latent_dim)
     restart_losses_ : ndarray of shape (n_labels, n_restarts)
         The target's cross-entropy of the label for each restart's image.
@@ -306,18 +308,4 @@ class PLGMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
             desc=f"PLGMI: {len(idx)} classes x {r} restarts",
         )
         images = generate(generator, self._conditioned(result.x, rows_idx))
-        best, ident, score = best_candidates(
-            target,
-            images.reshape(len(idx), r, *images.shape[1:]),
-            idx,
-            self.selection,
-            random_state=rs.randint(2**31) if self.selection != "loss" else None,
-        )
-        pick = np.arange(len(idx)) * r + best
-        self.latents_ = result.x[pick]
-        self.restart_latents_ = result.x.reshape(len(idx), r, d)
-        self.restart_losses_ = ident
-        self.selection_scores_ = score
-        self.n_iter_ = result.n_iter
-        self.interrupted_ = result.interrupted
-        return self._to_data_range(images[pick])
+        return self._to_data_range(self._pick_restarts(result, images, idx, rs))

@@ -173,3 +173,36 @@ def best_candidates(target, images, labels, selection, random_state=None):
             target, images, labels, selection=selection, random_state=random_state
         )
     return index[:, 0], -log_p, score
+
+
+class RestartsMixin:
+    """Keep every restart of a latent search and return the best by ``selection``.
+
+    For the attacks that optimise ``n_restarts`` latent codes per label in one batch
+    (GMI, PLG-MI): :meth:`_pick_restarts` scores the restarts' images
+    (:func:`best_candidates`), records them all (``restart_latents_``,
+    ``restart_losses_``, ``selection_scores_``) and the chosen one (``latents_``,
+    ``loss_``), and returns the chosen images.
+    """
+
+    def _pick_restarts(self, result, images, idx, random_state):
+        """``result``: the :func:`~kmi.attacks._optim.minimize` result over
+        ``len(idx) * n_restarts`` codes, label by label; ``images`` their images."""
+        n = len(idx)
+        r = len(result.x) // n
+        best, ident, score = best_candidates(
+            self.target_,
+            images.reshape(n, r, *images.shape[1:]),
+            idx,
+            self.selection,
+            random_state=random_state.randint(2**31) if self.selection != "loss" else None,
+        )
+        pick = np.arange(n) * r + best
+        self.latents_ = result.x[pick]
+        self.loss_ = ident[np.arange(n), best]
+        self.restart_latents_ = result.x.reshape(n, r, -1)
+        self.restart_losses_ = ident
+        self.selection_scores_ = score
+        self.n_iter_ = result.n_iter
+        self.interrupted_ = result.interrupted
+        return images[pick]
