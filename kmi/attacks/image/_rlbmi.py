@@ -322,12 +322,11 @@ class RLBMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
         buf_s = np.zeros((episodes * n, d), "float32")
         buf_a = np.zeros((episodes * n, d), "float32")
         buf_r = np.zeros(episodes * n, "float32")
-        buf_y = np.zeros(episodes * n, "int32")
+        buf_y = np.tile(idx, episodes).astype("int32")  # every episode asks every label
         filled = 0
         best_z = np.zeros((n, d), "float32")
         best_conf = np.full(n, -1.0)
-        history = {"reward": [], "confidence": [], "q_loss": [], "policy_loss": []}
-        history["temperature"] = []
+        history = {k: [] for k in ("reward", "confidence", "q_loss", "policy_loss", "temperature")}
         rows = np.arange(n)
         episode, interrupted = 0, False
         bar = keras.utils.Progbar(episodes, unit_name="episode") if self.verbose else None
@@ -359,7 +358,7 @@ class RLBMI(PixelRangeMixin, GANPriorMixin, ClassInversionMixin, BaseAttack):
                     + w3 * np.log(np.maximum(margin, _EPS))
                 )
                 sl = slice(filled, filled + n)
-                buf_s[sl], buf_a[sl], buf_r[sl], buf_y[sl] = s, a, reward, idx
+                buf_s[sl], buf_a[sl], buf_r[sl] = s, a, reward
                 filled += n
                 test_conf = p_test[rows, idx]
                 better = test_conf > best_conf
