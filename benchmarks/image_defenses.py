@@ -22,9 +22,15 @@ One target per defense, the same CNN and optimiser (Adam 1e-3, ``--target-epochs
   Poisson sampling, batches of 128, twice the epochs with SGD 0.5).
 
 Attacks (``--attacks``, each x ``--repeats`` seeds): MIFace (white-box gradient descent
-on the pixels) and GMI over a 40-component PCA prior of the public images with latent
-noise (``GMI-PCA+noise``: the best GMI row of ``image_gan.py`` on MNIST), with no GAN to
-train; ``KEDMI`` adds KED-MI with its own GAN (far slower on a CPU). Reported per
+on the pixels); GMI over a 40-component PCA prior of the public images with latent
+noise (``GMI-PCA+noise``), with no GAN to train; and the GAN-prior attacks at the
+settings of ``image_gan.py --dataset mnist``: ``GMI`` (white-box), ``BREPMI`` and
+``LOKT`` (label-only), ``RLBMI`` (black-box), which search one WGAN-GP prior of the
+public digits (``--gan-steps``, trained once and shared by every defense), and
+``KEDMI`` and ``PLGMI`` (white-box), which train their own GAN with each target (far
+slower on a CPU). Attacks run into an existing result file join the rows already
+there; a defense's earlier rows are kept when its retrained target has the same test
+accuracy. Reported per
 defense: the target's test accuracy and, per attack, the evaluator's top-1 on one
 reconstruction per class (five classes: chance is 0.2) with its spread over seeds, and
 the KNN distance in the evaluator's feature space.
@@ -48,9 +54,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_att_faces import RESULTS, train  # noqa: E402
-from image_gan import MIFACE_SETTINGS, train_evaluator  # noqa: E402
+from image_gan import MIFACE_SETTINGS, shared_prior, train_evaluator  # noqa: E402
 
-from kmi.attacks import GMI, KEDMI, MIFace  # noqa: E402
+from kmi.attacks import BREPMI, GMI, KEDMI, LOKT, PLGMI, RLBMI, MIFace  # noqa: E402
 from kmi.datasets import load_mnist_5k  # noqa: E402
 from kmi.defenses import (  # noqa: E402
     DPSGD,
@@ -67,6 +73,7 @@ from kmi.models import (  # noqa: E402
     feature_extractor,
     pca_prior,
 )
+from kmi.targets import Target  # noqa: E402
 
 DEFENSES = ("none", "MID", "BiDO", "NLS", "TL-DMI", "Trap-MID", "DP-SGD eps=3", "DP-SGD eps=8")
 N_CLASSES = 5
@@ -145,9 +152,61 @@ def trapdoor_success(model, X, y):
     return float((pred.argmax(1) == t).mean())
 
 
-def make_attacks(target, Xpub, prior, args):
+#: The attacks that search the shared WGAN-GP prior of the public digits (trained once,
+#: the same for every defense, and only when one of them runs).
+SHARED_GAN = ("GMI", "BREPMI", "LOKT", "RLBMI")
+
+
+def make_attacks(target, Xpub, prior, gan, args):
+    """The attacks of ``--attacks`` on ``target``: name -> function of the seed."""
     pca_gen, pca_critic = prior
+    generator, critic = gan
     attacks = {
+        "GMI": lambda seed: GMI(
+            target,
+            generator=generator,
+            critic=critic,
+            max_iter=args.max_iter,
+            n_restarts=args.restarts,
+            learning_rate=args.gmi_lr,
+            random_state=seed,
+        ).fit(),
+        "BREPMI": lambda seed: BREPMI(
+            Target(target, access="label-only"),
+            generator=generator,
+            max_iter=args.brep_iter,
+            n_directions=32,
+            random_state=seed,
+        ).fit(),
+        "LOKT": lambda seed: LOKT(
+            Target(target, access="label-only"),
+            generator=generator,
+            critic=critic,
+            n_surrogates=args.lokt_surrogates,
+            surrogate_epochs=args.lokt_epochs,
+            n_synthetic=args.lokt_synthetic,
+            attack=GMI(
+                max_iter=args.max_iter, n_restarts=args.restarts, learning_rate=args.gmi_lr
+            ),
+            random_state=seed,
+        ).fit(Xpub),
+        "RLBMI": lambda seed: RLBMI(
+            Target(target, access="black-box"),
+            generator=generator,
+            n_episodes=args.rl_episodes,
+            random_state=seed,
+        ).fit(),
+        "PLGMI": lambda seed: PLGMI(
+            target,
+            latent_dim=args.latent_dim,
+            gan_steps=args.gan_steps,
+            gan_width=args.gan_width,
+            gan_learning_rate=args.gan_lr,
+            top_n=args.plg_top_n,
+            n_restarts=args.restarts,
+            max_iter=args.max_iter,
+            random_state=seed,
+        ).fit(Xpub),
         "MIFace": lambda seed: MIFace(target, max_iter=args.max_iter, **MIFACE_SETTINGS).fit(),
         "GMI-PCA+noise": lambda seed: GMI(
             target,
@@ -163,10 +222,10 @@ def make_attacks(target, Xpub, prior, args):
         ).fit(),
         "KEDMI": lambda seed: KEDMI(
             target,
-            latent_dim=32,
+            latent_dim=args.latent_dim,
             gan_steps=args.gan_steps,
-            gan_width=16,
-            gan_learning_rate=1e-3,
+            gan_width=args.gan_width,
+            gan_learning_rate=args.gan_lr,
             max_iter=args.max_iter,
             learning_rate=0.02,
             random_state=seed,
@@ -177,6 +236,24 @@ def make_attacks(target, Xpub, prior, args):
     if unknown:
         raise SystemExit(f"unknown attacks {unknown}; choose from {sorted(attacks)}")
     return {name: attacks[name] for name in names}
+
+
+def _earlier_attacks(earlier, row, defense):
+    """The attack rows of an earlier run of ``defense``, kept when its target is the same.
+
+    Targets are trained from fixed seeds, so a rerun rebuilds the same model; an
+    earlier row is kept only if that model's test accuracy matches (within 0.002).
+    """
+    if not earlier:
+        return {}
+    if abs(earlier["test_accuracy"] - row["test_accuracy"]) > 0.002:
+        print(
+            f"{defense}: test accuracy {row['test_accuracy']:.3f} differs from the earlier "
+            f"run's {earlier['test_accuracy']:.3f}; its attack rows are dropped",
+            flush=True,
+        )
+        return {}
+    return dict(earlier.get("attacks", {}))
 
 
 def flat_rows(result):
@@ -196,13 +273,16 @@ def flat_rows(result):
 
 
 def table(result):
-    attacks = list(next(iter(result["defenses"].values()))["attacks"])
+    attacks = list(dict.fromkeys(a for row in result["defenses"].values() for a in row["attacks"]))
     head = "| defense | test acc | " + " | ".join(f"{a} top-1 | {a} KNN" for a in attacks) + " |"
     lines = [head, "|" + "---|" * (2 + 2 * len(attacks))]
     for name, row in result["defenses"].items():
         cells = []
         for a in attacks:
-            r = row["attacks"][a]
+            r = row["attacks"].get(a)
+            if r is None:  # not run on this defense
+                cells += ["-", "-"]
+                continue
             cells += [
                 f"{r['top_1']:.2f} ± {r.get('top_1_std', 0.0):.2f}",
                 f"{r['knn_distance']:.2f}",
@@ -219,7 +299,19 @@ def main(argv=None):
     parser.add_argument("--target-epochs", type=int, default=10)
     parser.add_argument("--eval-epochs", type=int, default=15)
     parser.add_argument("--max-iter", type=int, default=300)
-    parser.add_argument("--gan-steps", type=int, default=300)
+    # the GAN-prior attacks: the MNIST protocol's settings of image_gan.py
+    parser.add_argument("--gan-steps", type=int, default=1500)
+    parser.add_argument("--gan-lr", type=float, default=5e-4)
+    parser.add_argument("--gan-width", type=int, default=16)
+    parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--restarts", type=int, default=5)
+    parser.add_argument("--gmi-lr", type=float, default=0.02)
+    parser.add_argument("--brep-iter", type=int, default=100)
+    parser.add_argument("--lokt-surrogates", type=int, default=3)
+    parser.add_argument("--lokt-epochs", type=int, default=10)
+    parser.add_argument("--lokt-synthetic", type=int, default=2000)
+    parser.add_argument("--rl-episodes", type=int, default=2000)
+    parser.add_argument("--plg-top-n", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mid-beta", type=float, default=0.01)
     parser.add_argument("--trap-alpha", type=float, default=0.02)
@@ -246,6 +338,11 @@ def main(argv=None):
     evaluator = train_evaluator(Xp, yp, N_CLASSES, args.eval_epochs, seed=2)
     feats = feature_extractor(evaluator)
     prior = pca_prior(Xpub, 40)  # GMI-PCA's prior, the same for every defense
+    names = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    t_gan = time.perf_counter()
+    args.verbose = 0
+    *gan, history = shared_prior(Xpub, args, train=bool(set(names) & set(SHARED_GAN)))
+    gan_s = time.perf_counter() - t_gan
     labels = np.arange(N_CLASSES)
     name = f"image_defenses{args.tag}"
     path = RESULTS / f"{name}.json"
@@ -262,8 +359,12 @@ def main(argv=None):
         "params": vars(args),
         "defenses": {},
     }
-    if path.exists():  # keep the rows of defenses not run now
-        result["defenses"] = json.loads(path.read_text()).get("defenses", {})
+    if history is not None:
+        result["gan_train_s"] = gan_s
+    if path.exists():  # keep the rows of defenses and attacks not run now
+        earlier = json.loads(path.read_text())
+        result["defenses"] = earlier.get("defenses", {})
+        result["earlier_params"] = earlier.get("earlier_params", []) + [earlier.get("params")]
     print(f"evaluator test accuracy {result['evaluator_test_accuracy']:.3f}", flush=True)
     for defense in defenses:
         t = time.perf_counter()
@@ -273,8 +374,8 @@ def main(argv=None):
         row.update(info)
         if defense == "Trap-MID":
             row["trapdoor_success"] = trapdoor_success(target, Xt, yt)
-        row["attacks"] = {}
-        for attack_name, make in make_attacks(target, Xpub, prior, args).items():
+        row["attacks"] = _earlier_attacks(result["defenses"].get(defense), row, defense)
+        for attack_name, make in make_attacks(target, Xpub, prior, gan, args).items():
             runs = []
             for seed in range(args.repeats):
                 start = time.perf_counter()

@@ -141,6 +141,17 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             latent_noise=noise,
         ).fit()
 
+    trained = {}  # with --gan-once: each own-GAN attack's seed-0 attack
+
+    def own_gan(attack_name, seed):
+        """KED-MI's and PLG-MI's own GAN: trained at every seed, or with --gan-once
+        only at seed 0 and reused by the later seeds' inversions (as the papers do:
+        one GAN, several inversion runs)."""
+        if not args.gan_once or seed == 0 or attack_name not in trained:
+            return {}
+        first = trained[attack_name]
+        return {"generator": first.generator_, "critic": first.critic_}
+
     attacks = {
         "GMI": lambda seed: gmi(seed).fit(),
         "GMI+LOMMA(logit)": lambda seed: gmi(seed, identity_loss="logit").fit(Xpub),
@@ -150,6 +161,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         ).fit(Xpub),
         "KEDMI": lambda seed: KEDMI(
             target,
+            **own_gan("KEDMI", seed),
             latent_dim=args.latent_dim,
             gan_steps=args.gan_steps,
             gan_width=args.gan_width,
@@ -170,6 +182,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         ).fit(),
         "PLGMI": lambda seed: PLGMI(
             target,
+            **own_gan("PLGMI", seed),
             latent_dim=args.latent_dim,
             gan_steps=args.gan_steps,
             gan_width=args.gan_width,
@@ -275,24 +288,9 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     print(f"{name}: judge checks (top-1 on the private images, changed)", flush=True)
     for judge, row in result["judge_checks"].items():
         print(f"  {judge:15s} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
-    keras.utils.set_random_seed(3)
     t = time.perf_counter()
-    generator = dcgan_generator(args.latent_dim, shape, width=args.gan_width)
-    critic = dcgan_critic(shape, width=args.gan_width)
-    d_loss, g_loss = wgan_gp_losses()
-    if set(attacks) & GAN_ROWS:  # the shared prior
-        print(f"{name}: training the shared WGAN-GP prior ({args.gan_steps} steps)", flush=True)
-        history = train_gan(
-            generator,
-            critic,
-            Xpub,
-            d_loss=d_loss,
-            g_loss=g_loss,
-            steps=args.gan_steps,
-            learning_rate=args.gan_lr,
-            rng=0,
-            verbose=args.verbose,
-        )
+    generator, critic, history = shared_prior(Xpub, args, train=bool(set(attacks) & GAN_ROWS))
+    if history is not None:
         result["gan_train_s"] = time.perf_counter() - t
         result["gan_final_d_loss"] = history["d_loss"][-1]
 
@@ -319,6 +317,8 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
             print(f"{name}: running {attack_name} (seed {seed})", flush=True)
             start = time.perf_counter()
             attack = make(seed)
+            if seed == 0:
+                trained[attack_name] = attack
             images = attack.invert(labels)
             seconds = time.perf_counter() - start
             row = measure(images)
@@ -344,6 +344,34 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     slug = "".join(c if c.isalnum() else "-" for c in args.attacks.lower()).strip("-")
     write_png(RESULTS / (f"{name}.{slug}.png" if slug else f"{name}.png"), grid(grid_rows))
     return result
+
+
+def shared_prior(Xpub, args, train=True):
+    """The WGAN-GP prior of the public images that the GAN_ROWS attacks share.
+
+    Returns ``(generator, critic, history)``; with ``train=False`` the models are
+    built but untrained and ``history`` is None.
+    """
+    keras.utils.set_random_seed(3)
+    shape = Xpub.shape[1:]
+    generator = dcgan_generator(args.latent_dim, shape, width=args.gan_width)
+    critic = dcgan_critic(shape, width=args.gan_width)
+    if not train:
+        return generator, critic, None
+    print(f"training the shared WGAN-GP prior ({args.gan_steps} steps)", flush=True)
+    d_loss, g_loss = wgan_gp_losses()
+    history = train_gan(
+        generator,
+        critic,
+        Xpub,
+        d_loss=d_loss,
+        g_loss=g_loss,
+        steps=args.gan_steps,
+        learning_rate=args.gan_lr,
+        rng=0,
+        verbose=args.verbose,
+    )
+    return generator, critic, history
 
 
 def class_fid(images, X, y, feature_model):
@@ -555,6 +583,7 @@ def add_arguments(parser):
         ("--pca-mirror", int, 0),  # 1: add the public images' mirror images (faces)
         ("--pca-noise", float, 0.5),  # latent_noise of the GMI-PCA+noise row
         ("--pca-lr", float, 0.05),  # Adam's learning rate in the GMI-PCA rows
+        ("--gan-once", int, 0),  # 1: KED-MI and PLG-MI train their GAN at seed 0 only
         ("--attacks", str, ""),  # a subset (GMI,KEDMI,...); other rows of the file are kept
         ("--verbose", int, 0),  # 1: progress bars of GAN training and of each attack
     ]
