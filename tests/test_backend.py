@@ -267,3 +267,27 @@ def test_predict_returns_every_output_of_a_model_with_several():
     model = keras.Model(inp, [keras.layers.Dense(1)(inp), keras.layers.Dense(3)(inp)])
     first, second = kb.predict(model, np.ones((5, 2), "float32"))
     assert first.shape == (5, 1) and second.shape == (5, 3)
+
+
+def test_limit_threads_holds_in_a_fresh_process_and_refuses_nonsense():
+    """A parallel audit's worker runs on its share of the cores: set before the
+    backend's runtime starts, the limit holds."""
+    import subprocess
+    import sys
+
+    from kmi.backend import limit_threads
+
+    with pytest.raises(ValueError, match="positive number of threads"):
+        limit_threads(0)
+    check = {
+        "tensorflow": "import tensorflow as tf; "
+        "assert tf.config.threading.get_intra_op_parallelism_threads() == 1",
+        "jax": "import os; assert '--xla_cpu_multi_thread_eigen=false' in os.environ['XLA_FLAGS']",
+    }[keras.backend.backend()]
+    code = (
+        "from kmi.backend import limit_threads; assert limit_threads(1); "
+        f"import keras; keras.ops.add(1, 1); {check}; "
+        "assert limit_threads(1); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]

@@ -7,11 +7,16 @@ flushed and fsync'ed; a line cut short by a crash is ignored.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from kmi.audit.report import _json_default
+
+#: The attacks an audit runs, when it runs only some (:func:`only_attacks`).
+_ONLY = contextvars.ContextVar("kmi_audit_only_attacks", default=None)
 
 #: Row fields that identify one measured result.
 KEY_FIELDS = ("target", "task", "attack", "split")
@@ -54,3 +59,34 @@ def append_checkpoint(path, rows) -> None:
             fh.write(json.dumps(row, default=_json_default) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+@contextmanager
+def only_attacks(names):
+    """Within this block, audits run only the attacks named in ``names``.
+
+    The others are passed over as if they were not in the attack list (no row, no
+    skip recorded). Baselines, which never query the model and whose rows other
+    rows are measured against, always run. This is how one unit of a parallel audit
+    (:mod:`kmi.audit._parallel`) runs one attack of a model with the audit's own
+    code, "auto" semantics included.
+    """
+    token = _ONLY.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _ONLY.reset(token)
+
+
+def selected(specs):
+    """The ``(name, class, parameters)`` specs of ``specs`` an audit runs now."""
+    only = _ONLY.get()
+    if only is None:
+        return list(specs)
+    return [s for s in specs if s[0] in only or is_baseline(s[1])]
+
+
+def is_baseline(cls) -> bool:
+    """Whether an attack spec's class is a baseline (no class, or one that never
+    queries the model)."""
+    return cls is None or not getattr(cls, "uses_target", True)

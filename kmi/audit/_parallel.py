@@ -1,38 +1,52 @@
 """Audit units fanned out through joblib: local processes, Ray or Dask, one code path.
 
 An audit of several models (a model zoo, or a defense at several strengths) is a set
-of independent units, one per model. :func:`run_units` runs them in order in this
-process, or, where joblib's effective ``n_jobs`` is above 1, through
-``joblib.Parallel``: with the default backend in local processes, and inside
+of independent runs: each attack of each model. :func:`run_units` runs them in this
+process, model after model, or, where joblib's effective ``n_jobs`` is above 1,
+through ``joblib.Parallel``: with the default backend in local processes, and inside
 ``with joblib.parallel_backend("ray"):`` (or ``"dask"``) on that cluster, with no
-change to the call. Each unit audits one model into a report of its own, and the
-driver merges the reports in the models' order (:func:`merge_report`), so the rows,
-verdicts and figures are the same whichever way the units ran.
+change to the call.
 
+- One unit is one attack of one model (:func:`unit_attacks`): the audit's own code
+  runs in the worker with only that attack (:func:`kmi.audit._checkpoint.only_attacks`;
+  baselines run in every unit, as other rows are measured against them) and returns
+  the rows it journaled. A Target with a query budget is one unit for all its
+  attacks, since its attacks share the budget one after another.
+- The driver appends each unit's rows to the journal (``checkpoint``, or a temporary
+  one) as the unit ends, then audits every model here from that journal: every
+  attack is read back, none runs again, and the rows, verdicts, figures and summary
+  are built by the same code, in the same order, as a sequential audit's.
 - Keras models travel as ``.keras`` bytes (:func:`pack`), never as pickled Keras
   objects: the weights a worker attacks are the saved ones, on any backend. A
   :class:`~kmi.targets.Target` travels as its model and its settings.
 - An image audit's evaluation classifier and GAN prior are trained here first, as
   the first model's audit would train them (:func:`_train_shared_prior`), and every
   unit receives them (as ``.keras`` bytes) rather than training its own.
-- The journal (``checkpoint``) is written by the driver alone, each unit's rows once
-  the unit has finished; a worker reads the rows journaled for its model before it
-  starts, so a resumed audit skips them there too.
+- Each worker runs its operations on its share of this machine's cores
+  (:func:`kmi.backend.limit_threads`), so that the workers do not fight over them.
+- A resumed audit sends out only the units with no row in the journal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from kmi.audit._checkpoint import append_checkpoint, read_checkpoint, row_key
+from kmi.audit._checkpoint import (
+    append_checkpoint,
+    is_baseline,
+    only_attacks,
+    read_checkpoint,
+    row_key,
+)
 from kmi.audit.report import Report
 from kmi.targets import Target, _is_keras_model
 
-__all__ = ["merge_report", "pack", "run_units", "unpack"]
+__all__ = ["merge_report", "pack", "run_units", "unit_attacks", "unpack"]
 
 #: Settings of a Target that a copy in another process is built with.
 _TARGET_SETTINGS = (
@@ -129,34 +143,71 @@ def merge_report(report: Report, part: Report) -> Report:
     return report
 
 
-def _journal_rows(done, name):
-    return [row for key, row in done.items() if key[0] == str(name)]
+#: The attacks an "auto" audit of each modality may run: (module, its attack lists).
+_AUTO = {
+    "image": ("kmi.audit.image", ("IMAGE_ATTACKS",)),
+    "tabular": ("kmi.audit.tabular", ("TABULAR_ATTACKS",)),
+    "graph": ("kmi.audit.graph", ("GRAPH_ATTACKS",)),
+    "text": ("kmi.audit.text", ("TEXT_ATTACKS", "ENCODER_ATTACKS")),
+}
 
 
-def _audit_unit(model, name, title, options, common, journal):
-    """One unit in a worker: audit ``model`` into a new report.
+def unit_attacks(modality, attacks) -> list[str]:
+    """The attacks that are each one unit of a model's audit, by name.
 
-    Returns the report and the rows the unit journaled, which the driver appends to
-    the real journal; the worker's own journal is a temporary file holding
-    ``journal`` (the rows already done for this model).
+    Those of ``attacks`` (or of the modality's "auto" lists), baselines left out:
+    they run in every unit.
+    """
+    if attacks == "auto":
+        import importlib
+
+        module, lists = _AUTO[modality]
+        module = importlib.import_module(module)
+        attacks = [spec for name in lists for spec in getattr(module, name)]
+    names = [name for name, cls, _ in attacks if not is_baseline(cls)]
+    return list(dict.fromkeys(names))
+
+
+def _journal_rows(done, name, attack=None):
+    """The journaled rows of model ``name`` (of its ``attack`` only, if given)."""
+    return [
+        row
+        for key, row in done.items()
+        if key[0] == str(name) and (attack is None or key[2] == attack)
+    ]
+
+
+def _audit_unit(model, name, attack, title, options, common, journal, threads):
+    """One unit in a worker: the audit of ``model`` restricted to ``attack`` (all of
+    its attacks when None).
+
+    Returns the rows the unit journaled, which the driver appends to the real
+    journal, and its wall time. The worker's own journal is a temporary file holding
+    ``journal`` (the rows already done for this model), and its report is thrown
+    away: the driver builds the report from the journal.
     """
     from kmi.audit.api import audit
+    from kmi.backend import limit_threads
 
-    part = Report(title=title)
+    if threads:
+        limit_threads(threads)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "journal.jsonl")
         append_checkpoint(path, journal)
-        audit(
-            unpack(model),
-            name=name,
-            report=part,
-            checkpoint=path,
-            **common,
-            **unpack(options),
-        )
+        scope = only_attacks([attack]) if attack is not None else contextlib.nullcontext()
+        with scope:
+            audit(
+                unpack(model),
+                name=name,
+                report=Report(title=title),
+                checkpoint=path,
+                **common,
+                **unpack(options),
+            )
         done = {row_key(row) for row in journal}
         new = [row for key, row in read_checkpoint(path).items() if key not in done]
-    return part, new
+    return new, time.perf_counter() - started
 
 
 def _train_shared_prior(model, prior, options, common) -> None:
@@ -196,9 +247,11 @@ def run_units(units, *, modality, options, common, checkpoint, title, n_jobs=Non
     """Audit each ``(name, model)`` of ``units``; yield ``(name, report)`` in order.
 
     ``options`` are :func:`~kmi.audit.audit`'s modality options, ``common`` the
-    arguments every unit shares (``modality``, ``access``, ``attacks``, ...). With
-    joblib's effective ``n_jobs`` at 1 every unit runs here, one after another;
-    above 1 they run through ``joblib.Parallel`` under the active backend.
+    arguments every model's audit shares (``modality``, ``access``, ``attacks``,
+    ...). With joblib's effective ``n_jobs`` at 1 every model is audited here, one
+    after another; above 1 each attack of each model is one unit run through
+    ``joblib.Parallel`` under the active backend, and the reports are then built
+    here from the journal the units filled.
     """
     import joblib
 
@@ -206,45 +259,91 @@ def run_units(units, *, modality, options, common, checkpoint, title, n_jobs=Non
     parallel = len(units) > 1 and joblib.effective_n_jobs(n_jobs) != 1
     verbose = common.get("verbose", 0)
 
-    def here(name, model):
-        part = Report(title=title)
+    def here(name, model, journal, verbose):
         from kmi.audit.api import audit
 
+        part = Report(title=title)
         if verbose:
             print(f"\nAuditing {name}...", flush=True)
-        audit(model, name=name, report=part, checkpoint=checkpoint, **common, **options)
+        audit(
+            model,
+            name=name,
+            report=part,
+            checkpoint=journal,
+            **{**common, "verbose": verbose},
+            **options,
+        )
         return part
 
     if not parallel:
         for name, model in units:
-            yield name, here(name, model)
+            yield name, here(name, model, checkpoint, verbose)
         return
     prior = options.get("shared_prior")
     if modality == "image" and prior is not None:
         _train_shared_prior(units[0][1], prior, options, common)
+    with contextlib.ExitStack() as stack:
+        if checkpoint is None:  # the units' rows still go through a journal
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            checkpoint = os.path.join(folder, "journal.jsonl")
+        seconds = _fan_out(units, options, common, checkpoint, title, n_jobs, verbose)
+        for name, model in units:  # every attack read back from the journal
+            part = here(name, model, checkpoint, 0)
+            if seconds.get(name):
+                part.settings[f"{name}: audit wall time (s)"] = round(seconds[name], 1)
+            yield name, part
+
+
+def _fan_out(units, options, common, checkpoint, title, n_jobs, verbose):
+    """Run every unit not journaled yet through ``joblib.Parallel``; append each
+    one's rows to ``checkpoint`` as it ends. Returns each model's unit seconds."""
+    import joblib
     import keras
 
     done = read_checkpoint(checkpoint)
-    packed = pack(options)
+    names = unit_attacks(common["modality"], common.get("attacks", "auto"))
+    jobs = []
+    for name, model in units:
+        pending = [a for a in names if not _journal_rows(done, name, a)]
+        if not names and not _journal_rows(done, name):  # baselines only
+            pending = [None]
+        if pending and isinstance(model, Target) and model.query_budget is not None:
+            pending = [None]  # its attacks share the budget: one unit, in order
+        jobs += [(name, model, attack) for attack in pending]
+    workers = max(1, joblib.effective_n_jobs(n_jobs))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    packed, models = pack(options), {}
     quiet = {**common, "verbose": 0}
-    bar = keras.utils.Progbar(len(units), unit_name="model") if verbose else None
+    bar = keras.utils.Progbar(len(jobs), unit_name="run") if verbose and jobs else None
     if verbose:
-        print(f"\nAuditing {len(units)} models in parallel (n_jobs={n_jobs})...", flush=True)
-    started = time.perf_counter()
-    jobs = (
-        joblib.delayed(_audit_unit)(
-            pack(model), name, title, packed, quiet, _journal_rows(done, name)
+        print(
+            f"\nAuditing {len(units)} models in parallel: {len(jobs)} attack runs, "
+            f"n_jobs={n_jobs}...",
+            flush=True,
         )
-        for name, model in units
-    )
+    started = time.perf_counter()
+    calls = []
+    for name, model, attack in jobs:
+        if name not in models:
+            models[name] = pack(model)
+        journal = _journal_rows(done, name)
+        calls.append(
+            joblib.delayed(_audit_unit)(
+                models[name], name, attack, title, packed, quiet, journal, threads
+            )
+        )
     # as each unit ends, where the backend can (Ray's cannot: then all at the end)
     backend, _ = joblib.parallel.get_active_backend()
     streams = getattr(backend, "supports_return_generator", False)
-    results = joblib.Parallel(n_jobs=n_jobs, return_as="generator" if streams else "list")(jobs)
-    for i, ((name, _), (part, new_rows)) in enumerate(zip(units, results)):
-        append_checkpoint(checkpoint, new_rows)  # the driver alone writes the journal
+    results = joblib.Parallel(n_jobs=n_jobs, return_as="generator" if streams else "list")(calls)
+    seconds = {}
+    for i, ((name, _, _), (rows, s)) in enumerate(zip(jobs, results)):
+        new = [row for row in rows if row_key(row) not in done]  # baselines: once
+        append_checkpoint(checkpoint, new)  # the driver alone writes the journal
+        done.update((row_key(row), row) for row in new)
+        seconds[name] = seconds.get(name, 0.0) + s
         if bar is not None:
             bar.update(i + 1)
-        yield name, part
     if verbose:
-        print(f"  {len(units)} models in {time.perf_counter() - started:.1f} s", flush=True)
+        print(f"  {len(jobs)} attack runs in {time.perf_counter() - started:.1f} s", flush=True)
+    return seconds

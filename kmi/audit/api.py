@@ -207,15 +207,19 @@ def audit(
         (a pixel range of 0..255 against a model of [0, 1], say) and the audit stops
         with an error rather than report "no leakage".
     n_jobs : int, default=None
-        Several models: how many are audited at once, through ``joblib.Parallel``
-        (:mod:`kmi.audit._parallel`). ``None`` audits them one after another in this
-        process, unless a joblib backend context says otherwise; ``-1`` uses every
-        core in local processes; inside ``with joblib.parallel_backend("ray"):`` (or
-        ``"dask"``) the models are audited on that cluster. The report is the same
-        whichever way they ran (rows, verdicts, figures; the timings differ). Keras
-        models travel to the workers as ``.keras`` files, the journal is written
-        here, and an image audit trains its evaluation classifier and GAN prior once,
-        here, before the models start (as the first model's audit would).
+        Several models: how many attack runs go at once, through ``joblib.Parallel``
+        (:mod:`kmi.audit._parallel`); each attack of each model is one run (a Target
+        with a ``query_budget`` is one run for all its attacks, which share the
+        budget). ``None`` audits the models one after another in this process,
+        unless a joblib backend context says otherwise; ``-1`` uses every core in
+        local processes, each worker on its share of the cores; inside
+        ``with joblib.parallel_backend("ray"):`` (or ``"dask"``) the runs go to that
+        cluster. The report is the same whichever way they ran (rows, verdicts,
+        figures; the timings differ): Keras models travel to the workers as
+        ``.keras`` files, the journal is written here (a temporary one without
+        ``checkpoint``) and the report is built here from it, and an image audit
+        trains its evaluation classifier and GAN prior once, here, before the runs
+        start (as the first model's audit would).
 
     Returns
     -------

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from kmi.attacks import graph as gr
-from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
+from kmi.audit._checkpoint import append_checkpoint, read_checkpoint, selected
 from kmi.metrics.graph import edge_metrics
 from kmi.targets import Target
 from kmi.utils.validation import check_adjacency, check_features, check_nodes
@@ -79,7 +79,7 @@ def audit_graph(
     overrides = dict(attack_params or {})
     done = read_checkpoint(checkpoint)
     rows, skipped = [], {}
-    for attack_name, cls, params in specs:
+    for attack_name, cls, params in selected(specs):
         key = (str(name), "infer edges", attack_name, "attacked nodes")
         if key in done:
             rows.append(done[key])

@@ -26,7 +26,7 @@ from kmi.attacks.image._pixels import (
     to_unit,
     unit_input,
 )
-from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
+from kmi.audit._checkpoint import append_checkpoint, read_checkpoint, selected
 from kmi.audit.api import pair
 from kmi.audit.verdict import best_attack, image_verdicts
 from kmi.metrics.image import attack_accuracy, image_attack_metrics, knn_distance, psnr, ssim
@@ -203,7 +203,7 @@ def run_image_attacks(
     done = read_checkpoint(checkpoint)
     rows, skipped = [], {}
     shape = X_private.shape[1:]
-    for name, cls, params in specs:
+    for name, cls, params in selected(specs):
         params = {**params, **overrides.get(name, {})}
         key = (str(target_name), "reconstruct classes", name, "members")
         if key in done:

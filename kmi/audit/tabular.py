@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from kmi.attacks import tabular as tab
-from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
+from kmi.audit._checkpoint import append_checkpoint, read_checkpoint, selected
 from kmi.audit.api import pair
 from kmi.audit.verdict import tabular_verdicts
 from kmi.metrics.tabular import advantage, attack_metrics, paired_interval
@@ -88,7 +88,7 @@ def run_tabular_attacks(
     rows, baselines = [], {}
     done = read_checkpoint(checkpoint)
     overrides = dict(attack_params or {})
-    for name, cls, params in specs:
+    for name, cls, params in selected(specs):
         params = {**params, **overrides.get(name, {})}
         keys = [(target_name, str(sensitive_feature), name, split) for split in splits]
         if keys and all(k in done for k in keys):

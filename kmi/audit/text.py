@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from kmi.attacks import text as tx
-from kmi.audit._checkpoint import append_checkpoint, read_checkpoint
+from kmi.audit._checkpoint import append_checkpoint, read_checkpoint, selected
 from kmi.audit.verdict import encoder_verdicts, text_verdicts
 
 #: The attacks run by ``attacks="auto"`` on a language model: (name, class, parameters).
@@ -110,7 +110,7 @@ def audit_text(
     overrides = dict(attack_params or {})
     done = read_checkpoint(checkpoint)
     rows, skipped = [], {}
-    for attack_name, cls, params in specs:
+    for attack_name, cls, params in selected(specs):
         key = (str(name), "extract secrets", attack_name, "secrets")
         if key in done:
             rows.append(done[key])
@@ -336,7 +336,7 @@ def audit_encoder(
                 flush=True,
             )
 
-    for attack_name, cls, params in specs:
+    for attack_name, cls, params in selected(specs):
         names = [attack_name, f"{attack_name}+refine"] if refine else [attack_name]
         keys = [(str(name), "invert embeddings", n, "private texts") for n in names]
         if all(k in done for k in keys):

@@ -24,6 +24,7 @@ __all__ = [
     "get_backend_module",
     "gram",
     "jit",
+    "limit_threads",
     "per_example_conv_kernel_grads",
     "per_example_value_and_grad",
     "predict",
@@ -165,6 +166,32 @@ def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def limit_threads(n: int) -> bool:
+    """Run this process's compiled operations on at most ``n`` threads.
+
+    For a worker that shares the machine's cores with other workers (a parallel
+    audit's units): each worker then uses its share instead of every core, and the
+    workers do not fight over them. It must be called before the backend's runtime
+    starts (before the first operation runs); afterwards the thread pools are fixed.
+
+    Parameters
+    ----------
+    n : int
+        Threads: TensorFlow's intra- and inter-op pools. On JAX only ``n=1`` can
+        be set (XLA's CPU operations single-threaded); XLA has no flag for 2 or
+        more.
+
+    Returns
+    -------
+    bool
+        Whether the limit holds: False when the runtime had already started with
+        another number of threads, or on JAX for ``n > 1``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be a positive number of threads. Received: n={n!r}")
+    return bool(get_backend_module().limit_threads(int(n)))
 
 
 def _bucket(n: int) -> int:

@@ -147,3 +147,22 @@ def custom_train_step(model: Any, grad_fn: Callable[..., Any]) -> Callable[..., 
         return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
 
     return train_step
+
+
+def limit_threads(n: int) -> bool:
+    """One thread for XLA's CPU operations (``--xla_cpu_multi_thread_eigen=false``
+    in ``XLA_FLAGS``, read when the client starts); XLA has no flag for 2 or more,
+    so those leave the client as it is and return False."""
+    import os
+
+    from jax._src import xla_bridge
+
+    flag = "--xla_cpu_multi_thread_eigen=false"
+    if n != 1:
+        return False
+    if getattr(xla_bridge, "_backends", None):  # the client has started
+        return flag in os.environ.get("XLA_FLAGS", "").split()
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    flags = [f for f in flags if not f.startswith("--xla_cpu_multi_thread_eigen")]
+    os.environ["XLA_FLAGS"] = " ".join([*flags, flag])
+    return True

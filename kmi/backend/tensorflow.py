@@ -177,3 +177,15 @@ def custom_train_step(model: Any, grad_fn: Callable[..., Any]) -> Callable[..., 
         return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     return train_step
+
+
+def limit_threads(n: int) -> bool:
+    """TensorFlow's intra- and inter-op thread pools at ``n`` threads."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:  # the runtime has started: its pools are fixed
+        return tf.config.threading.get_intra_op_parallelism_threads() == n
+    return True

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from kmi.audit import IMAGE_ATTACKS, AuditedModel, audit
-from kmi.audit._parallel import KerasBytes, PackedTarget, pack, unpack
+from kmi.audit._checkpoint import only_attacks
+from kmi.audit._parallel import KerasBytes, PackedTarget, pack, unit_attacks, unpack
 from kmi.audit.cli import main
 from kmi.datasets import load_digits
 from kmi.models import softmax_regression
@@ -44,15 +45,8 @@ def sweep():
 
 def _audit(sweep, **kwargs):
     models, data = sweep
-    return audit(
-        models,
-        modality="image",
-        **data,
-        attacks=ATTACKS,
-        attack_params=TINY,
-        verbose=0,
-        **kwargs,
-    )
+    kwargs.setdefault("verbose", 0)
+    return audit(models, modality="image", **data, attacks=ATTACKS, attack_params=TINY, **kwargs)
 
 
 def _without_timings(rows):
@@ -85,6 +79,40 @@ def test_local_processes_give_the_sequential_report_and_one_journal(sweep, tmp_p
     resumed = _audit(sweep, n_jobs=2, checkpoint=journal)
     assert resumed.rows == parallel.rows  # timings included: they were read back
     assert len(journal.read_text().splitlines()) == 9
+
+
+def test_each_attack_of_each_model_is_one_run_and_a_resume_sends_only_the_missing(
+    sweep, tmp_path, capsys
+):
+    journal = tmp_path / "audit.jsonl"
+    first = _audit(sweep, n_jobs=2, checkpoint=journal, verbose=1)
+    # MIFace and GMI of two models, and the Target with a query budget as one run (its
+    # attacks share the budget); the baselines run in every unit but are journaled once
+    assert "3 models in parallel: 5 attack runs" in capsys.readouterr().out
+    assert unit_attacks("image", ATTACKS) == ["MIFace", "GMI"]
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 9
+    lost = [line for line in lines if '"attack": "GMI"' in line and '"no defense"' in line]
+    assert len(lost) == 1
+    journal.write_text("".join(line + "\n" for line in lines if line not in lost))
+    again = _audit(sweep, n_jobs=2, checkpoint=journal, verbose=1)
+    assert "3 models in parallel: 1 attack runs" in capsys.readouterr().out
+    _same_report(first, again)
+    assert len(journal.read_text().splitlines()) == 9
+
+
+def test_only_attacks_runs_one_attack_and_the_baselines(sweep):
+    models, data = sweep
+    with only_attacks(["MIFace"]):
+        report = audit(
+            models[0].model,
+            modality="image",
+            **data,
+            attacks=ATTACKS,
+            attack_params=TINY,
+            verbose=0,
+        )
+    assert [row["attack"] for row in report.rows] == ["PublicMeanBaseline", "MIFace"]
 
 
 def _grid_search(model, X, n_jobs):
