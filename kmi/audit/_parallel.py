@@ -46,7 +46,7 @@ from kmi.audit._checkpoint import (
 from kmi.audit.report import Report
 from kmi.targets import Target, _is_keras_model
 
-__all__ = ["merge_report", "pack", "run_units", "unit_attacks", "unpack"]
+__all__ = ["merge_report", "pack", "parallel_map", "run_units", "unit_attacks", "unpack"]
 
 #: Settings of a Target that a copy in another process is built with.
 _TARGET_SETTINGS = (
@@ -122,6 +122,38 @@ def unpack(obj):
     if isinstance(obj, (list, tuple)) and any(isinstance(v, KerasBytes) for v in obj):
         return type(obj)(unpack(v) for v in obj)
     return obj
+
+
+def _packed_call(fn, args, kwargs, threads):
+    """``fn(*args, **kwargs)`` in a worker, on ``threads`` threads, its result packed."""
+    from kmi.backend import limit_threads
+
+    if threads:
+        limit_threads(threads)
+    return pack(fn(*unpack(args), **unpack(kwargs)))
+
+
+def parallel_map(fn, calls, n_jobs=None):
+    """``[fn(*args, **kwargs) for args, kwargs in calls]``, fanned out through joblib.
+
+    For independent work that makes Keras models, such as training a sweep's
+    defended models: each call runs in a worker on its share of the cores, and
+    models travel both ways as ``.keras`` bytes. With joblib's effective ``n_jobs``
+    at 1 the calls run here, in order. ``fn`` must be importable by the workers (a
+    module-level function).
+    """
+    import joblib
+
+    calls = list(calls)
+    workers = max(1, joblib.effective_n_jobs(n_jobs))
+    if workers == 1 or len(calls) < 2:
+        return [fn(*args, **kwargs) for args, kwargs in calls]
+    threads = max(1, (os.cpu_count() or 1) // min(workers, len(calls)))
+    jobs = (
+        joblib.delayed(_packed_call)(fn, pack(args), pack(kwargs), threads)
+        for args, kwargs in calls
+    )
+    return [unpack(result) for result in joblib.Parallel(n_jobs=n_jobs)(jobs)]
 
 
 def merge_report(report: Report, part: Report) -> Report:

@@ -326,8 +326,9 @@ def mnist_audit(
     model_dir : path, default=None
         Trained models are saved here and loaded by a resumed run.
     n_jobs : int, default=None
-        Models audited at once (see :func:`kmi.audit.audit`); the models are
-        trained first, here, one after another.
+        Models trained at once, then attack runs at once (see
+        :func:`kmi.audit.audit`), through joblib; None does everything here, in
+        order.
 
     Returns
     -------
@@ -381,18 +382,22 @@ def mnist_audit(
     runs = [("no defense", None)] if "no defense" in defenses else []
     runs += [("DP-SGD", e) for e in epsilons if "DP-SGD" in defenses]
     runs += [("MID", b) for b in betas if "MID" in defenses]
+    from kmi.audit._parallel import parallel_map
+
+    # the defended models, trained at once with n_jobs (each in a worker)
+    trained = parallel_map(
+        _mnist_target,
+        [
+            (
+                (defense, value, X[private], y[private]),
+                dict(epochs=epochs, seed=random_state, model_dir=model_dir, verbose=verbose),
+            )
+            for defense, value in runs
+        ],
+        n_jobs=n_jobs,
+    )
     models = []
-    for defense, value in runs:
-        model, info = _mnist_target(
-            defense,
-            value,
-            X[private],
-            y[private],
-            epochs=epochs,
-            seed=random_state,
-            model_dir=model_dir,
-            verbose=verbose,
-        )
+    for (defense, value), (model, info) in zip(runs, trained):
         # one batch: on JAX a partial last batch would compile the model a second time
         pred = np.asarray(model.predict(X[test], batch_size=len(test), verbose=0)).argmax(1)
         accuracy = float(np.mean(pred == y[test]))
