@@ -28,6 +28,7 @@ from kmi.attacks.image._lokt import LOKT
 from kmi.attacks.image._miface import MIFace
 from kmi.attacks.image._pixels import in_unit_range, pixel_range_of
 from kmi.attacks.image._plgmi import PLGMI
+from kmi.attacks.image._purify import purified
 from kmi.attacks.image._rlbmi import RLBMI
 from kmi.attacks.image._selection import select_candidates
 
@@ -43,5 +44,6 @@ __all__ = [
     "RLBMI",
     "in_unit_range",
     "pixel_range_of",
+    "purified",
     "select_candidates",
 ]
