@@ -319,7 +319,8 @@ def main(argv=None):
     parser.add_argument("--target-epochs", type=int, default=10)
     parser.add_argument("--eval-epochs", type=int, default=15)
     parser.add_argument("--max-iter", type=int, default=300)
-    # the GAN-prior attacks: the MNIST protocol's settings of image_gan.py
+    # the GAN-prior attacks: the MNIST protocol's settings of image_gan.py, with LOKT's
+    # surrogates and RLB-MI's episodes halved to fit 8 defenses x 3 seeds in an hour
     parser.add_argument("--gan-steps", type=int, default=1500)
     parser.add_argument("--gan-lr", type=float, default=5e-4)
     parser.add_argument("--gan-width", type=int, default=16)
@@ -328,16 +329,19 @@ def main(argv=None):
     parser.add_argument("--gmi-lr", type=float, default=0.02)
     parser.add_argument("--brep-iter", type=int, default=100)
     parser.add_argument("--lokt-surrogates", type=int, default=3)
-    parser.add_argument("--lokt-epochs", type=int, default=10)
-    parser.add_argument("--lokt-synthetic", type=int, default=2000)
-    parser.add_argument("--rl-episodes", type=int, default=2000)
+    parser.add_argument("--lokt-epochs", type=int, default=5)
+    parser.add_argument("--lokt-synthetic", type=int, default=1000)
+    parser.add_argument("--rl-episodes", type=int, default=1000)
     parser.add_argument("--plg-top-n", type=int, default=300)
     parser.add_argument("--purify-sigma", type=float, default=1.0)  # the +purify rows' blur
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mid-beta", type=float, default=0.01)
     parser.add_argument("--trap-alpha", type=float, default=0.02)
     parser.add_argument("--defenses", default=",".join(DEFENSES))
-    parser.add_argument("--attacks", default="MIFace,GMI-PCA+noise")
+    parser.add_argument(
+        "--attacks",
+        default="MIFace,GMI-PCA+noise,GMI,BREPMI,LOKT,RLBMI,MIFace+purify,GMI+purify",
+    )
     parser.add_argument("--tag", default="")
     args = parser.parse_args(argv)
     defenses = [d.strip() for d in args.defenses.split(",") if d.strip()]
