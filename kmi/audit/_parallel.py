@@ -288,7 +288,7 @@ def run_units(units, *, modality, options, common, checkpoint, title, n_jobs=Non
     import joblib
 
     units = list(units)
-    parallel = len(units) > 1 and joblib.effective_n_jobs(n_jobs) != 1
+    parallel = joblib.effective_n_jobs(n_jobs) != 1
     verbose = common.get("verbose", 0)
 
     def here(name, model, journal, verbose):
@@ -349,7 +349,8 @@ def _fan_out(units, options, common, checkpoint, title, n_jobs, verbose):
     bar = keras.utils.Progbar(len(jobs), unit_name="run") if verbose and jobs else None
     if verbose:
         print(
-            f"\nAuditing {len(units)} models in parallel: {len(jobs)} attack runs, "
+            f"\nAuditing {len(units)} model{'s' * (len(units) != 1)} in parallel: "
+            f"{len(jobs)} attack runs, "
             f"n_jobs={n_jobs}...",
             flush=True,
         )

@@ -207,11 +207,12 @@ def audit(
         (a pixel range of 0..255 against a model of [0, 1], say) and the audit stops
         with an error rather than report "no leakage".
     n_jobs : int, default=None
-        Several models: how many attack runs go at once, through ``joblib.Parallel``
+        How many attack runs go at once, through ``joblib.Parallel``
         (:mod:`kmi.audit._parallel`); each attack of each model is one run (a Target
         with a ``query_budget`` is one run for all its attacks, which share the
-        budget). ``None`` audits the models one after another in this process,
-        unless a joblib backend context says otherwise; ``-1`` uses every core in
+        budget). ``None`` audits in this process (several models: unless a joblib
+        backend context says otherwise; one model fans out only for an ``n_jobs``
+        above 1 or ``-1``); ``-1`` uses every core in
         local processes, each worker on its share of the cores; inside
         ``with joblib.parallel_backend("ray"):`` (or ``"dask"``) the runs go to that
         cluster. The report is the same whichever way they ran (rows, verdicts,
@@ -299,6 +300,25 @@ def audit(
             checkpoint=checkpoint,
             n_jobs=n_jobs,
         )
+    if n_jobs is not None:
+        import joblib
+
+        if joblib.effective_n_jobs(n_jobs) != 1:  # its attacks at once
+            return _audit_one_in_parallel(
+                model,
+                report,
+                given,
+                name=name,
+                modality=modality,
+                private_data=private_data,
+                access=access,
+                attacks=attacks,
+                attack_params=attack_params,
+                random_state=random_state,
+                verbose=verbose,
+                checkpoint=checkpoint,
+                n_jobs=n_jobs,
+            )
     target = _target(model, access)
     started = time.perf_counter()
     run = getattr(importlib.import_module(module), function)
@@ -315,6 +335,27 @@ def audit(
         checkpoint=checkpoint,
     )
     report.settings[f"{name}: audit wall time (s)"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _audit_one_in_parallel(model, report, given, *, name, modality, checkpoint, n_jobs, **common):
+    """One model's attacks at once (:func:`kmi.audit._parallel.run_units`)."""
+    from kmi.audit._parallel import merge_report, run_units
+
+    if modality == "image" and given["shared_prior"] is None:
+        given = {**given, "shared_prior": {}}  # trained once, here, for every attack
+    options = {k: v for k, v in given.items() if v is not None}
+    parts = run_units(
+        [(name, model)],
+        modality=modality,
+        options=options,
+        common={"modality": modality, **common},
+        checkpoint=checkpoint,
+        title=report.title,
+        n_jobs=n_jobs,
+    )
+    for _, part in parts:
+        merge_report(report, part)
     return report
 
 

@@ -108,6 +108,15 @@ def test_each_attack_of_each_model_is_one_run_and_a_resume_sends_only_the_missin
     assert len(journal.read_text().splitlines()) == 9
 
 
+def test_one_models_attacks_fan_out_to_the_sequential_report(sweep, capsys):
+    models, data = sweep
+    kwargs = dict(modality="image", **data, attacks=ATTACKS, attack_params=TINY)
+    alone = audit(models[0].model, verbose=0, **kwargs)
+    fanned = audit(models[0].model, n_jobs=2, verbose=1, **kwargs)
+    assert "1 model in parallel: 2 attack runs" in capsys.readouterr().out
+    _same_report(alone, fanned)
+
+
 def test_only_attacks_runs_one_attack_and_the_baselines(sweep):
     models, data = sweep
     with only_attacks(["MIFace"]):
