@@ -161,8 +161,9 @@ def _parser() -> argparse.ArgumentParser:
         "--n-jobs",
         type=int,
         default=None,
-        help="models audited at once, in local processes (-1: one per core; default: "
-        "one after another); several models are audited by --demo mnist",
+        help="attack runs at once, in local processes (-1: one per core; default: "
+        "one after another): each attack of each model is one run (--demo mnist "
+        "also trains its models at once); not for --demo adult",
     )
     audit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     audit.add_argument("--data-home", default=None, help="data folder (default $KMI_DATA)")
@@ -411,6 +412,7 @@ def _audit_encoder(args, checkpoint, verbose):
             random_state=args.seed,
             verbose=verbose,
             checkpoint=checkpoint,
+            n_jobs=args.n_jobs,
         )
     except ValueError as exc:
         raise UsageError(f"The data does not fit the encoder: {exc}") from exc
@@ -439,7 +441,11 @@ def _audit_user_model(args, checkpoint, verbose):
 
     target = Target(model, access=args.access)
     common = dict(
-        name=Path(args.model).stem, random_state=args.seed, verbose=verbose, checkpoint=checkpoint
+        name=Path(args.model).stem,
+        random_state=args.seed,
+        verbose=verbose,
+        checkpoint=checkpoint,
+        n_jobs=args.n_jobs,
     )
     try:
         if args.modality == "image":
@@ -522,13 +528,17 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(model_dir, ignore_errors=True)
     verbose = 0 if args.quiet else 1
     try:
-        for flag in ("quick", "sweep", "n_jobs"):  # given (False and None: not given)
-            if getattr(args, flag) not in (None, False) and args.demo != "mnist":
-                option = flag.replace("_", "-")
+        for flag in ("quick", "sweep"):  # given (False and None: not given)
+            if getattr(args, flag) and args.demo != "mnist":
                 raise UsageError(
-                    f"--{option} applies to the mnist demo, which audits several models "
-                    f"(kmi audit --demo --{option} ...). Received: --demo={args.demo}"
+                    f"--{flag} applies to the mnist demo, which audits several models "
+                    f"(kmi audit --demo --{flag} ...). Received: --demo={args.demo}"
                 )
+        if args.n_jobs is not None and args.demo == "adult":
+            raise UsageError(
+                "--n-jobs applies to the mnist demo and to --model and --encoder audits, "
+                "not to the adult demo. Received: --demo=adult"
+            )
         if args.demo:
             _import_backend()
         if args.demo == "adult":

@@ -199,7 +199,36 @@ def test_models_travel_as_keras_files_and_targets_keep_their_settings(sweep):
     np.testing.assert_array_equal(back["t"].classes_, np.arange(10))
 
 
-def test_cli_n_jobs_applies_to_the_demo_of_several_models(tmp_path, capsys):
+def test_cli_n_jobs_fans_out_a_model_files_audit_not_the_adult_demo(tmp_path, capsys):
     code = main(["audit", "--demo", "adult", "--n-jobs", "2", "--output", str(tmp_path / "r")])
     assert code == 2
-    assert "--n-jobs applies to the mnist demo" in capsys.readouterr().err
+    assert "--n-jobs applies to the mnist demo and to --model" in capsys.readouterr().err
+    # a tabular model file: the same rows one after another and with 2 processes
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 2, size=(60, 4)).astype("float32")
+    y = (X[:, 0] + X[:, 1] > 0).astype("int64")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.save(tmp_path / "model.keras")
+    np.savez(
+        tmp_path / "data.npz", x_private=X[:30], y_private=y[:30], x_public=X[30:], y_public=y[30:]
+    )
+    args = [
+        "audit",
+        "--model",
+        str(tmp_path / "model.keras"),
+        "--data",
+        str(tmp_path / "data.npz"),
+        "--modality",
+        "tabular",
+        "--sensitive-feature",
+        "0",
+        "-q",
+    ]
+    rows = []
+    for extra in ([], ["--n-jobs", "2"]):
+        out = tmp_path / f"rep{len(extra)}"
+        assert main([*args, *extra, "--output", str(out)]) == 0
+        report = json.loads(out.with_name(out.name + ".json").read_text())
+        rows.append(_without_timings(report["rows"]))
+    assert rows[0] == rows[1] and len(rows[0]) > 3
