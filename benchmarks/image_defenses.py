@@ -58,9 +58,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_att_faces import RESULTS, train  # noqa: E402
-from image_gan import MIFACE_SETTINGS, shared_prior, train_evaluator  # noqa: E402
+from image_gan import (  # noqa: E402
+    make_brepmi,
+    make_gmi,
+    make_kedmi,
+    make_lokt,
+    make_miface,
+    make_plgmi,
+    make_rlbmi,
+    shared_prior,
+    train_evaluator,
+)
 
-from kmi.attacks import BREPMI, GMI, KEDMI, LOKT, PLGMI, RLBMI, MIFace  # noqa: E402
 from kmi.attacks.image import purified  # noqa: E402
 from kmi.datasets import load_mnist_5k  # noqa: E402
 from kmi.defenses import (  # noqa: E402
@@ -166,91 +175,31 @@ def make_attacks(target, Xpub, prior, gan, args):
     """The attacks of ``--attacks`` on ``target``: name -> function of the seed."""
     pca_gen, pca_critic = prior
     generator, critic = gan
+    # the defense-aware attacker: the same attacks, run on the model behind a blur
+    # (kmi.attacks.image.purified), which takes most of a faint trigger away
+    aware = Target(purified(target, args.purify_sigma), from_logits=True)
     attacks = {
-        "GMI": lambda seed: GMI(
+        "GMI": lambda seed: make_gmi(target, generator, critic, seed, args).fit(),
+        "BREPMI": lambda seed: make_brepmi(target, generator, seed, args),
+        "LOKT": lambda seed: make_lokt(target, generator, critic, Xpub, seed, args),
+        "RLBMI": lambda seed: make_rlbmi(target, generator, seed, args),
+        "PLGMI": lambda seed: make_plgmi(target, Xpub, seed, args),
+        "KEDMI": lambda seed: make_kedmi(target, Xpub, seed, args),
+        "MIFace": lambda seed: make_miface(target, args),
+        "GMI-PCA+noise": lambda seed: make_gmi(
             target,
-            generator=generator,
-            critic=critic,
-            max_iter=args.max_iter,
-            n_restarts=args.restarts,
-            learning_rate=args.gmi_lr,
-            random_state=seed,
-        ).fit(),
-        "BREPMI": lambda seed: BREPMI(
-            Target(target, access="label-only"),
-            generator=generator,
-            max_iter=args.brep_iter,
-            n_directions=32,
-            random_state=seed,
-        ).fit(),
-        "LOKT": lambda seed: LOKT(
-            Target(target, access="label-only"),
-            generator=generator,
-            critic=critic,
-            n_surrogates=args.lokt_surrogates,
-            surrogate_epochs=args.lokt_epochs,
-            n_synthetic=args.lokt_synthetic,
-            attack=GMI(
-                max_iter=args.max_iter, n_restarts=args.restarts, learning_rate=args.gmi_lr
-            ),
-            random_state=seed,
-        ).fit(Xpub),
-        "RLBMI": lambda seed: RLBMI(
-            Target(target, access="black-box"),
-            generator=generator,
-            n_episodes=args.rl_episodes,
-            random_state=seed,
-        ).fit(),
-        "PLGMI": lambda seed: PLGMI(
-            target,
-            latent_dim=args.latent_dim,
-            gan_steps=args.gan_steps,
-            gan_width=args.gan_width,
-            gan_learning_rate=args.gan_lr,
-            top_n=args.plg_top_n,
-            n_restarts=args.restarts,
-            max_iter=args.max_iter,
-            random_state=seed,
-        ).fit(Xpub),
-        "MIFace": lambda seed: MIFace(target, max_iter=args.max_iter, **MIFACE_SETTINGS).fit(),
-        "GMI-PCA+noise": lambda seed: GMI(
-            target,
-            generator=pca_gen,
-            critic=pca_critic,
+            pca_gen,
+            pca_critic,
+            seed,
+            args,
             optimizer="adam",
             learning_rate=0.05,
             latent_clip=3.0,
             latent_noise=0.5,
-            max_iter=args.max_iter,
-            n_restarts=5,
-            random_state=seed,
         ).fit(),
-        "KEDMI": lambda seed: KEDMI(
-            target,
-            latent_dim=args.latent_dim,
-            gan_steps=args.gan_steps,
-            gan_width=args.gan_width,
-            gan_learning_rate=args.gan_lr,
-            max_iter=args.max_iter,
-            learning_rate=0.02,
-            random_state=seed,
-        ).fit(Xpub),
+        "MIFace+purify": lambda seed: make_miface(aware, args),
+        "GMI+purify": lambda seed: make_gmi(aware, generator, critic, seed, args).fit(),
     }
-    # the defense-aware attacker: the same attacks, run on the model behind a blur
-    # (kmi.attacks.image.purified), which takes most of a faint trigger away
-    aware = Target(purified(target, args.purify_sigma), from_logits=True)
-    attacks["MIFace+purify"] = lambda seed: MIFace(
-        aware, max_iter=args.max_iter, **MIFACE_SETTINGS
-    ).fit()
-    attacks["GMI+purify"] = lambda seed: GMI(
-        aware,
-        generator=generator,
-        critic=critic,
-        max_iter=args.max_iter,
-        n_restarts=args.restarts,
-        learning_rate=args.gmi_lr,
-        random_state=seed,
-    ).fit()
     names = [a.strip() for a in args.attacks.split(",") if a.strip()]
     unknown = sorted(set(names) - set(attacks))
     if unknown:
@@ -333,6 +282,8 @@ def main(argv=None):
     parser.add_argument("--lokt-synthetic", type=int, default=1000)
     parser.add_argument("--rl-episodes", type=int, default=1000)
     parser.add_argument("--plg-top-n", type=int, default=300)
+    parser.add_argument("--kedmi-lr", type=float, default=0.02)
+    parser.add_argument("--kedmi-entropy", type=float, default=1e-4)
     parser.add_argument("--purify-sigma", type=float, default=1.0)  # the +purify rows' blur
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mid-beta", type=float, default=0.01)

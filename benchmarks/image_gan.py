@@ -115,16 +115,7 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     # The rows, chosen first so that a bad --attacks fails before any training; the
     # lambdas read target, generator, critic and Xpub when they run.
     def gmi(seed, **options):
-        params = dict(generator=generator, critic=critic, learning_rate=args.gmi_lr)
-        params.update(options)  # LOMMA's options, or another prior and its search
-        return GMI(
-            target,
-            max_iter=args.max_iter,
-            n_restarts=args.restarts,
-            random_state=seed,
-            verbose=args.verbose,
-            **params,
-        )
+        return make_gmi(target, generator, critic, seed, args, **options)
 
     if args.pca_components:  # the linear prior of the GMI-PCA rows, built once
         public = np.concatenate([Xpub, Xpub[:, :, ::-1]]) if args.pca_mirror else Xpub
@@ -159,63 +150,12 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
         "GMI+LOMMA(logit+aug)": lambda seed: gmi(
             seed, identity_loss="logit", augmentation_models=args.lomma_aug
         ).fit(Xpub),
-        "KEDMI": lambda seed: KEDMI(
-            target,
-            **own_gan("KEDMI", seed),
-            latent_dim=args.latent_dim,
-            gan_steps=args.gan_steps,
-            gan_width=args.gan_width,
-            gan_learning_rate=args.gan_lr,
-            max_iter=args.max_iter,
-            learning_rate=args.kedmi_lr,
-            entropy_weight=args.kedmi_entropy,
-            random_state=seed,
-            verbose=args.verbose,
-        ).fit(Xpub),
-        "BREPMI (label-only)": lambda seed: BREPMI(
-            Target(target, access="label-only"),
-            generator=generator,
-            max_iter=args.brep_iter,
-            n_directions=32,
-            random_state=seed,
-            verbose=args.verbose,
-        ).fit(),
-        "PLGMI": lambda seed: PLGMI(
-            target,
-            **own_gan("PLGMI", seed),
-            latent_dim=args.latent_dim,
-            gan_steps=args.gan_steps,
-            gan_width=args.gan_width,
-            gan_learning_rate=args.gan_lr,
-            top_n=args.plg_top_n,
-            n_restarts=args.restarts,
-            max_iter=args.max_iter,
-            random_state=seed,
-            verbose=args.verbose,
-        ).fit(Xpub),
-        "LOKT (label-only)": lambda seed: LOKT(
-            Target(target, access="label-only"),
-            generator=generator,
-            critic=critic,
-            n_surrogates=args.lokt_surrogates,
-            surrogate_epochs=args.lokt_epochs,
-            n_synthetic=args.lokt_synthetic,
-            attack=GMI(
-                max_iter=args.max_iter, n_restarts=args.restarts, learning_rate=args.gmi_lr
-            ),
-            random_state=seed,
-            verbose=args.verbose,
-        ).fit(Xpub),
-        "RLBMI (black-box)": lambda seed: RLBMI(
-            Target(target, access="black-box"),
-            generator=generator,
-            n_episodes=args.rl_episodes,
-            random_state=seed,
-            verbose=args.verbose,
-        ).fit(),
-        "MIFace": lambda seed: MIFace(
-            target, max_iter=args.max_iter, verbose=args.verbose, **MIFACE_SETTINGS
-        ).fit(),
+        "KEDMI": lambda seed: make_kedmi(target, Xpub, seed, args, **own_gan("KEDMI", seed)),
+        "BREPMI (label-only)": lambda seed: make_brepmi(target, generator, seed, args),
+        "PLGMI": lambda seed: make_plgmi(target, Xpub, seed, args, **own_gan("PLGMI", seed)),
+        "LOKT (label-only)": lambda seed: make_lokt(target, generator, critic, Xpub, seed, args),
+        "RLBMI (black-box)": lambda seed: make_rlbmi(target, generator, seed, args),
+        "MIFace": lambda seed: make_miface(target, args),
         "InversionModel (one-hot)": lambda seed: InversionModel(
             Target(target, access="black-box"),
             epochs=args.inv_epochs,
@@ -344,6 +284,97 @@ def gan_benchmark(Xp, yp, Xpub, n_classes, args, name, target_rows=None):
     slug = "".join(c if c.isalnum() else "-" for c in args.attacks.lower()).strip("-")
     write_png(RESULTS / (f"{name}.{slug}.png" if slug else f"{name}.png"), grid(grid_rows))
     return result
+
+
+# Each attack of the MNIST-sized benchmarks (this one, image_defenses.py) at the
+# settings of ``args``, fitted: GMI, BREP-MI, LOKT and RLB-MI search a given prior
+# (``generator``, ``critic``); KED-MI and PLG-MI train their own GAN on ``Xpub``
+# unless ``gan`` gives one (``generator=..., critic=...``).
+
+
+def make_gmi(target, generator, critic, seed, args, **options):
+    """GMI, unfitted; ``options`` override (LOMMA's, or another prior and its search)."""
+    params = dict(generator=generator, critic=critic, learning_rate=args.gmi_lr)
+    params.update(options)
+    return GMI(
+        target,
+        max_iter=args.max_iter,
+        n_restarts=args.restarts,
+        random_state=seed,
+        verbose=args.verbose,
+        **params,
+    )
+
+
+def make_brepmi(target, generator, seed, args):
+    return BREPMI(
+        Target(target, access="label-only"),
+        generator=generator,
+        max_iter=args.brep_iter,
+        n_directions=32,
+        random_state=seed,
+        verbose=args.verbose,
+    ).fit()
+
+
+def make_lokt(target, generator, critic, Xpub, seed, args):
+    return LOKT(
+        Target(target, access="label-only"),
+        generator=generator,
+        critic=critic,
+        n_surrogates=args.lokt_surrogates,
+        surrogate_epochs=args.lokt_epochs,
+        n_synthetic=args.lokt_synthetic,
+        attack=GMI(max_iter=args.max_iter, n_restarts=args.restarts, learning_rate=args.gmi_lr),
+        random_state=seed,
+        verbose=args.verbose,
+    ).fit(Xpub)
+
+
+def make_rlbmi(target, generator, seed, args):
+    return RLBMI(
+        Target(target, access="black-box"),
+        generator=generator,
+        n_episodes=args.rl_episodes,
+        random_state=seed,
+        verbose=args.verbose,
+    ).fit()
+
+
+def make_kedmi(target, Xpub, seed, args, **gan):
+    return KEDMI(
+        target,
+        **gan,
+        latent_dim=args.latent_dim,
+        gan_steps=args.gan_steps,
+        gan_width=args.gan_width,
+        gan_learning_rate=args.gan_lr,
+        max_iter=args.max_iter,
+        learning_rate=args.kedmi_lr,
+        entropy_weight=args.kedmi_entropy,
+        random_state=seed,
+        verbose=args.verbose,
+    ).fit(Xpub)
+
+
+def make_plgmi(target, Xpub, seed, args, **gan):
+    return PLGMI(
+        target,
+        **gan,
+        latent_dim=args.latent_dim,
+        gan_steps=args.gan_steps,
+        gan_width=args.gan_width,
+        gan_learning_rate=args.gan_lr,
+        top_n=args.plg_top_n,
+        n_restarts=args.restarts,
+        max_iter=args.max_iter,
+        random_state=seed,
+        verbose=args.verbose,
+    ).fit(Xpub)
+
+
+def make_miface(target, args):
+    return MIFace(target, max_iter=args.max_iter, verbose=args.verbose, **MIFACE_SETTINGS).fit()
 
 
 def shared_prior(Xpub, args, train=True):
