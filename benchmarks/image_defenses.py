@@ -33,8 +33,8 @@ the same attacks on the model behind a Gaussian blur (``--purify-sigma``;
 ``kmi.attacks.image.purified``), an attacker's answer to Trap-MID's faint triggers
 (kmi's own adaptive attack: the Trap-MID paper's could not be read offline).
 Attacks run into an existing result file join the rows already
-there; a defense's earlier rows are kept when its retrained target has the same test
-accuracy. Reported per
+there (each row keeps the test accuracy of the target it attacked, as a retrained
+target can differ slightly). Reported per
 defense: the target's test accuracy and, per attack, the evaluator's top-1 on one
 reconstruction per class (five classes: chance is 0.2) with its spread over seeds, and
 the KNN distance in the evaluator's feature space.
@@ -208,21 +208,26 @@ def make_attacks(target, Xpub, prior, gan, args):
 
 
 def _earlier_attacks(earlier, row, defense):
-    """The attack rows of an earlier run of ``defense``, kept when its target is the same.
+    """The attack rows of an earlier run of ``defense``, kept beside this run's.
 
-    Targets are trained from fixed seeds, so a rerun rebuilds the same model; an
-    earlier row is kept only if that model's test accuracy matches (within 0.002).
+    Targets are trained from fixed seeds, but a retrained target can differ slightly
+    (one in eight did: NLS, test accuracy 0.938 then 0.946). Each attack row keeps
+    the test accuracy of the target it attacked (``target_test_accuracy``), so a row
+    from an earlier training says so.
     """
     if not earlier:
         return {}
+    kept = {}
+    for name, attack in earlier.get("attacks", {}).items():
+        attack.setdefault("target_test_accuracy", earlier["test_accuracy"])
+        kept[name] = attack
     if abs(earlier["test_accuracy"] - row["test_accuracy"]) > 0.002:
         print(
-            f"{defense}: test accuracy {row['test_accuracy']:.3f} differs from the earlier "
-            f"run's {earlier['test_accuracy']:.3f}; its attack rows are dropped",
+            f"{defense}: the retrained target's test accuracy is {row['test_accuracy']:.3f}, "
+            f"the earlier rows' {earlier['test_accuracy']:.3f}",
             flush=True,
         )
-        return {}
-    return dict(earlier.get("attacks", {}))
+    return kept
 
 
 def flat_rows(result):
@@ -230,7 +235,8 @@ def flat_rows(result):
     rows = []
     for defense, row in result["defenses"].items():
         for attack, r in row["attacks"].items():
-            flat = {"defense": defense, "test_accuracy": row["test_accuracy"]}
+            accuracy = r.get("target_test_accuracy", row["test_accuracy"])
+            flat = {"defense": defense, "test_accuracy": accuracy}
             if "trapdoor_success" in row:
                 flat["trapdoor_success"] = row["trapdoor_success"]
             if "epsilon" in row:
@@ -363,6 +369,7 @@ def main(argv=None):
             summary = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
             summary["top_1_std"] = float(np.std([r["top_1"] for r in runs]))
             summary["top_1_per_seed"] = [r["top_1"] for r in runs]
+            summary["target_test_accuracy"] = row["test_accuracy"]
             row["attacks"][attack_name] = summary
         result["defenses"][defense] = row
         result["table"] = flat_rows(result)
