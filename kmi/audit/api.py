@@ -212,11 +212,11 @@ def audit(
         with a ``query_budget`` is one run for all its attacks, which share the
         budget). ``None`` audits in this process (several models: unless a joblib
         backend context says otherwise; one model fans out only for an ``n_jobs``
-        above 1 or ``-1``); ``-1`` uses every core in
-        local processes, each worker on its share of the cores; inside
-        ``with joblib.parallel_backend("ray"):`` (or ``"dask"``) the runs go to that
-        cluster. The report is the same whichever way they ran (rows, verdicts,
-        figures; the timings differ): Keras models travel to the workers as
+        above 1 or ``-1``); ``-1`` uses every core in local processes, each worker on
+        its share of the cores; inside ``with joblib.parallel_backend("ray"):`` (or
+        ``"dask"``) the runs go to that cluster. The report is the same whichever way
+        they ran (rows, verdicts, figures; the timings differ): Keras models travel to
+        the workers as
         ``.keras`` files, the journal is written here (a temporary one without
         ``checkpoint``) and the report is built here from it, and an image audit
         trains its evaluation classifier and GAN prior once, here, before the runs
