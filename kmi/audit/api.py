@@ -216,11 +216,10 @@ def audit(
         its share of the cores; inside ``with joblib.parallel_backend("ray"):`` (or
         ``"dask"``) the runs go to that cluster. The report is the same whichever way
         they ran (rows, verdicts, figures; the timings differ): Keras models travel to
-        the workers as
-        ``.keras`` files, the journal is written here (a temporary one without
-        ``checkpoint``) and the report is built here from it, and an image audit
-        trains its evaluation classifier and GAN prior once, here, before the runs
-        start (as the first model's audit would).
+        the workers as ``.keras`` files, the journal is written here (a temporary one
+        without ``checkpoint``) and the report is built here from it, and an image
+        audit trains its evaluation classifier and GAN prior once, here, before the
+        runs start (as the first model's audit would).
 
     Returns
     -------
