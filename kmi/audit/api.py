@@ -337,30 +337,37 @@ def audit(
     return report
 
 
-def _audit_one_in_parallel(model, report, given, *, name, modality, checkpoint, n_jobs, **common):
-    """One model's attacks at once (:func:`kmi.audit._parallel.run_units`)."""
-    from kmi.audit._parallel import merge_report, run_units
+def _units(units, report, given, *, modality, checkpoint, n_jobs, **common):
+    """``(name, report part)`` of each ``(name, model)`` of ``units``
+    (:func:`kmi.audit._parallel.run_units`); image audits share one evaluation
+    classifier and one GAN prior."""
+    from kmi.audit._parallel import run_units
 
     if modality == "image" and given["shared_prior"] is None:
-        given = {**given, "shared_prior": {}}  # trained once, here, for every attack
-    options = {k: v for k, v in given.items() if v is not None}
-    parts = run_units(
-        [(name, model)],
+        given = {**given, "shared_prior": {}}
+    return run_units(
+        units,
         modality=modality,
-        options=options,
+        options={k: v for k, v in given.items() if v is not None},
         common={"modality": modality, **common},
         checkpoint=checkpoint,
         title=report.title,
         n_jobs=n_jobs,
     )
-    for _, part in parts:
+
+
+def _audit_one_in_parallel(model, report, given, *, name, **kwargs) -> Report:
+    """One model's attacks at once."""
+    from kmi.audit._parallel import merge_report
+
+    for _, part in _units([(name, model)], report, given, **kwargs):
         merge_report(report, part)
     return report
 
 
 def _audit_several(models, report, given, *, modality, checkpoint, n_jobs, **common) -> Report:
     """Audit each of ``models`` into ``report``, then add the sweep's table and plot."""
-    from kmi.audit._parallel import merge_report, run_units
+    from kmi.audit._parallel import merge_report
     from kmi.audit.verdict import add_sweep
 
     if not models:
@@ -372,18 +379,15 @@ def _audit_several(models, report, given, *, modality, checkpoint, n_jobs, **com
             "Each audited model needs its own name (give AuditedModel a name or a "
             f"strength). Received: {', '.join(map(repr, repeated))} more than once"
         )
-    if modality == "image" and given["shared_prior"] is None:
-        given = {**given, "shared_prior": {}}  # one evaluation classifier, one GAN prior
-    options = {k: v for k, v in given.items() if v is not None}
     by_label = {m.label: m for m in models}
-    parts = run_units(
+    parts = _units(
         [(m.label, m.model) for m in models],
+        report,
+        given,
         modality=modality,
-        options=options,
-        common={"modality": modality, **common},
         checkpoint=checkpoint,
-        title=report.title,
         n_jobs=n_jobs,
+        **common,
     )
     for label, part in parts:
         m = by_label[label]
