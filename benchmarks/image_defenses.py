@@ -28,13 +28,14 @@ settings of ``image_gan.py --dataset mnist``: ``GMI`` (white-box), ``BREPMI`` an
 ``LOKT`` (label-only), ``RLBMI`` (black-box), which search one WGAN-GP prior of the
 public digits (``--gan-steps``, trained once and shared by every defense), and
 ``KEDMI`` and ``PLGMI`` (white-box), which train their own GAN with each target (far
-slower on a CPU). The defense-aware rows ``MIFace+purify`` and ``GMI+purify`` run
-the same attacks on the model behind a Gaussian blur (``--purify-sigma``;
-``kmi.attacks.image.purified``), an attacker's answer to Trap-MID's faint triggers
-(kmi's own adaptive attack: the Trap-MID paper's could not be read offline).
-Attacks run into an existing result file join the rows already
-there (each row keeps the test accuracy of the target it attacked, as a retrained
-target can differ slightly). Reported per
+slower on a CPU; with ``--gan-once 1``, the default, at seed 0 only, and the later
+seeds' inversions reuse it, as in ``image_gan.py --gan-once``). The defense-aware
+rows ``MIFace+purify`` and ``GMI+purify`` run the same attacks on the model behind a
+Gaussian blur (``--purify-sigma``; ``kmi.attacks.image.purified``), an attacker's
+answer to Trap-MID's faint triggers (kmi's own adaptive attack: the Trap-MID paper's
+could not be read offline). Attacks run into an existing result file join the rows
+already there (each row keeps the test accuracy of the target it attacked, as a
+retrained target can differ slightly). Reported per
 defense: the target's test accuracy and, per attack, the evaluator's top-1 on one
 reconstruction per class (five classes: chance is 0.2) with its spread over seeds, and
 the KNN distance in the evaluator's feature space.
@@ -178,13 +179,28 @@ def make_attacks(target, Xpub, prior, gan, args):
     # the defense-aware attacker: the same attacks, run on the model behind a blur
     # (kmi.attacks.image.purified), which takes most of a faint trigger away
     aware = Target(purified(target, args.purify_sigma), from_logits=True)
+    trained = {}  # with --gan-once: KED-MI's and PLG-MI's seed-0 attack on this target
+
+    def own_gan(name, make):
+        """KED-MI's and PLG-MI's own GAN, trained with this target: at every seed, or
+        with --gan-once only at seed 0 and reused by the later seeds' inversions."""
+
+        def run(seed):
+            first = trained.get(name) if args.gan_once and seed > 0 else None
+            gan = {} if first is None else {"generator": first.generator_, "critic": first.critic_}
+            attack = make(target, Xpub, seed, args, **gan)
+            trained.setdefault(name, attack)
+            return attack
+
+        return run
+
     attacks = {
         "GMI": lambda seed: make_gmi(target, generator, critic, seed, args).fit(),
         "BREPMI": lambda seed: make_brepmi(target, generator, seed, args),
         "LOKT": lambda seed: make_lokt(target, generator, critic, Xpub, seed, args),
         "RLBMI": lambda seed: make_rlbmi(target, generator, seed, args),
-        "PLGMI": lambda seed: make_plgmi(target, Xpub, seed, args),
-        "KEDMI": lambda seed: make_kedmi(target, Xpub, seed, args),
+        "PLGMI": own_gan("PLGMI", make_plgmi),
+        "KEDMI": own_gan("KEDMI", make_kedmi),
         "MIFace": lambda seed: make_miface(target, args),
         "GMI-PCA+noise": lambda seed: make_gmi(
             target,
@@ -290,6 +306,9 @@ def main(argv=None):
     parser.add_argument("--plg-top-n", type=int, default=300)
     parser.add_argument("--kedmi-lr", type=float, default=0.02)
     parser.add_argument("--kedmi-entropy", type=float, default=1e-4)
+    # KED-MI's and PLG-MI's GAN (trained with each target): once at seed 0, reused by
+    # the later seeds (as the papers do: one GAN, several inversions); 0 trains it anew
+    parser.add_argument("--gan-once", type=int, default=1)
     parser.add_argument("--purify-sigma", type=float, default=1.0)  # the +purify rows' blur
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mid-beta", type=float, default=0.01)
