@@ -19,9 +19,13 @@ change to the call.
 - Keras models travel as ``.keras`` bytes (:func:`pack`), never as pickled Keras
   objects: the weights a worker attacks are the saved ones, on any backend. A
   :class:`~kmi.targets.Target` travels as its model and its settings.
-- An image audit's evaluation classifier and GAN prior are trained here first, as
-  the first model's audit would train them (:func:`_train_shared_prior`), and every
-  unit receives them (as ``.keras`` bytes) rather than training its own.
+- An image audit's evaluation classifier and GAN prior are trained first, as the
+  first model's audit would train them, at once: the evaluator here, the prior in
+  a worker (:func:`_train_shared_prior`). Every unit receives them (as ``.keras``
+  bytes) rather than training its own.
+- A worker keeps the models it has loaded (:data:`_LOADED`): a model and the
+  shared prior are loaded once per worker, not once per unit, and the programs
+  compiled for them are reused by its later units.
 - Each worker runs its operations on its share of this machine's cores
   (:func:`kmi.backend.limit_threads`), so that the workers do not fight over them.
 - A resumed audit sends out only the units with no row in the journal.
@@ -30,9 +34,11 @@ change to the call.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,9 +81,19 @@ class KerasBytes:
             with open(path, "rb") as fh:
                 return cls(fh.read())
 
-    def load(self):
+    def load(self, cache: OrderedDict | None = None):
+        """The model; from ``cache`` (by the bytes' digest) if it was loaded before."""
         import keras
 
+        if cache is not None:
+            key = hashlib.sha256(self.data).hexdigest()
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+            model = cache[key] = self.load()
+            while len(cache) > _CACHE_SIZE:
+                cache.popitem(last=False)
+            return model
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "model.keras")
             with open(path, "wb") as fh:
@@ -93,8 +109,9 @@ class PackedTarget:
     settings: dict
     classes: Any
 
-    def load(self) -> Target:
-        return Target(unpack(self.model), **self.settings, classes=self.classes)
+    def load(self, cache: OrderedDict | None = None) -> Target:
+        # a new Target (its query count starts at 0) around the model
+        return Target(unpack(self.model, cache), **self.settings, classes=self.classes)
 
 
 def pack(obj):
@@ -113,15 +130,27 @@ def pack(obj):
     return obj
 
 
-def unpack(obj):
-    """The inverse of :func:`pack`."""
+def unpack(obj, cache: OrderedDict | None = None):
+    """The inverse of :func:`pack`.
+
+    With a ``cache`` (a worker's :data:`_LOADED`), a model whose bytes were loaded
+    before is that same model object, not a new copy: for models nothing changes,
+    as an audit only queries them.
+    """
     if isinstance(obj, (KerasBytes, PackedTarget)):
-        return obj.load()
+        return obj.load(cache)
     if isinstance(obj, dict):
-        return {k: unpack(v) for k, v in obj.items()}
+        return {k: unpack(v, cache) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)) and any(isinstance(v, KerasBytes) for v in obj):
-        return type(obj)(unpack(v) for v in obj)
+        return type(obj)(unpack(v, cache) for v in obj)
     return obj
+
+
+#: Models a worker has loaded, by the digest of their bytes; kept across the units it
+#: runs, so that a model (or the shared evaluation classifier and GAN prior) sent with
+#: each unit is loaded once per worker, and the programs compiled for it are reused.
+_LOADED: OrderedDict = OrderedDict()
+_CACHE_SIZE = 16
 
 
 def _packed_call(fn, args, kwargs, threads):
@@ -230,29 +259,66 @@ def _audit_unit(model, name, attack, title, options, common, journal, threads):
         scope = only_attacks([attack]) if attack is not None else contextlib.nullcontext()
         with scope:
             audit(
-                unpack(model),
+                unpack(model, _LOADED),
                 name=name,
                 report=Report(title=title),
                 checkpoint=path,
                 **common,
-                **unpack(options),
+                **unpack(options, _LOADED),
             )
         done = {row_key(row) for row in journal}
         new = [row for key, row in read_checkpoint(path).items() if key not in done]
     return new, time.perf_counter() - started
 
 
-def _train_shared_prior(model, prior, options, common) -> None:
-    """Train an image audit's shared evaluation classifier and GAN prior here, first.
+def _train_shared_prior(model, prior, options, common, n_jobs=None) -> None:
+    """Train an image audit's shared evaluation classifier and GAN prior first.
 
-    They are trained as the first model's audit trains them, by the same code: that
-    audit runs on a scratch report, with only the GAN-prior attacks its access
-    allows and no search steps (``max_iter=0``: the prior does not depend on the
-    search), and fills ``prior``. Every unit then receives them, so the units run
-    at once and their rows are those of a sequential audit, in which the first
-    model's audit trains them and the others reuse them.
+    They are trained as the first model's audit trains them, by the same code, and
+    fill ``prior``; every unit then receives them, so the units run at once and
+    their rows are those of a sequential audit, in which the first model's audit
+    trains them and the others reuse them. The two are independent (each seeds
+    itself from the audit's ``random_state``), so they are trained at once: the GAN
+    prior in a worker (:func:`_gan_prior`), which also starts the workers that the
+    units then reuse, and the evaluation classifier here, on every core as in a
+    sequential audit (trained on fewer threads, its weights differ in the last
+    bits, and so would every row's KNN distance). On a joblib backend that cannot
+    return results as they come (Ray's), the two run one after the other.
     """
-    from kmi.audit.api import _target, audit
+    import joblib
+
+    quiet = {**common, "verbose": 0}
+    rest = {k: v for k, v in options.items() if k != "shared_prior"}
+    jobs = []
+    if "generator" not in prior and _gan_specs(model, common):
+        workers = max(1, joblib.effective_n_jobs(n_jobs))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        jobs.append(joblib.delayed(_gan_prior)(pack(model), pack(rest), quiet, threads))
+    backend, _ = joblib.parallel.get_active_backend()
+    streams = getattr(backend, "supports_return_generator", False)
+    # a generator dispatches its jobs now; a list only when called, after the evaluator
+    gan = joblib.Parallel(n_jobs=n_jobs, return_as="generator" if streams else "list")
+    pending = gan(jobs) if streams and jobs else None
+    if "evaluation classifier" not in prior and options.get("eval_model") is None:
+        with only_attacks([]):  # the baselines only: the audit trains the evaluator
+            _audit_scratch(model, **quiet, **rest, shared_prior=prior)
+    if pending is None and jobs:  # this backend runs them only now
+        pending = gan(jobs)
+    for part in pending or []:
+        prior.update(unpack(part))
+
+
+def _audit_scratch(model, **kwargs):
+    """:func:`kmi.audit.audit` of ``model`` on a report that is thrown away."""
+    from kmi.audit.api import audit
+
+    return audit(model, report=Report(title="shared prior"), name="shared prior", **kwargs)
+
+
+def _gan_specs(model, common) -> list:
+    """The GAN-prior attacks of the audit that ``model``'s access allows, with no
+    search steps (``max_iter=0``: the prior does not depend on the search)."""
+    from kmi.audit.api import _target
     from kmi.audit.image import IMAGE_ATTACKS
 
     attacks = common.get("attacks", "auto")
@@ -263,16 +329,35 @@ def _train_shared_prior(model, prior, options, common) -> None:
         for name, cls, params in specs
         if cls is not None and cls.uses_gan_prior and target.allows(cls.required_access)
     ]
-    gan = [
+    return [
         (n, c, {**p, "max_iter": 0} if "max_iter" in c().get_params() else p) for n, c, p in gan
     ]
-    scratch = {**common, "attacks": gan, "attack_params": None, "verbose": 0}
+
+
+def _gan_prior(model, options, common, threads):
+    """The shared GAN prior, trained in a worker by the audit's own code: the audit
+    of ``model`` with only its GAN-prior attacks and no search steps. Returns the
+    generator and critic, packed. The scratch rows are scored by an untrained
+    stand-in (:func:`kmi.models.evaluation_classifier`) rather than by an
+    evaluation classifier trained a second time.
+    """
+    from kmi.audit.api import _target
+    from kmi.backend import limit_threads
+    from kmi.models import evaluation_classifier
+
+    if threads:
+        limit_threads(threads)
+    model, options, prior = unpack(model), unpack(options), {}
+    keras_model = _target(model, common.get("access", "white-box")).model
+    if options.get("eval_model") is None and _is_keras_model(keras_model):
+        shape = tuple(keras_model.input_shape[1:])
+        options["eval_model"] = evaluation_classifier(shape, keras_model.output_shape[-1])
+    gan = {**common, "attacks": _gan_specs(model, common), "attack_params": None}
     try:
-        audit(
-            model, report=Report(title="shared prior"), name="shared prior", **scratch, **options
-        )
+        _audit_scratch(model, **gan, **options, shared_prior=prior)
     except ValueError:  # a GAN attack this model cannot take: the units train their own
         pass
+    return pack({k: prior[k] for k in ("generator", "critic") if prior.get(k) is not None})
 
 
 def run_units(units, *, modality, options, common, checkpoint, title, n_jobs=None):
@@ -313,7 +398,7 @@ def run_units(units, *, modality, options, common, checkpoint, title, n_jobs=Non
         return
     prior = options.get("shared_prior")
     if modality == "image" and prior is not None:
-        _train_shared_prior(units[0][1], prior, options, common)
+        _train_shared_prior(units[0][1], prior, options, common, n_jobs)
     with contextlib.ExitStack() as stack:
         if checkpoint is None:  # the units' rows still go through a journal
             folder = stack.enter_context(tempfile.TemporaryDirectory())

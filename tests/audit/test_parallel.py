@@ -199,6 +199,27 @@ def test_models_travel_as_keras_files_and_targets_keep_their_settings(sweep):
     np.testing.assert_array_equal(back["t"].classes_, np.arange(10))
 
 
+def test_a_worker_loads_each_model_once_and_keeps_a_bounded_number(sweep, monkeypatch):
+    from collections import OrderedDict
+
+    import kmi.audit._parallel as parallel
+
+    models, _ = sweep
+    first, second = (pack(m.model) for m in models[:2])
+    cache = OrderedDict()
+    target = pack(Target(models[0].model))
+    target.model = first  # the bytes sent with every unit of this model
+    a = unpack({"model": first, "t": target}, cache)
+    again = unpack(first, cache)
+    assert again is a["model"] and a["t"].model is again  # one load for the same bytes
+    assert unpack(second, cache) is not again and len(cache) == 2
+    assert unpack(first) is not again  # no cache: a new copy, as in the driver
+    monkeypatch.setattr(parallel, "_CACHE_SIZE", 1)
+    third = unpack(pack(models[2].model), cache)  # a new one: the older ones dropped
+    assert len(cache) == 1 and unpack(first, cache) is not again  # loaded anew
+    assert unpack(first, cache) is unpack(first, cache) and third is not None
+
+
 def test_cli_n_jobs_fans_out_a_model_files_audit_not_the_adult_demo(tmp_path, capsys):
     code = main(["audit", "--demo", "adult", "--n-jobs", "2", "--output", str(tmp_path / "r")])
     assert code == 2
