@@ -71,7 +71,7 @@ from image_gan import (  # noqa: E402
     train_evaluator,
 )
 
-from kmi.attacks.image import purified  # noqa: E402
+from kmi.attacks.image import purified, untrapped  # noqa: E402
 from kmi.datasets import load_mnist_5k  # noqa: E402
 from kmi.defenses import (  # noqa: E402
     DPSGD,
@@ -169,17 +169,34 @@ def trapdoor_success(model, X, y):
 
 #: The attacks that search the shared WGAN-GP prior of the public digits (trained once,
 #: the same for every defense, and only when one of them runs).
-SHARED_GAN = ("GMI", "BREPMI", "LOKT", "RLBMI", "GMI+purify")
+SHARED_GAN = ("GMI", "BREPMI", "LOKT", "RLBMI", "GMI+purify", "GMI+untrap")
 
 
-def make_attacks(target, Xpub, prior, gan, args):
-    """The attacks of ``--attacks`` on ``target``: name -> function of the seed."""
+def make_attacks(target, Xpub, prior, gan, args, row=None):
+    """The attacks of ``--attacks`` on ``target``: name -> function of the seed.
+
+    The ``+untrap`` attacks invert a copy of the target with its trapdoor found and
+    unlearned (:func:`kmi.attacks.image.untrapped`), made once per target; what the
+    removal did goes to ``row["untrap"]``.
+    """
     pca_gen, pca_critic = prior
     generator, critic = gan
     # the defense-aware attacker: the same attacks, run on the model behind a blur
     # (kmi.attacks.image.purified), which takes most of a faint trigger away
     aware = Target(purified(target, args.purify_sigma), from_logits=True)
     trained = {}  # with --gan-once: KED-MI's and PLG-MI's seed-0 attack on this target
+    untrap = {}
+
+    def untrapped_target():
+        if not untrap:
+            start = time.perf_counter()
+            copy, info = untrapped(target, Xpub, alpha=args.trap_alpha, random_state=0)
+            untrap["target"] = Target(copy, from_logits=True)
+            summary = {k: float(np.mean(info[k])) for k in ("success_before", "success_after")}
+            summary.update(agreement=info["agreement"], seconds=time.perf_counter() - start)
+            if row is not None:
+                row["untrap"] = summary
+        return untrap["target"]
 
     def own_gan(name, make):
         """KED-MI's and PLG-MI's own GAN, trained with this target: at every seed, or
@@ -215,6 +232,10 @@ def make_attacks(target, Xpub, prior, gan, args):
         ).fit(),
         "MIFace+purify": lambda seed: make_miface(aware, args),
         "GMI+purify": lambda seed: make_gmi(aware, generator, critic, seed, args).fit(),
+        "MIFace+untrap": lambda seed: make_miface(untrapped_target(), args),
+        "GMI+untrap": lambda seed: make_gmi(
+            untrapped_target(), generator, critic, seed, args
+        ).fit(),
     }
     names = [a.strip() for a in args.attacks.split(",") if a.strip()]
     unknown = sorted(set(names) - set(attacks))
@@ -376,7 +397,7 @@ def main(argv=None):
         if defense == "Trap-MID":
             row["trapdoor_success"] = trapdoor_success(target, Xt, yt)
         row["attacks"] = _earlier_attacks(result["defenses"].get(defense), row, defense)
-        for attack_name, make in make_attacks(target, Xpub, prior, gan, args).items():
+        for attack_name, make in make_attacks(target, Xpub, prior, gan, args, row).items():
             runs = []
             for seed in range(args.repeats):
                 start = time.perf_counter()

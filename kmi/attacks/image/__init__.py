@@ -31,6 +31,7 @@ from kmi.attacks.image._plgmi import PLGMI
 from kmi.attacks.image._purify import purified
 from kmi.attacks.image._rlbmi import RLBMI
 from kmi.attacks.image._selection import select_candidates
+from kmi.attacks.image._untrap import recover_triggers, untrapped
 
 __all__ = [
     "BREPMI",
@@ -45,5 +46,7 @@ __all__ = [
     "in_unit_range",
     "pixel_range_of",
     "purified",
+    "recover_triggers",
     "select_candidates",
+    "untrapped",
 ]
