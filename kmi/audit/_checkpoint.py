@@ -62,16 +62,16 @@ def append_checkpoint(path, rows) -> None:
 
 
 @contextmanager
-def only_attacks(names):
+def only_attacks(names, baselines: bool = True):
     """Within this block, audits run only the attacks named in ``names``.
 
     The others are passed over as if they were not in the attack list (no row, no
     skip recorded). Baselines, which never query the model and whose rows other
-    rows are measured against, always run. This is how one unit of a parallel audit
-    (:mod:`kmi.audit._parallel`) runs one attack of a model with the audit's own
-    code, "auto" semantics included.
+    rows may be measured against, run too unless ``baselines`` is False. This is
+    how one unit of a parallel audit (:mod:`kmi.audit._parallel`) runs one attack
+    of a model with the audit's own code, "auto" semantics included.
     """
-    token = _ONLY.set(frozenset(names))
+    token = _ONLY.set((frozenset(names), bool(baselines)))
     try:
         yield
     finally:
@@ -83,7 +83,8 @@ def selected(specs):
     only = _ONLY.get()
     if only is None:
         return list(specs)
-    return [s for s in specs if s[0] in only or is_baseline(s[1])]
+    names, baselines = only
+    return [s for s in specs if s[0] in names or (baselines and is_baseline(s[1]))]
 
 
 def is_baseline(cls) -> bool:

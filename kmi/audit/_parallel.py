@@ -8,10 +8,11 @@ through ``joblib.Parallel``: with the default backend in local processes, and in
 change to the call.
 
 - One unit is one attack of one model (:func:`unit_attacks`): the audit's own code
-  runs in the worker with only that attack (:func:`kmi.audit._checkpoint.only_attacks`;
-  baselines run in every unit, as other rows are measured against them) and returns
-  the rows it journaled. A Target with a query budget is one unit for all its
-  attacks, since its attacks share the budget one after another.
+  runs in the worker with only that attack (:func:`kmi.audit._checkpoint.only_attacks`)
+  and returns the rows it journaled. A model's baselines run in its first unit, and
+  in every unit where other rows are measured against them as they run (tabular).
+  A Target with a query budget is one unit for all its attacks, since its attacks
+  share the budget one after another.
 - The driver appends each unit's rows to the journal (``checkpoint``, or a temporary
   one) as the unit ends, then audits every model here from that journal: every
   attack is read back, none runs again, and the rows, verdicts, figures and summary
@@ -212,6 +213,11 @@ _AUTO = {
     "text": ("kmi.audit.text", ("TEXT_ATTACKS", "ENCODER_ATTACKS")),
 }
 
+#: The modalities whose attack rows are measured against the baselines' as they run
+#: (tabular: each row's advantage): there the baselines run in every unit; elsewhere
+#: in one unit of each model only.
+_BASELINES_IN_EVERY_UNIT = frozenset({"tabular"})
+
 
 def unit_attacks(modality, attacks) -> list[str]:
     """The attacks that are each one unit of a model's audit, by name.
@@ -238,9 +244,9 @@ def _journal_rows(done, name, attack=None):
     ]
 
 
-def _audit_unit(model, name, attack, title, options, common, journal, threads):
+def _audit_unit(model, name, attack, title, options, common, journal, threads, baselines=True):
     """One unit in a worker: the audit of ``model`` restricted to ``attack`` (all of
-    its attacks when None).
+    its attacks when None), and to its baselines too unless ``baselines`` is False.
 
     Returns the rows the unit journaled, which the driver appends to the real
     journal, and its wall time. The worker's own journal is a temporary file holding
@@ -256,7 +262,9 @@ def _audit_unit(model, name, attack, title, options, common, journal, threads):
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "journal.jsonl")
         append_checkpoint(path, journal)
-        scope = only_attacks([attack]) if attack is not None else contextlib.nullcontext()
+        scope = (
+            only_attacks([attack], baselines) if attack is not None else contextlib.nullcontext()
+        )
         with scope:
             audit(
                 unpack(model, _LOADED),
@@ -441,13 +449,15 @@ def _fan_out(units, options, common, checkpoint, title, n_jobs, verbose):
         )
     started = time.perf_counter()
     calls = []
+    every = common["modality"] in _BASELINES_IN_EVERY_UNIT
     for name, model, attack in jobs:
-        if name not in models:
+        first = name not in models  # this model's first unit runs its baselines
+        if first:
             models[name] = pack(model)
         journal = _journal_rows(done, name)
         calls.append(
             joblib.delayed(_audit_unit)(
-                models[name], name, attack, title, packed, quiet, journal, threads
+                models[name], name, attack, title, packed, quiet, journal, threads, first or every
             )
         )
     # as each unit ends, where the backend can (Ray's cannot: then all at the end)

@@ -94,7 +94,7 @@ def test_each_attack_of_each_model_is_one_run_and_a_resume_sends_only_the_missin
     journal = tmp_path / "audit.jsonl"
     first = _audit(sweep, n_jobs=2, checkpoint=journal, verbose=1)
     # MIFace and GMI of two models, and the Target with a query budget as one run (its
-    # attacks share the budget); the baselines run in every unit but are journaled once
+    # attacks share the budget); a model's baselines run in its first unit, journaled once
     assert "3 models in parallel: 5 attack runs" in capsys.readouterr().out
     assert unit_attacks("image", ATTACKS) == ["MIFace", "GMI"]
     lines = journal.read_text().splitlines()
@@ -117,7 +117,7 @@ def test_one_models_attacks_fan_out_to_the_sequential_report(sweep, capsys):
     _same_report(alone, fanned)
 
 
-def test_only_attacks_runs_one_attack_and_the_baselines(sweep):
+def test_only_attacks_runs_one_attack_and_the_baselines_where_asked(sweep):
     models, data = sweep
     with only_attacks(["MIFace"]):
         report = audit(
@@ -129,6 +129,16 @@ def test_only_attacks_runs_one_attack_and_the_baselines(sweep):
             verbose=0,
         )
     assert [row["attack"] for row in report.rows] == ["PublicMeanBaseline", "MIFace"]
+    with only_attacks(["GMI"], baselines=False):  # a model's later units
+        report = audit(
+            models[0].model,
+            modality="image",
+            **data,
+            attacks=ATTACKS,
+            attack_params=TINY,
+            verbose=0,
+        )
+    assert [row["attack"] for row in report.rows] == ["GMI"]
 
 
 def test_parallel_map_trains_a_sweeps_models_in_workers_as_here():
