@@ -9,10 +9,11 @@ three ways: one model after another (``n_jobs=None``), two local processes
 cluster of 2 CPUs (``joblib.parallel_backend("ray")``, ``n_jobs=2``). Each way gets the
 wall time, the speed-up over sequential, and a check that the rows are the same
 (timings aside). The evaluation classifier and the GAN prior are trained once, first,
-in every way (the driver trains them before fanning out), so the speed-up is that
-of the units. A unit is one attack of one model (27 here, plus the baselines that
-run with each); each worker runs on its share of the cores
-(``kmi.backend.limit_threads``: one thread each with 2 workers on 2 cores).
+in every way; in parallel the GAN prior is trained in a worker while the driver
+trains the evaluation classifier. A unit is one attack of one model (27 here; a
+model's baseline runs in its first unit); each worker runs on its share of the
+cores (``kmi.backend.limit_threads``: one thread each with 2 workers on 2 cores)
+and loads each model, and the shared prior, once.
 
 From the measured times it also states, on paper, the expected wall time of a
 1,000-unit sweep on a 64-core Ray cluster.

@@ -279,6 +279,13 @@ def flat_rows(result):
             if "epsilon" in row:
                 flat["epsilon"] = row["epsilon"]
             flat.update(attack=attack, top_1=r["top_1"], top_1_std=r["top_1_std"])
+            if attack.endswith("+untrap") and "untrap" in row:  # what the removal did
+                untrap = row["untrap"]
+                flat.update(
+                    triggers_success=untrap["success_before"],
+                    after_unlearning=untrap["success_after"],
+                    copy_agreement=untrap["agreement"],
+                )
             flat.update(knn_distance=r["knn_distance"], seconds=r["seconds"])
             rows.append(flat)
     return rows
