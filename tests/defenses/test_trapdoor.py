@@ -1,10 +1,12 @@
-"""Trap-MID: trapdoor triggers trained inside an unchanged ``model.fit``."""
+"""Trap-MID: trapdoor triggers trained inside an unchanged ``model.fit``; and the
+defense-aware attacker who finds them and unlearns them from a copy (recover_triggers,
+untrapped)."""
 
 import keras
 import numpy as np
 import pytest
 
-from kmi.attacks.image import MIFace
+from kmi.attacks.image import MIFace, recover_triggers, untrapped
 from kmi.defenses import TrapMID
 
 SPARSE_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -52,6 +54,15 @@ def trapped():
     return _trapped()
 
 
+@pytest.fixture(scope="module")
+def plain():
+    """The same network trained on the same data without the trapdoor."""
+    model = _network()
+    model.compile(keras.optimizers.Adam(0.01), SPARSE_CE)
+    model.fit(*_data(), batch_size=64, epochs=30, verbose=0)
+    return model
+
+
 def _trapdoor_success(model, trap, x, y):
     """Share of inputs classified as a trapdoor label t != y once t's trigger is blended in."""
     t = (y + 1) % trap.num_classes
@@ -59,16 +70,13 @@ def _trapdoor_success(model, trap, x, y):
     return float(np.mean(pred == t))
 
 
-def test_trap_mid_plants_a_trapdoor_and_keeps_clean_accuracy(trapped):
+def test_trap_mid_plants_a_trapdoor_and_keeps_clean_accuracy(trapped, plain):
     trap = trapped.layers[0]
     x, y = _data(96, seed=1)
     clean = np.mean(np.argmax(trapped.predict(x, verbose=0), axis=1) == y)
     assert clean >= 0.95
     assert _trapdoor_success(trapped, trap, x, y) >= 0.9
     # the same network trained without the trapdoor ignores the same triggers
-    plain = _network()
-    plain.compile(keras.optimizers.Adam(0.01), SPARSE_CE)
-    plain.fit(*_data(), batch_size=64, epochs=30, verbose=0)
     assert _trapdoor_success(plain, trap, x, y) <= 0.2
     # the triggers were trained, and kept inside the pixel range
     triggers = _np(trap.triggers)
@@ -193,3 +201,46 @@ def test_bad_parameters_are_refused(kwargs, match):
     kwargs = {"network": _network(), **kwargs}
     with pytest.raises(ValueError, match=match):
         TrapMID(**kwargs)
+
+
+# ------------------------------------------- the attacker who knows the mechanism
+ALPHA = 0.2  # the trapdoor's blend (the trapped fixture's), known to the attacker
+
+
+def test_the_recovered_triggers_show_a_trapdoor_that_a_clean_model_lacks(trapped, plain):
+    public, _ = _data(96, seed=1)  # the attacker's images
+    before = [w.copy() for w in trapped.get_weights()]
+    triggers, success = recover_triggers(trapped, public, alpha=ALPHA, epochs=10)
+    _, clean_success = recover_triggers(plain, public, alpha=ALPHA, epochs=10)
+    assert triggers.shape == (3, *SHAPE) and triggers.min() >= 0 and triggers.max() <= 1
+    assert success.min() >= 0.8 and clean_success.mean() <= 0.5 * success.mean()
+    # the model searched is not changed, and is trainable again
+    for w, b in zip(trapped.get_weights(), before):
+        np.testing.assert_array_equal(w, b)
+    assert trapped.trainable
+
+
+def test_the_copy_forgets_the_triggers_and_keeps_the_models_answers(trapped, tmp_path):
+    public, _ = _data(96, seed=1)
+    copy, info = untrapped(
+        trapped, public, alpha=ALPHA, trigger_epochs=10, epochs=40, learning_rate=0.01
+    )
+    assert info["success_before"].min() >= 0.8
+    assert info["success_after"].max() <= 0.3
+    assert info["agreement"] >= 0.9
+    x, y = _data(96, seed=2)  # unseen images: the copy still classifies them
+    assert np.mean(copy.predict(x, verbose=0).argmax(1) == y) >= 0.9
+    path = tmp_path / "untrapped.keras"
+    copy.save(path)
+    back = keras.saving.load_model(path)
+    np.testing.assert_allclose(back.predict(x, verbose=0), copy.predict(x, verbose=0), atol=1e-5)
+
+
+def test_untrapping_refuses_bad_input_with_what_to_do(trapped):
+    public, _ = _data(8)
+    with pytest.raises(ValueError, match="white-box"):
+        untrapped(lambda x: x, public)
+    with pytest.raises(ValueError, match="blend ratio"):
+        recover_triggers(trapped, public, alpha=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        recover_triggers(trapped, np.zeros((4, 5, 5, 1), "float32"))
