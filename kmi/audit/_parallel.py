@@ -291,28 +291,28 @@ def _train_shared_prior(model, prior, options, common, n_jobs=None) -> None:
     units then reuse, and the evaluation classifier here, on every core as in a
     sequential audit (trained on fewer threads, its weights differ in the last
     bits, and so would every row's KNN distance). On a joblib backend that cannot
-    return results as they come (Ray's), the two run one after the other.
+    return results as they come (Ray's), both are trained here, one after the other.
     """
     import joblib
 
     quiet = {**common, "verbose": 0}
     rest = {k: v for k, v in options.items() if k != "shared_prior"}
-    jobs = []
-    if "generator" not in prior and _gan_specs(model, common):
-        workers = max(1, joblib.effective_n_jobs(n_jobs))
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        jobs.append(joblib.delayed(_gan_prior)(pack(model), pack(rest), quiet, threads))
     backend, _ = joblib.parallel.get_active_backend()
-    streams = getattr(backend, "supports_return_generator", False)
-    # a generator dispatches its jobs now; a list only when called, after the evaluator
-    gan = joblib.Parallel(n_jobs=n_jobs, return_as="generator" if streams else "list")
-    pending = gan(jobs) if streams and jobs else None
+    pending = []
+    if "generator" not in prior and _gan_specs(model, common):
+        job = (pack(model), pack(rest), quiet)
+        if getattr(backend, "supports_return_generator", False):
+            # a generator dispatches its job now, to run while the evaluator trains
+            workers = max(1, joblib.effective_n_jobs(n_jobs))
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            run = joblib.Parallel(n_jobs=n_jobs, return_as="generator")
+            pending = run([joblib.delayed(_gan_prior)(*job, threads)])
+        else:  # it would run only after the evaluator: here, on every core
+            pending = [_gan_prior(*job, 0)]
     if "evaluation classifier" not in prior and options.get("eval_model") is None:
         with only_attacks([]):  # the baselines only: the audit trains the evaluator
             _audit_scratch(model, **quiet, **rest, shared_prior=prior)
-    if pending is None and jobs:  # this backend runs them only now
-        pending = gan(jobs)
-    for part in pending or []:
+    for part in pending:
         prior.update(unpack(part))
 
 
