@@ -362,22 +362,21 @@ BENCHMARKS = {
         ],
         "An audit of 9 models (8x8 digits, label smoothing 0 / 0.1 / 0.3 x 3 seeds; MIFace, "
         "InversionModel, GMI and the baseline on each) run one model after another, as 27 "
-        "attack runs in 2 local processes (audit(n_jobs=2), each worker on one thread, "
-        "loading each model and the shared prior once, the GAN prior trained in a worker "
-        "while the driver trains the evaluator) and on a local 2-CPU Ray cluster, "
-        "TensorFlow, the same rows each way. Three runs on a quiet machine whose speed "
-        "varied (sequential 140.2, 129.6 and 120.7 s): local processes 79.2, 88.3 and "
-        "86.8 s (1.77x, 1.47x, 1.39x); Ray 114.9, 121.7 and 97.6 s (1.22x, 1.06x, 1.24x; "
-        "the third after the GAN prior went back to the driver on Ray, whose joblib "
-        "backend cannot overlap it with the evaluator). audit_scale.json is the third "
-        "run, audit_scale_repeat.json the second, audit_scale_first.json the first. The "
-        "goal of 1.7x on 2 cores is met once in three: the last session's 1.24x (110.5 s against 88.8 s) is now about "
-        "1.4-1.5x. Two one-thread workers against one two-thread process gain only what "
-        "one process cannot spread over two cores (Python, small operations). On paper, "
-        "1,000 attack runs on a 64-core Ray cluster: about 78 s (16 rounds of 3.8 s after "
-        "17 s of setup), against 64 min in one process. audit_scale_small.json is an "
-        "older version (one unit per model, workers on every core) at --budget 1: 44 s, "
-        "41 s, 42 s",
+        "attack runs in 2 local processes (audit(n_jobs=2), each worker on one thread, loading "
+        "each model and the shared prior once, the GAN prior trained in a worker while the "
+        "driver trains the evaluator) and on a local 2-CPU Ray cluster, TensorFlow, the same "
+        "rows each way. Three runs on a quiet machine whose speed varied (sequential 140.2, "
+        "129.6 and 120.7 s): local processes 79.2, 88.3 and 86.8 s (1.77x, 1.47x, 1.39x); Ray "
+        "114.9, 121.7 and 97.6 s (1.22x, 1.06x, 1.24x; the third after the GAN prior went back "
+        "to the driver on Ray, whose joblib backend cannot overlap it with the evaluator). "
+        "audit_scale.json is the third run, audit_scale_repeat.json the second, "
+        "audit_scale_first.json the first. The goal of 1.7x on 2 cores is met once in three: "
+        "the last session's 1.24x (110.5 s against 88.8 s) is now about 1.4-1.5x. Two one-"
+        "thread workers against one two-thread process gain only what one process cannot spread"
+        " over two cores (Python, small operations). On paper, 1,000 attack runs on a 64-core "
+        "Ray cluster: about 78 s (16 rounds of 3.8 s after 17 s of setup), against 64 min in "
+        "one process. audit_scale_small.json is an older version (one unit per model, workers "
+        "on every core) at --budget 1: 44 s, 41 s, 42 s",
         "6 min",
     ),
     "graph_cora": (
