@@ -63,6 +63,13 @@ def _n_classes(model) -> int:
     return shape[-1]
 
 
+def _copy(model):
+    """A clone of ``model`` with its weights: the attacker's own copy to change."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _check(model, X_public, alpha):
     if not isinstance(model, keras.Model):
         raise ValueError(
@@ -131,19 +138,16 @@ def recover_triggers(
     x_in = keras.Input(X.shape[1:])
     t_in = keras.Input((1,), dtype="int32")
     blend = _Blend(n_classes, alpha, low, high, seed=int(random_state))
-    frozen_was = model.trainable
-    model.trainable = False
-    try:
-        search = keras.Model([x_in, t_in], model(blend([x_in, t_in]), training=False))
-        search.compile(
-            keras.optimizers.Adam(float(learning_rate)),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-        )
-        for _ in range(int(epochs)):
-            t = rng.integers(0, n_classes, size=(len(X), 1)).astype("int32")
-            search.fit([X, t], t, batch_size=64, epochs=1, verbose=0)
-    finally:
-        model.trainable = frozen_was
+    frozen = _copy(model)  # frozen, so that only the triggers train; the model is untouched
+    frozen.trainable = False
+    search = keras.Model([x_in, t_in], frozen(blend([x_in, t_in]), training=False))
+    search.compile(
+        keras.optimizers.Adam(float(learning_rate)),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+    )
+    for _ in range(int(epochs)):
+        t = rng.integers(0, n_classes, size=(len(X), 1)).astype("int32")
+        search.fit([X, t], t, batch_size=64, epochs=1, verbose=0)
     triggers = np.asarray(ops.convert_to_numpy(blend.triggers))
     return triggers, trigger_success(model, X, triggers, alpha)
 
@@ -243,8 +247,7 @@ def untrapped(
     )
     keras.utils.set_random_seed(int(random_state))
     rng = np.random.default_rng(random_state + 1)
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    copy = _copy(model)
     scores = np.asarray(model.predict(X, verbose=0))
     soft = np.asarray(ops.convert_to_numpy(ops.softmax(scores))) if from_logits else scores
 
