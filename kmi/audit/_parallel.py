@@ -287,7 +287,7 @@ def _train_shared_prior(model, prior, options, common, n_jobs=None) -> None:
     their rows are those of a sequential audit, in which the first model's audit
     trains them and the others reuse them. The two are independent (each seeds
     itself from the audit's ``random_state``), so they are trained at once: the GAN
-    prior in a worker (:func:`_gan_prior`), which also starts the workers that the
+    prior in a worker (:func:`_gan_prior_in_worker`), which also starts the workers that the
     units then reuse, and the evaluation classifier here, on every core as in a
     sequential audit (trained on fewer threads, its weights differ in the last
     bits, and so would every row's KNN distance). On a joblib backend that cannot
@@ -300,20 +300,20 @@ def _train_shared_prior(model, prior, options, common, n_jobs=None) -> None:
     backend, _ = joblib.parallel.get_active_backend()
     pending = []
     if "generator" not in prior and _gan_specs(model, common):
-        job = (pack(model), pack(rest), quiet)
         if getattr(backend, "supports_return_generator", False):
             # a generator dispatches its job now, to run while the evaluator trains
             workers = max(1, joblib.effective_n_jobs(n_jobs))
             threads = max(1, (os.cpu_count() or 1) // workers)
+            job = (pack(model), pack(rest), quiet, threads)
             run = joblib.Parallel(n_jobs=n_jobs, return_as="generator")
-            pending = run([joblib.delayed(_gan_prior)(*job, threads)])
+            pending = (unpack(part) for part in run([joblib.delayed(_gan_prior_in_worker)(*job)]))
         else:  # it would run only after the evaluator: here, on every core
-            pending = [_gan_prior(*job, 0)]
+            pending = [_gan_prior(model, rest, quiet)]
     if "evaluation classifier" not in prior and options.get("eval_model") is None:
         with only_attacks([]):  # the baselines only: the audit trains the evaluator
             _audit_scratch(model, **quiet, **rest, shared_prior=prior)
     for part in pending:
-        prior.update(unpack(part))
+        prior.update(part)
 
 
 def _audit_scratch(model, **kwargs):
@@ -342,20 +342,17 @@ def _gan_specs(model, common) -> list:
     ]
 
 
-def _gan_prior(model, options, common, threads):
-    """The shared GAN prior, trained in a worker by the audit's own code: the audit
-    of ``model`` with only its GAN-prior attacks and no search steps. Returns the
-    generator and critic, packed. The scratch rows are scored by an untrained
-    stand-in (:func:`kmi.models.evaluation_classifier`) rather than by an
-    evaluation classifier trained a second time.
+def _gan_prior(model, options, common) -> dict:
+    """The shared GAN prior, trained by the audit's own code: the audit of ``model``
+    with only its GAN-prior attacks and no search steps. Returns the generator and
+    critic. The scratch rows are scored by an untrained stand-in
+    (:func:`kmi.models.evaluation_classifier`) rather than by an evaluation
+    classifier trained a second time.
     """
     from kmi.audit.api import _target
-    from kmi.backend import limit_threads
     from kmi.models import evaluation_classifier
 
-    if threads:
-        limit_threads(threads)
-    model, options, prior = unpack(model), unpack(options), {}
+    options, prior = dict(options), {}
     keras_model = _target(model, common.get("access", "white-box")).model
     if options.get("eval_model") is None and _is_keras_model(keras_model):
         shape = tuple(keras_model.input_shape[1:])
@@ -365,7 +362,15 @@ def _gan_prior(model, options, common, threads):
         _audit_scratch(model, **gan, **options, shared_prior=prior)
     except ValueError:  # a GAN attack this model cannot take: the units train their own
         pass
-    return pack({k: prior[k] for k in ("generator", "critic") if prior.get(k) is not None})
+    return {k: prior[k] for k in ("generator", "critic") if prior.get(k) is not None}
+
+
+def _gan_prior_in_worker(model, options, common, threads):
+    """:func:`_gan_prior` in a worker, on ``threads`` threads; models packed both ways."""
+    from kmi.backend import limit_threads
+
+    limit_threads(threads)
+    return pack(_gan_prior(unpack(model), unpack(options), common))
 
 
 def run_units(units, *, modality, options, common, checkpoint, title, n_jobs=None):

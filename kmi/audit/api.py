@@ -218,8 +218,9 @@ def audit(
         they ran (rows, verdicts, figures; the timings differ): Keras models travel to
         the workers as ``.keras`` files, the journal is written here (a temporary one
         without ``checkpoint``) and the report is built here from it, and an image
-        audit trains its evaluation classifier and GAN prior once, here, before the
-        runs start (as the first model's audit would).
+        audit trains its evaluation classifier (here) and GAN prior (in a worker,
+        meanwhile, where the joblib backend allows; else here) once, before the runs
+        start (as the first model's audit would).
 
     Returns
     -------

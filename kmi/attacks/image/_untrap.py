@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kmi.defenses.trapdoor import _ValueRange
 from kmi.utils.validation import check_images
 
 
@@ -43,7 +44,7 @@ class _Blend(keras.layers.Layer):
         self.triggers = self.add_weight(
             shape=(self.n_classes, *image_shape),
             initializer=keras.initializers.RandomUniform(self.low, self.high, seed=self.seed),
-            constraint=lambda w: ops.clip(w, self.low, self.high),
+            constraint=_ValueRange(self.low, self.high),
             name="triggers",
         )
 
